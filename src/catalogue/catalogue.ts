@@ -1,0 +1,329 @@
+// Maps mount paths onto XNAT objects and back, listing lazily over the client with cached
+// listings. The path layout mirrors XNAT's REST URLs (see doc/SEMANTICS.md):
+//   /projects/P/subjects/S/experiments/E/scans/<ID>-<type>/resources/R/files/…
+//   /projects/P/experiments/E/…   /projects/P/resources/R/files/…   …/assessors/A/resources/R/files/…
+// Only what XNAT lists is shown; the fixed folder names are the only made-up entries.
+import createDebug from 'debug';
+import type { Assessor, Experiment, FileEntry, Owner, Project, Resource, Scan, Subject, XnatApi } from '../xnat/types.js';
+import { XnatError } from '../xnat/types.js';
+import { FsError } from '../fs/errors.js';
+import { ListingCache } from './listing-cache.js';
+import { buildFileTree, isTreeDir, lookupInTree, type TreeDir } from './file-tree.js';
+import { escapeName, scanFolderName, unescapeName } from './names.js';
+
+const log = createDebug('xnatfs:catalogue');
+
+export type DirNode =
+  | { kind: 'root' }
+  | { kind: 'projects' }
+  | { kind: 'project'; project: string }
+  | { kind: 'subjects'; project: string }
+  | { kind: 'subject'; project: string; subject: Subject }
+  | { kind: 'experiments'; project: string; subject: string | null }
+  | { kind: 'experiment'; project: string; experiment: Experiment }
+  | { kind: 'scans'; project: string; experiment: string }
+  | { kind: 'scan'; project: string; experiment: string; scan: Scan }
+  | { kind: 'assessors'; project: string; experiment: string }
+  | { kind: 'assessor'; project: string; experiment: string; assessor: Assessor }
+  | { kind: 'resources'; owner: Owner }
+  | { kind: 'resource'; owner: Owner; resource: Resource }
+  /** A folder inside a resource's files/ (components = [] is files/ itself). */
+  | { kind: 'folder'; owner: Owner; resource: Resource; components: string[]; tree: TreeDir };
+
+export interface FileNode {
+  kind: 'file';
+  owner: Owner;
+  resource: Resource;
+  components: string[];
+  entry: FileEntry;
+}
+
+export type Node = DirNode | FileNode;
+
+export interface CatalogueOptions {
+  ttlMs: number;
+  maxListings?: number;
+}
+
+const FIXED: Record<string, readonly string[]> = {
+  root: ['projects'],
+  project: ['subjects', 'experiments', 'resources'],
+  subject: ['experiments', 'resources'],
+  experiment: ['scans', 'resources', 'assessors'],
+  scan: ['resources'],
+  assessor: ['resources'],
+  resource: ['files'],
+};
+
+export function ownerKey(owner: Owner): string {
+  switch (owner.level) {
+    case 'project':
+      return `p:${owner.project}`;
+    case 'subject':
+      return `p:${owner.project}/s:${owner.subject}`;
+    case 'experiment':
+      return `p:${owner.project}/e:${owner.experiment}`;
+    case 'scan':
+      return `p:${owner.project}/e:${owner.experiment}/scan:${owner.scan}`;
+    case 'assessor':
+      return `p:${owner.project}/e:${owner.experiment}/a:${owner.assessor}`;
+  }
+}
+
+/** Turn a client error into the errno the kernel should see. */
+export function toFsError(err: unknown, what: string): FsError {
+  if (err instanceof FsError) return err;
+  if (err instanceof XnatError) {
+    switch (err.kind) {
+      case 'not-found':
+        return new FsError('ENOENT', `${what}: not found on XNAT`, { cause: err });
+      case 'forbidden':
+        return new FsError('EACCES', `${what}: XNAT denies access (403); ask the project owner for access`, { cause: err });
+      case 'unauthorized':
+        return new FsError('EACCES', `${what}: ${err.message}`, { cause: err });
+      case 'conflict':
+        return new FsError('EEXIST', `${what}: already exists on XNAT`, { cause: err });
+      default:
+        return new FsError('EIO', `${what}: ${err.message}`, { cause: err });
+    }
+  }
+  return new FsError('EIO', `${what}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+}
+
+export class Catalogue {
+  readonly listings: ListingCache;
+  /** Resolved paths, so repeated stats of the same path skip the walk. Cleared on any invalidation. */
+  private readonly resolved = new Map<string, Node>();
+  private readonly maxResolved = 200_000;
+
+  constructor(
+    private readonly client: XnatApi,
+    options: CatalogueOptions,
+  ) {
+    this.listings = new ListingCache({ ttlMs: options.ttlMs, maxEntries: options.maxListings ?? 20_000 });
+    // Resolved nodes hold references into listings, so they may live no longer than those.
+    setInterval(() => this.resolved.clear(), options.ttlMs).unref();
+  }
+
+  // ---- listings (cached, single-flight) ----
+
+  projects(): Promise<Project[]> {
+    return this.listings.get('projects', () => this.client.listProjects());
+  }
+  subjects(project: string): Promise<Subject[]> {
+    return this.listings.get(`subjects:${project}`, () => this.client.listSubjects(project));
+  }
+  experiments(project: string, subject: string | null): Promise<Experiment[]> {
+    return this.listings.get(`experiments:${project}:${subject ?? ''}`, () =>
+      this.client.listExperiments(project, subject ?? undefined),
+    );
+  }
+  scans(project: string, experiment: string): Promise<Scan[]> {
+    return this.listings.get(`scans:${project}:${experiment}`, () => this.client.listScans(project, experiment));
+  }
+  assessors(project: string, experiment: string): Promise<Assessor[]> {
+    return this.listings.get(`assessors:${project}:${experiment}`, () => this.client.listAssessors(project, experiment));
+  }
+  resources(owner: Owner): Promise<Resource[]> {
+    return this.listings.get(`resources:${ownerKey(owner)}`, () => this.client.listResources(owner));
+  }
+
+  /** The file tree of one resource. Scan resources come from one bulk listing per experiment. */
+  fileTree(owner: Owner, resource: Resource): Promise<TreeDir> {
+    return this.listings.get(`files:${ownerKey(owner)}:${resource.id}`, async () => {
+      if (owner.level === 'scan') {
+        const bulk = await this.scanFilesOf(owner.project, owner.experiment);
+        if (bulk) {
+          const mine = bulk.get(`${owner.scan}\n${resource.label}`) ?? [];
+          return buildFileTree(mine);
+        }
+      }
+      return buildFileTree(await this.client.listFiles(owner, resource.id));
+    });
+  }
+
+  /**
+   * Every scan file of an experiment, grouped by scan id and resource label, from one request.
+   * null when the server can't answer the bulk form (then each resource is listed on its own).
+   */
+  private scanFilesOf(project: string, experiment: string): Promise<Map<string, FileEntry[]> | null> {
+    return this.listings.get(`scanfiles:${project}:${experiment}`, async () => {
+      try {
+        const all = await this.client.listAllScanFiles(project, experiment);
+        const groups = new Map<string, FileEntry[]>();
+        for (const f of all) {
+          const key = `${f.scan}\n${f.resourceLabel}`;
+          let list = groups.get(key);
+          if (!list) groups.set(key, (list = []));
+          list.push(f);
+        }
+        return groups;
+      } catch (err) {
+        if (err instanceof XnatError && (err.kind === 'not-found' || err.kind === 'bad-request' || err.kind === 'protocol')) {
+          log('bulk scan listing unavailable for %s (%s); listing resources one by one', experiment, err.message);
+          return null;
+        }
+        throw err;
+      }
+    });
+  }
+
+  // ---- invalidation after our own writes ----
+
+  invalidateResources(owner: Owner): void {
+    this.listings.invalidate(`resources:${ownerKey(owner)}`);
+    this.resolved.clear();
+  }
+
+  invalidateFiles(owner: Owner, resource?: Resource): void {
+    if (resource) this.listings.invalidate(`files:${ownerKey(owner)}:${resource.id}`);
+    else this.listings.invalidate(`files:${ownerKey(owner)}:`, true);
+    if (owner.level === 'scan') this.listings.invalidate(`scanfiles:${owner.project}:${owner.experiment}`);
+    this.listings.invalidate(`resources:${ownerKey(owner)}`);
+    this.resolved.clear();
+  }
+
+  // ---- path resolution ----
+
+  /** Resolve a mount path ("/projects/P/…") to a node; throws FsError(ENOENT) when absent. */
+  async resolve(path: string): Promise<Node> {
+    const cached = this.resolved.get(path);
+    if (cached) return cached;
+    const components = path.split('/').filter((c) => c !== '');
+    let node: Node = { kind: 'root' };
+    for (let i = 0; i < components.length; i++) {
+      if (node.kind === 'file') throw new FsError('ENOTDIR', `${path}: not a folder`);
+      const child: Node | null = await this.child(node, components[i]!).catch((err: unknown) => {
+        throw toFsError(err, path);
+      });
+      if (!child) throw new FsError('ENOENT', `${path}: no such entry`);
+      node = child;
+    }
+    if (this.resolved.size >= this.maxResolved) this.resolved.clear();
+    this.resolved.set(path, node);
+    return node;
+  }
+
+  /** A node resolved earlier, without any request; undefined if not in memory. */
+  peekResolved(path: string): Node | undefined {
+    return this.resolved.get(path);
+  }
+
+  /** Names in a folder, escaped for the path. */
+  async list(node: DirNode): Promise<string[]> {
+    switch (node.kind) {
+      case 'root':
+      case 'project':
+      case 'experiment':
+      case 'scan':
+      case 'assessor':
+      case 'resource':
+        return [...FIXED[node.kind]!];
+      case 'subject':
+        return [...FIXED.subject!];
+      case 'projects':
+        return (await this.projects()).map((p) => escapeName(p.id));
+      case 'subjects':
+        return (await this.subjects(node.project)).map((s) => escapeName(s.label));
+      case 'experiments':
+        return (await this.experiments(node.project, node.subject)).map((e) => escapeName(e.label));
+      case 'scans':
+        return (await this.scans(node.project, node.experiment)).map((s) => scanFolderName(s.id, s.type));
+      case 'assessors':
+        return (await this.assessors(node.project, node.experiment)).map((a) => escapeName(a.label));
+      case 'resources':
+        return (await this.resources(node.owner)).map((r) => escapeName(r.label));
+      case 'folder':
+        return [...node.tree.dirs.keys(), ...node.tree.files.keys()];
+    }
+  }
+
+  private async child(node: DirNode, name: string): Promise<Node | null> {
+    const fixed = (allowed: string): boolean => name === allowed;
+    switch (node.kind) {
+      case 'root':
+        return fixed('projects') ? { kind: 'projects' } : null;
+      case 'projects': {
+        const id = unescapeName(name);
+        const p = (await this.projects()).find((x) => x.id === id);
+        return p ? { kind: 'project', project: p.id } : null;
+      }
+      case 'project':
+        if (fixed('subjects')) return { kind: 'subjects', project: node.project };
+        if (fixed('experiments')) return { kind: 'experiments', project: node.project, subject: null };
+        if (fixed('resources')) return { kind: 'resources', owner: { level: 'project', project: node.project } };
+        return null;
+      case 'subjects': {
+        const label = unescapeName(name);
+        const list = await this.subjects(node.project);
+        const s = list.find((x) => x.label === label) ?? list.find((x) => x.id === label);
+        return s ? { kind: 'subject', project: node.project, subject: s } : null;
+      }
+      case 'subject':
+        if (fixed('experiments')) return { kind: 'experiments', project: node.project, subject: node.subject.id };
+        if (fixed('resources'))
+          return { kind: 'resources', owner: { level: 'subject', project: node.project, subject: node.subject.id } };
+        return null;
+      case 'experiments': {
+        const label = unescapeName(name);
+        const list = await this.experiments(node.project, node.subject);
+        const e = list.find((x) => x.label === label) ?? list.find((x) => x.id === label);
+        return e ? { kind: 'experiment', project: node.project, experiment: e } : null;
+      }
+      case 'experiment': {
+        const e = node.experiment.id;
+        if (fixed('scans')) return { kind: 'scans', project: node.project, experiment: e };
+        if (fixed('assessors')) return { kind: 'assessors', project: node.project, experiment: e };
+        if (fixed('resources'))
+          return { kind: 'resources', owner: { level: 'experiment', project: node.project, experiment: e } };
+        return null;
+      }
+      case 'scans': {
+        const list = await this.scans(node.project, node.experiment);
+        // "<ID>-<type>" as listed; the bare ID resolves too (REST-style paths) but is not listed.
+        const s = list.find((x) => scanFolderName(x.id, x.type) === name) ?? list.find((x) => escapeName(x.id) === name);
+        return s ? { kind: 'scan', project: node.project, experiment: node.experiment, scan: s } : null;
+      }
+      case 'scan':
+        return fixed('resources')
+          ? {
+              kind: 'resources',
+              owner: { level: 'scan', project: node.project, experiment: node.experiment, scan: node.scan.id },
+            }
+          : null;
+      case 'assessors': {
+        const label = unescapeName(name);
+        const list = await this.assessors(node.project, node.experiment);
+        const a = list.find((x) => x.label === label) ?? list.find((x) => x.id === label);
+        return a ? { kind: 'assessor', project: node.project, experiment: node.experiment, assessor: a } : null;
+      }
+      case 'assessor':
+        return fixed('resources')
+          ? {
+              kind: 'resources',
+              owner: { level: 'assessor', project: node.project, experiment: node.experiment, assessor: node.assessor.id },
+            }
+          : null;
+      case 'resources': {
+        const label = unescapeName(name);
+        const list = await this.resources(node.owner);
+        const r = list.find((x) => x.label === label) ?? list.find((x) => x.id === label);
+        return r ? { kind: 'resource', owner: node.owner, resource: r } : null;
+      }
+      case 'resource':
+        if (!fixed('files')) return null;
+        return { kind: 'folder', owner: node.owner, resource: node.resource, components: [], tree: await this.fileTree(node.owner, node.resource) };
+      case 'folder': {
+        const found = lookupInTree(node.tree, [name]);
+        if (!found) return null;
+        const components = [...node.components, name];
+        if (isTreeDir(found)) return { kind: 'folder', owner: node.owner, resource: node.resource, components, tree: found };
+        return { kind: 'file', owner: node.owner, resource: node.resource, components, entry: found };
+      }
+    }
+  }
+}
+
+export function isDir(node: Node): node is DirNode {
+  return node.kind !== 'file';
+}

@@ -1,0 +1,59 @@
+// A resource's flat file listing turned into folders, built once per listing so that every
+// `stat` and `readdir` inside the resource is a map lookup.
+import type { FileEntry } from '../xnat/types.js';
+import { escapeName } from './names.js';
+
+export interface TreeDir {
+  /** Child folders by path component (escaped). */
+  dirs: Map<string, TreeDir>;
+  /** Child files by path component (escaped). */
+  files: Map<string, FileEntry>;
+  /** Sum of the sizes of every file below. */
+  totalSize: number;
+}
+
+function newDir(): TreeDir {
+  return { dirs: new Map(), files: new Map(), totalSize: 0 };
+}
+
+export function buildFileTree(entries: readonly FileEntry[]): TreeDir {
+  const root = newDir();
+  for (const entry of entries) {
+    const parts = entry.path.split('/').filter((p) => p !== '');
+    if (parts.length === 0) continue;
+    let dir = root;
+    dir.totalSize += entry.size;
+    for (let i = 0; i < parts.length - 1; i++) {
+      const name = escapeName(parts[i]!);
+      let next = dir.dirs.get(name);
+      if (!next) {
+        next = newDir();
+        dir.dirs.set(name, next);
+      }
+      next.totalSize += entry.size;
+      dir = next;
+    }
+    dir.files.set(escapeName(parts[parts.length - 1]!), entry);
+  }
+  return root;
+}
+
+/** Walk escaped path components; returns the folder, the file, or null. */
+export function lookupInTree(root: TreeDir, components: readonly string[]): TreeDir | FileEntry | null {
+  let dir = root;
+  for (let i = 0; i < components.length; i++) {
+    const name = components[i]!;
+    const sub = dir.dirs.get(name);
+    if (sub) {
+      dir = sub;
+      continue;
+    }
+    if (i === components.length - 1) return dir.files.get(name) ?? null;
+    return null;
+  }
+  return dir;
+}
+
+export function isTreeDir(x: TreeDir | FileEntry): x is TreeDir {
+  return (x as TreeDir).dirs instanceof Map;
+}

@@ -1,0 +1,38 @@
+// How XNAT names become path components, reversibly.
+//
+// XNAT ids and labels are restricted to [A-Za-z0-9_-], so in practice only file names and
+// resource labels can hold characters a path component can't: "/" (never inside a listed
+// file name, since it separates folders, but possible in principle in a label) and the names
+// "." and "..". Everything else — spaces, "#", "%", "+", non-ASCII — is shown as is.
+//   "/"                          → "%2F"
+//   "%" followed by two hex digits → "%25" (so "%2F" in a real name stays distinguishable)
+//   a whole name "." or ".."     → "%2E" / "%2E%2E"
+// Names with none of these (nearly all) are unchanged; `unescapeName(escapeName(x)) === x`.
+
+const HEX_AFTER_PERCENT = /%(?=[0-9A-Fa-f]{2})/g;
+
+export function escapeName(name: string): string {
+  if (name === '.') return '%2E';
+  if (name === '..') return '%2E%2E';
+  if (name === '') return '%00';
+  if (!name.includes('%') && !name.includes('/')) return name;
+  return name.replace(HEX_AFTER_PERCENT, '%25').replace(/\//g, '%2F');
+}
+
+export function unescapeName(component: string): string {
+  if (component === '%2E') return '.';
+  if (component === '%2E%2E') return '..';
+  if (component === '%00') return '';
+  if (!component.includes('%')) return component;
+  return component.replace(/%(2F|25)/gi, (m) => (m.toUpperCase() === '%2F' ? '/' : '%'));
+}
+
+/**
+ * A scan's folder name, as XNAT's own zip downloads name it: "<ID>-<type>" with every
+ * non-word character of the type replaced by "_" (Java's \W is ASCII-only, like JavaScript's).
+ * A scan without a type is just its ID.
+ */
+export function scanFolderName(id: string, type: string): string {
+  const safeType = type.replace(/\W/g, '_');
+  return escapeName(safeType === '' ? id : `${id}-${safeType}`);
+}

@@ -1,0 +1,207 @@
+// File bytes for open handles: from the disk cache when present, otherwise from a download
+// that readers follow as it arrives. One download per file however many handles read it.
+// Prefetch: once a second file of the same folder is opened (dcm2niix, cp -r, find -exec cat
+// read folders through), the rest of the folder is fetched in parallel into the disk cache.
+import { open, unlink, type FileHandle } from 'node:fs/promises';
+import createDebug from 'debug';
+import pLimit, { type LimitFunction } from 'p-limit';
+import type { FileRef, XnatApi } from '../xnat/types.js';
+import { DiskCache } from './disk-cache.js';
+import { Download, type DownloadOptions } from './download.js';
+
+const log = createDebug('xnatfs:content');
+
+export interface PrefetchOptions {
+  enabled: boolean;
+  /** Downloads running at once for prefetch (foreground reads are not limited by this). */
+  concurrency: number;
+  /** Files larger than this are never prefetched. */
+  maxFileBytes: number;
+  /** Bytes one folder's prefetch may queue. */
+  maxFolderBytes: number;
+}
+
+export interface ContentStoreOptions {
+  server: string;
+  cache: DiskCache;
+  download: DownloadOptions;
+  prefetch: PrefetchOptions;
+}
+
+interface Active {
+  download: Download;
+  refs: number;
+  /** Cached under this key once complete (false: too large for the cache, delete when unused). */
+  committed: boolean | null;
+}
+
+type Handle =
+  | { kind: 'cached'; fh: FileHandle }
+  | { kind: 'download'; key: string; active: Active }
+  | { kind: 'empty' };
+
+interface FolderState {
+  opened: Set<string>;
+  prefetched: boolean;
+}
+
+export class ContentStore {
+  private readonly handles = new Map<number, Handle>();
+  private readonly active = new Map<string, Active>();
+  private readonly folders = new Map<string, FolderState>();
+  private readonly prefetchLimit: LimitFunction;
+  private nextFd = 10;
+  stats = { downloads: 0, cacheHits: 0, prefetched: 0 };
+
+  constructor(
+    private readonly client: XnatApi,
+    private readonly options: ContentStoreOptions,
+  ) {
+    this.prefetchLimit = pLimit(Math.max(1, options.prefetch.concurrency));
+  }
+
+  keyOf(ref: FileRef): string {
+    return DiskCache.keyOf({ server: this.options.server, uri: ref.uri ?? `${JSON.stringify(ref.owner)}/${ref.resource}/${ref.path}`, size: ref.size, digest: ref.digest });
+  }
+
+  async open(ref: FileRef): Promise<number> {
+    const fd = this.nextFd++;
+    if (ref.size === 0) {
+      this.handles.set(fd, { kind: 'empty' });
+      return fd;
+    }
+    const key = this.keyOf(ref);
+    const cached = this.options.cache.lookup(key);
+    if (cached) {
+      try {
+        const fh = await open(cached, 'r');
+        this.stats.cacheHits++;
+        this.handles.set(fd, { kind: 'cached', fh });
+        return fd;
+      } catch {
+        this.options.cache.remove(key); // evicted or deleted under us: fetch again
+      }
+    }
+    const active = this.startDownload(key, ref);
+    active.refs++;
+    this.handles.set(fd, { kind: 'download', key, active });
+    return fd;
+  }
+
+  async read(fd: number, buf: Buffer, len: number, pos: number): Promise<number> {
+    const h = this.handles.get(fd);
+    if (!h) throw Object.assign(new Error(`read on unknown handle ${fd}`), { code: 'EBADF' });
+    switch (h.kind) {
+      case 'empty':
+        return 0;
+      case 'cached': {
+        const { bytesRead } = await h.fh.read(buf, 0, len, pos);
+        return bytesRead;
+      }
+      case 'download':
+        return h.active.download.read(buf, len, pos);
+    }
+  }
+
+  async release(fd: number): Promise<void> {
+    const h = this.handles.get(fd);
+    this.handles.delete(fd);
+    if (!h) return;
+    if (h.kind === 'cached') await h.fh.close().catch(() => undefined);
+    if (h.kind === 'download') {
+      h.active.refs--;
+      await this.maybeDiscard(h.key, h.active);
+    }
+  }
+
+  /**
+   * Tell the store that `ref` was opened in folder `folderKey` whose files are `siblings`
+   * (in listing order). The second distinct file opened in a folder starts its prefetch.
+   */
+  noteOpen(folderKey: string, ref: FileRef, siblings: () => FileRef[]): void {
+    const p = this.options.prefetch;
+    if (!p.enabled) return;
+    let state = this.folders.get(folderKey);
+    if (!state) {
+      if (this.folders.size > 10_000) this.folders.clear();
+      state = { opened: new Set(), prefetched: false };
+      this.folders.set(folderKey, state);
+    }
+    state.opened.add(ref.path);
+    if (state.prefetched || state.opened.size < 2) return;
+    state.prefetched = true;
+    let budget = p.maxFolderBytes;
+    const queue: FileRef[] = [];
+    for (const s of siblings()) {
+      if (state.opened.has(s.path) || s.size === 0 || s.size > p.maxFileBytes) continue;
+      if (budget - s.size < 0) break;
+      budget -= s.size;
+      queue.push(s);
+    }
+    log('prefetch %s: %d files, %d bytes', folderKey, queue.length, p.maxFolderBytes - budget);
+    for (const s of queue) {
+      void this.prefetchLimit(async () => {
+        const key = this.keyOf(s);
+        if (this.options.cache.lookup(key)) return;
+        const active = this.startDownload(key, s);
+        this.stats.prefetched++;
+        active.refs++;
+        try {
+          await active.download.waitFor(Number.MAX_SAFE_INTEGER).catch(() => undefined);
+          await active.download.finished;
+        } finally {
+          active.refs--;
+          await this.maybeDiscard(key, active);
+        }
+      });
+    }
+  }
+
+  /** Wait for every download to end (used at unmount and by tests). */
+  async idle(): Promise<void> {
+    while (this.active.size > 0) {
+      await Promise.all([...this.active.values()].map((a) => a.download.finished));
+      await new Promise((r) => setImmediate(r));
+    }
+  }
+
+  async close(): Promise<void> {
+    for (const a of this.active.values()) a.download.cancel();
+    await this.idle().catch(() => undefined);
+    for (const [fd] of this.handles) await this.release(fd);
+  }
+
+  private startDownload(key: string, ref: FileRef): Active {
+    const existing = this.active.get(key);
+    if (existing && !existing.download.error) return existing;
+    const path = this.options.cache.partialPath(key);
+    const download = new Download(this.client, ref, path, this.options.download);
+    const active: Active = { download, refs: 0, committed: null };
+    this.active.set(key, active);
+    this.stats.downloads++;
+    void download.finished.then(async () => {
+      if (download.error) {
+        log('download of %s failed: %s', ref.path, download.error.message);
+        // A later open starts afresh; current readers get the error.
+        if (this.active.get(key) === active) this.active.delete(key);
+        await unlink(path).catch(() => undefined);
+        await download.closeHandles();
+        return;
+      }
+      active.committed = await this.options.cache.commit(key, path, download.written).catch(() => false);
+      if (active.committed) download.path = this.options.cache.objectPath(key);
+      if (active.committed && this.active.get(key) === active) this.active.delete(key);
+      await this.maybeDiscard(key, active);
+    });
+    return active;
+  }
+
+  private async maybeDiscard(key: string, active: Active): Promise<void> {
+    if (active.refs > 0 || !active.download.done) return;
+    await active.download.closeHandles();
+    if (active.committed === false) {
+      if (this.active.get(key) === active) this.active.delete(key);
+      await unlink(active.download.path).catch(() => undefined);
+    }
+  }
+}

@@ -1,0 +1,131 @@
+// The read side of the filesystem: getattr, readdir, open, read, release, statfs.
+// Every handler resolves the path through the catalogue (listings cached in memory, so a stat
+// after a listing costs no request) and maps failures to a precise errno.
+import { constants } from 'node:fs';
+import { dirname } from 'node:path';
+import type { Catalogue, DirNode, FileNode, Node } from '../catalogue/catalogue.js';
+import { isDir, ownerKey, toFsError } from '../catalogue/catalogue.js';
+import type { ContentStore } from '../content/content-store.js';
+import type { FileRef } from '../xnat/types.js';
+import { FsError } from './errors.js';
+import type { FsOps, Stat, StatFs } from './types.js';
+
+// O_ACCMODE is not exported by node:fs; it is 3 on Linux and macOS.
+const O_ACCMODE = 3;
+
+export interface FsContext {
+  catalogue: Catalogue;
+  content: ContentStore;
+  readOnly: boolean;
+  uid: number;
+  gid: number;
+  /** Times shown for every entry: XNAT listings carry no modification times. */
+  mountTime: Date;
+}
+
+export function fileRefOf(node: FileNode): FileRef {
+  return {
+    owner: node.owner,
+    resource: node.resource.id,
+    path: node.entry.path,
+    size: node.entry.size,
+    digest: node.entry.digest,
+    uri: node.entry.uri,
+  };
+}
+
+export function dirStat(ctx: FsContext): Stat {
+  const t = ctx.mountTime;
+  return { mode: constants.S_IFDIR | (ctx.readOnly ? 0o555 : 0o755), size: 4096, nlink: 2, uid: ctx.uid, gid: ctx.gid, mtime: t, atime: t, ctime: t };
+}
+
+export function fileStat(ctx: FsContext, size: number, mtime?: Date): Stat {
+  const t = mtime ?? ctx.mountTime;
+  return {
+    mode: constants.S_IFREG | (ctx.readOnly ? 0o444 : 0o644),
+    size,
+    nlink: 1,
+    uid: ctx.uid,
+    gid: ctx.gid,
+    mtime: t,
+    atime: t,
+    ctime: t,
+    blocks: Math.ceil(size / 512),
+    blksize: 128 * 1024,
+  };
+}
+
+export function statOf(ctx: FsContext, node: Node): Stat {
+  return node.kind === 'file' ? fileStat(ctx, node.entry.size) : dirStat(ctx);
+}
+
+export async function resolveDir(ctx: FsContext, path: string): Promise<DirNode> {
+  const node = await ctx.catalogue.resolve(path);
+  if (!isDir(node)) throw new FsError('ENOTDIR', `${path}: not a folder`);
+  return node;
+}
+
+export function createReadOperations(ctx: FsContext): Required<Pick<FsOps, 'getattr' | 'readdir' | 'open' | 'read' | 'release' | 'statfs'>> {
+  return {
+    async getattr(path) {
+      return statOf(ctx, await ctx.catalogue.resolve(path));
+    },
+
+    async readdir(path) {
+      const node = await resolveDir(ctx, path);
+      const names = await ctx.catalogue.list(node).catch((err: unknown) => {
+        throw toFsError(err, path);
+      });
+      return { names: ['.', '..', ...names] };
+    },
+
+    async open(path, flags) {
+      const node = await ctx.catalogue.resolve(path);
+      if (node.kind !== 'file') throw new FsError('EISDIR', `${path}: is a folder`);
+      if ((flags & O_ACCMODE) !== constants.O_RDONLY) {
+        if (ctx.readOnly) throw new FsError('EROFS', `${path}: the mount is read-only (mounted with --read-only)`);
+        throw new FsError('EACCES', `${path}: files already on XNAT cannot be modified in place; write a new file or replace it with cp`);
+      }
+      const ref = fileRefOf(node);
+      const fd = await ctx.content.open(ref);
+      const folderPath = dirname(path);
+      ctx.content.noteOpen(`${ownerKey(node.owner)}:${node.resource.id}:${folderPath}`, ref, () => siblingsOf(ctx, folderPath));
+      return fd;
+    },
+
+    async read(path, fd, buf, len, pos) {
+      try {
+        return await ctx.content.read(fd, buf, len, pos);
+      } catch (err) {
+        throw toFsError(err, `reading ${path}`);
+      }
+    },
+
+    async release(_path, fd) {
+      await ctx.content.release(fd);
+    },
+
+    async statfs() {
+      return statfsOf();
+    },
+  };
+}
+
+/** Files of an already-resolved folder, in listing order (cached: no request). */
+function siblingsOf(ctx: FsContext, folderPath: string): FileRef[] {
+  const node = ctx.catalogue.peekResolved(folderPath);
+  if (!node || node.kind !== 'folder') return [];
+  const refs: FileRef[] = [];
+  for (const [name, entry] of node.tree.files) {
+    refs.push(fileRefOf({ kind: 'file', owner: node.owner, resource: node.resource, components: [...node.components, name], entry }));
+  }
+  return refs;
+}
+
+function statfsOf(): StatFs {
+  // XNAT has no quota API: report a large, mostly free volume so tools that check free space
+  // before copying (cp, rsync, some GUIs) don't refuse to write.
+  const bsize = 4096;
+  const blocks = 2 ** 40 / bsize;
+  return { bsize, frsize: bsize, blocks, bfree: blocks, bavail: blocks, files: 1e9, ffree: 1e9, favail: 1e9, fsid: 0x786e6174, flag: 0, namemax: 255 };
+}

@@ -1,0 +1,90 @@
+import { describe, expect, it } from 'vitest';
+import { Catalogue } from '../../src/catalogue/catalogue.js';
+import { FsError } from '../../src/fs/errors.js';
+import { XnatError } from '../../src/xnat/types.js';
+import { MemoryXnat, sampleArchive } from '../helpers/memory-client.js';
+
+const E = '/projects/P1/subjects/S1/experiments/E1';
+
+describe('Catalogue path resolution', () => {
+  it('walks the REST-shaped layout down to a file', async () => {
+    const cat = new Catalogue(sampleArchive(), { ttlMs: 60_000 });
+    expect(await cat.list(await cat.resolve('/') as never)).toEqual(['projects']);
+    expect(await cat.list(await cat.resolve('/projects') as never)).toEqual(['P1']);
+    expect(await cat.list(await cat.resolve(`${E}`) as never)).toEqual(['scans', 'resources', 'assessors']);
+    expect(await cat.list(await cat.resolve(`${E}/scans`) as never)).toEqual(['4-Ax_3D_T1']);
+    const file = await cat.resolve(`${E}/scans/4-Ax_3D_T1/resources/DICOM/files/0002.dcm`);
+    expect(file.kind).toBe('file');
+    if (file.kind === 'file') expect(file.entry.size).toBe(1002);
+  });
+
+  it('resolves the bare scan ID and accession ids, but lists only folder names', async () => {
+    const cat = new Catalogue(sampleArchive(), { ttlMs: 60_000 });
+    expect((await cat.resolve(`${E}/scans/4`)).kind).toBe('scan');
+    expect((await cat.resolve('/projects/P1/experiments/XNAT_E00001')).kind).toBe('experiment');
+    expect((await cat.resolve('/projects/P1/experiments/E1/resources/NOTES/files/sub dir/a#b.txt')).kind).toBe('file');
+  });
+
+  it('throws ENOENT for names XNAT does not list', async () => {
+    const cat = new Catalogue(sampleArchive(), { ttlMs: 60_000 });
+    for (const p of ['/nope', '/projects/P2', `${E}/scans/5`, `${E}/scans/4/resources/DICOM/files/x.dcm`, '/projects/P1/bogus']) {
+      await expect(cat.resolve(p)).rejects.toMatchObject({ code: 'ENOENT' });
+    }
+  });
+
+  it('maps XNAT errors to errnos', async () => {
+    const x = sampleArchive();
+    x.listSubjects = async () => { throw new XnatError('forbidden', 'Unable to read subjects', 403); };
+    const cat = new Catalogue(x, { ttlMs: 60_000 });
+    const err = await cat.resolve('/projects/P1/subjects/S1').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(FsError);
+    expect((err as FsError).code).toBe('EACCES');
+  });
+
+  it('lists a scan resource of 2,000 files with a handful of requests, then stats from memory', async () => {
+    const x = sampleArchive(2000);
+    const cat = new Catalogue(x, { ttlMs: 60_000 });
+    const dir = `${E}/scans/4-Ax_3D_T1/resources/DICOM/files`;
+    const names = await cat.list(await cat.resolve(dir) as never);
+    expect(names).toHaveLength(2000);
+    const before = x.calls.length;
+    await Promise.all(names.map((n) => cat.resolve(`${dir}/${n}`)));
+    expect(x.calls.length).toBe(before);
+    // projects, subjects, experiments, scans, resources, one bulk scan-file listing
+    expect(x.calls).toEqual(['projects', 'subjects P1', 'experiments P1 XNAT_S00001', 'scans XNAT_E00001', 'resources e/XNAT_E00001/scan/4', 'scanfiles XNAT_E00001']);
+  });
+
+  it('shares one request among concurrent lookups (single-flight)', async () => {
+    const x = sampleArchive();
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const orig = x.listProjects.bind(x);
+    x.listProjects = async () => { await gate; return orig(); };
+    const cat = new Catalogue(x, { ttlMs: 60_000 });
+    const all = Promise.all(Array.from({ length: 50 }, () => cat.resolve('/projects/P1')));
+    release();
+    await all;
+    expect(x.calls.filter((c) => c === 'projects')).toHaveLength(1);
+  });
+
+  it('refetches after the TTL and after invalidation', async () => {
+    const x: MemoryXnat = sampleArchive();
+    const cat = new Catalogue(x, { ttlMs: 30 });
+    await cat.projects();
+    await new Promise((r) => setTimeout(r, 60));
+    await cat.projects();
+    expect(x.calls.filter((c) => c === 'projects')).toHaveLength(2);
+    cat.invalidateResources({ level: 'project', project: 'P1' });
+    await cat.resources({ level: 'project', project: 'P1' });
+    await cat.resources({ level: 'project', project: 'P1' });
+    expect(x.calls.filter((c) => c === 'resources p/P1')).toHaveLength(1);
+  });
+
+  it('falls back to per-resource listings when the bulk scan listing is unavailable', async () => {
+    const x = sampleArchive(3);
+    x.listAllScanFiles = async () => { throw new XnatError('not-found', 'no route', 404); };
+    const cat = new Catalogue(x, { ttlMs: 60_000 });
+    const names = await cat.list(await cat.resolve(`${E}/scans/4/resources/DICOM/files`) as never);
+    expect(names).toEqual(['0000.dcm', '0001.dcm', '0002.dcm']);
+  });
+});
