@@ -1,0 +1,156 @@
+// Uploads of spooled files, foreground (flush/fsync waits for them) and background retries for
+// the ones that failed: a spool file is deleted only once XNAT has the bytes, never before.
+import createDebug from 'debug';
+import pLimit, { type LimitFunction } from 'p-limit';
+import type { Owner, XnatApi } from '../xnat/types.js';
+import { XnatError } from '../xnat/types.js';
+
+const log = createDebug('xnatfs:upload');
+
+export interface UploadJob {
+  owner: Owner;
+  /** Resource label. */
+  resource: string;
+  /** Path inside the resource's files/. */
+  path: string;
+  spoolPath: string;
+  size: number;
+  overwrite: boolean;
+  /** Mount path, for messages. */
+  displayPath: string;
+}
+
+interface Retry {
+  job: UploadJob;
+  timer: NodeJS.Timeout | null;
+  attempts: number;
+  lastError: string;
+  onSuccess: () => Promise<void>;
+}
+
+export interface UploaderOptions {
+  concurrency: number;
+  /** First delay of background retries; doubled up to maxRetryDelayMs. */
+  retryDelayMs: number;
+  maxRetryDelayMs: number;
+}
+
+export class Uploader {
+  private readonly limit: LimitFunction;
+  /** Jobs that failed in the foreground and are retried in the background, by spool path. */
+  private readonly retrying = new Map<string, Retry>();
+  private readonly running = new Set<Promise<unknown>>();
+  private closed = false;
+  uploads = 0;
+
+  constructor(
+    private readonly client: XnatApi,
+    private readonly options: UploaderOptions,
+    /** Called after every successful upload (to refresh listings). */
+    private readonly onUploaded: (job: UploadJob) => void,
+  ) {
+    this.limit = pLimit(Math.max(1, options.concurrency));
+  }
+
+  /** Upload now; resolves when XNAT has the file. The spool file is kept (the caller owns it). */
+  upload(job: UploadJob): Promise<void> {
+    const p = this.limit(async () => {
+      log('uploading %s (%d bytes, overwrite=%s)', job.displayPath, job.size, job.overwrite);
+      await this.client.uploadFile(job.owner, job.resource, job.path, { overwrite: job.overwrite, sourcePath: job.spoolPath, size: job.size });
+      this.uploads++;
+      this.onUploaded(job);
+    });
+    this.track(p);
+    return p;
+  }
+
+  /**
+   * Hand over a job whose foreground upload failed: retried with backoff until it succeeds or
+   * the mount is closed; `onSuccess` then decides what becomes of the spool file. A newer job
+   * for the same spool file replaces an older one.
+   */
+  retryInBackground(job: UploadJob, error: unknown, onSuccess: () => Promise<void>): void {
+    const existing = this.retrying.get(job.spoolPath);
+    if (existing?.timer) clearTimeout(existing.timer);
+    // Our own earlier attempt may have landed before the connection failed: the bytes in the
+    // spool are what the user wrote, so later attempts replace whatever is there.
+    const entry: Retry = { job: { ...job, overwrite: true }, timer: null, attempts: existing?.attempts ?? 0, lastError: messageOf(error), onSuccess };
+    this.retrying.set(job.spoolPath, entry);
+    this.schedule(entry);
+  }
+
+  /** Forget a queued retry (the file was deleted or rewritten). */
+  cancel(spoolPath: string): void {
+    const e = this.retrying.get(spoolPath);
+    if (e?.timer) clearTimeout(e.timer);
+    this.retrying.delete(spoolPath);
+  }
+
+  isRetrying(spoolPath: string): boolean {
+    return this.retrying.has(spoolPath);
+  }
+
+  pending(): Array<{ displayPath: string; spoolPath: string; attempts: number; lastError: string }> {
+    return [...this.retrying.values()].map((e) => ({ displayPath: e.job.displayPath, spoolPath: e.job.spoolPath, attempts: e.attempts, lastError: e.lastError }));
+  }
+
+  /**
+   * At unmount: retry everything pending right away and wait (bounded) for uploads in flight.
+   * Returns what is still not on the server; those spool files are left on disk.
+   */
+  async drain(timeoutMs: number): Promise<ReturnType<Uploader['pending']>> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline && (this.retrying.size > 0 || this.running.size > 0)) {
+      for (const e of this.retrying.values()) {
+        if (e.timer) {
+          clearTimeout(e.timer);
+          e.timer = null;
+          void this.attempt(e);
+        }
+      }
+      await Promise.race([Promise.allSettled([...this.running]), new Promise((r) => setTimeout(r, Math.max(0, Math.min(1000, deadline - Date.now()))))]);
+    }
+    this.closed = true;
+    for (const e of this.retrying.values()) if (e.timer) clearTimeout(e.timer);
+    return this.pending();
+  }
+
+  private schedule(entry: Retry): void {
+    if (this.closed) return;
+    const delay = Math.min(this.options.maxRetryDelayMs, this.options.retryDelayMs * 2 ** entry.attempts);
+    entry.timer = setTimeout(() => {
+      entry.timer = null;
+      void this.attempt(entry);
+    }, delay);
+    entry.timer.unref();
+  }
+
+  private async attempt(entry: Retry): Promise<void> {
+    entry.attempts++;
+    try {
+      await this.upload(entry.job);
+      if (this.retrying.get(entry.job.spoolPath) !== entry) return; // superseded meanwhile
+      this.retrying.delete(entry.job.spoolPath);
+      await entry.onSuccess().catch(() => undefined);
+      console.error(`xnatfs: uploaded ${entry.job.displayPath} after ${entry.attempts} background retr${entry.attempts === 1 ? 'y' : 'ies'}`);
+    } catch (err) {
+      entry.lastError = messageOf(err);
+      log('background upload of %s failed (%s)', entry.job.displayPath, entry.lastError);
+      if (this.retrying.get(entry.job.spoolPath) === entry) this.schedule(entry);
+    }
+  }
+
+  private track(p: Promise<unknown>): void {
+    const settled = p.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.running.add(settled);
+    void settled.then(() => this.running.delete(settled));
+  }
+}
+
+function messageOf(err: unknown): string {
+  if (err instanceof XnatError) return err.message;
+  return err instanceof Error ? err.message : String(err);
+}

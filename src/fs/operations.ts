@@ -1,0 +1,500 @@
+// Every FUSE operation xnatfs implements: the read side (read-operations.ts) plus writes.
+// Writes: mkdir in resources/ creates a resource; files under files/ are spooled to local disk
+// and uploaded on flush/fsync (close() waits for FLUSH, while RELEASE comes after close() has
+// returned, so uploading there would hide failures from `cp`). A failed upload returns EIO,
+// keeps the spool file and retries it in the background. See doc/SEMANTICS.md.
+import { constants } from 'node:fs';
+import { open, truncate as truncatePath, unlink as unlinkPath } from 'node:fs/promises';
+import { basename, dirname } from 'node:path';
+import createDebug from 'debug';
+import { file as tmpFile } from 'tmp-promise';
+import { toFsError, type Node } from '../catalogue/catalogue.js';
+import { unescapeName } from '../catalogue/names.js';
+import type { Uploader, UploadJob } from '../content/uploader.js';
+import { XnatError, type XnatApi } from '../xnat/types.js';
+import { FsError } from './errors.js';
+import { createReadOperations, dirStat, fileRefOf, fileStat, type FsContext } from './read-operations.js';
+import type { FsOps } from './types.js';
+import { WriteOverlay, type PendingFile, type Target } from './write-overlay.js';
+
+const log = createDebug('xnatfs:fs');
+const O_ACCMODE = 3;
+/** Handles on spooled files are numbered apart from the content store's read handles. */
+const SPOOL_FD_BASE = 1 << 30;
+
+export interface WriteContext extends FsContext {
+  client: XnatApi;
+  uploader: Uploader;
+  spoolDir: string;
+  /** A file changed by truncate(2) without an open handle is uploaded after this idle time. */
+  idleUploadMs: number;
+}
+
+export interface XnatFs {
+  ops: FsOps;
+  overlay: WriteOverlay;
+  /** Called by the uploader after every successful upload: listings of that owner are stale. */
+  onUploaded(job: UploadJob): void;
+}
+
+export function createOperations(ctx: WriteContext): XnatFs {
+  const read = createReadOperations(ctx);
+  const overlay = new WriteOverlay();
+  const spoolHandles = new Map<number, { file: PendingFile; writable: boolean }>();
+  let nextFd = SPOOL_FD_BASE;
+
+  const refuseReadOnly = (path: string, what: string): void => {
+    if (ctx.readOnly) throw new FsError('EROFS', `${what} ${path}: the mount is read-only (mounted with --read-only)`);
+  };
+
+  const relPath = (t: Target): string => t.components.map(unescapeName).join('/');
+
+  /** The XNAT place of a folder path inside files/, or null if the path is not such a folder. */
+  async function targetOfDir(path: string): Promise<Target | null> {
+    const local = overlay.dirs.get(path);
+    if (local) return local.target;
+    let node: Node;
+    try {
+      node = await ctx.catalogue.resolve(path);
+    } catch {
+      return null;
+    }
+    if (node.kind !== 'folder') return null;
+    return { owner: node.owner, resourceLabel: node.resource.label, components: node.components };
+  }
+
+  async function serverNode(path: string): Promise<Node | null> {
+    try {
+      return await ctx.catalogue.resolve(path);
+    } catch (err) {
+      if (err instanceof FsError && err.code === 'ENOENT') return null;
+      throw err;
+    }
+  }
+
+  async function newPending(path: string, target: Target, overwrite: boolean, lazyFromServer: boolean): Promise<PendingFile> {
+    const spool = await tmpFile({ dir: ctx.spoolDir, prefix: 'spool-', postfix: `-${basename(path).slice(-60)}`, mode: 0o600 });
+    await spool.cleanup().catch(() => undefined); // we manage the path ourselves (closed fd, kept name)
+    const fh = await open(spool.path, 'w+', 0o600);
+    await fh.close();
+    const f: PendingFile = {
+      path, target, spoolPath: spool.path, fh: null, size: 0, mtime: new Date(), opens: 0,
+      dirty: !lazyFromServer, overwrite, lazyFromServer, uploading: null, retrying: false, idleUpload: null,
+    };
+    overlay.addFile(f);
+    return f;
+  }
+
+  /** Fill a lazily-created spool with the server's bytes (append, O_RDWR without truncation). */
+  async function populate(f: PendingFile): Promise<void> {
+    if (!f.lazyFromServer) return;
+    const node = await serverNode(f.path);
+    f.lazyFromServer = false;
+    if (!node || node.kind !== 'file') return;
+    const fd = await ctx.content.open(fileRefOf(node));
+    const out = await open(f.spoolPath, 'r+');
+    try {
+      const buf = Buffer.alloc(1 << 20);
+      let pos = 0;
+      for (;;) {
+        const n = await ctx.content.read(fd, buf, buf.length, pos);
+        if (n === 0) break;
+        await out.write(buf, 0, n, pos);
+        pos += n;
+      }
+      f.size = pos;
+    } catch (err) {
+      f.lazyFromServer = true;
+      throw toFsError(err, `reading ${f.path} from XNAT before changing it`);
+    } finally {
+      await out.close();
+      await ctx.content.release(fd);
+    }
+  }
+
+  async function handleOf(f: PendingFile): Promise<NonNullable<PendingFile['fh']>> {
+    f.fh ??= await open(f.spoolPath, 'r+');
+    return f.fh;
+  }
+
+  function jobOf(f: PendingFile): UploadJob {
+    return {
+      owner: f.target.owner, resource: f.target.resourceLabel, path: relPath(f.target), spoolPath: f.spoolPath,
+      size: f.size, overwrite: f.overwrite, displayPath: f.path,
+    };
+  }
+
+  /** Upload if changed; on failure hand over to background retries and answer EIO. */
+  async function sync(f: PendingFile): Promise<void> {
+    while (f.uploading) await f.uploading.catch(() => undefined);
+    if (!f.dirty) return;
+    if (f.retrying) {
+      ctx.uploader.cancel(f.spoolPath);
+      f.retrying = false;
+    }
+    f.dirty = false;
+    const job = jobOf(f);
+    const p = ctx.uploader.upload(job);
+    f.uploading = p;
+    try {
+      await p;
+      f.overwrite = true;
+    } catch (err) {
+      f.retrying = true;
+      ctx.uploader.retryInBackground(job, err, async () => {
+        f.retrying = false;
+        f.overwrite = true;
+        await settle(f);
+      });
+      const reason = err instanceof XnatError && err.kind === 'duplicate'
+        ? 'XNAT already has a file there and kept it (no overwrite); remove it first'
+        : (err as Error).message;
+      console.error(`xnatfs: upload of ${f.path} failed: ${reason}; kept in ${f.spoolPath}, retrying in the background`);
+      throw new FsError('EIO', `upload of ${f.path} failed`, { cause: err });
+    } finally {
+      f.uploading = null;
+    }
+  }
+
+  /** Drop a pending file that XNAT now has and nobody holds open. */
+  async function settle(f: PendingFile): Promise<void> {
+    if (f.opens > 0 || f.dirty || f.retrying || f.uploading || f.idleUpload) return;
+    if (overlay.files.get(f.path) !== f) return;
+    overlay.removeFile(f.path);
+    await unlinkPath(f.spoolPath).catch(() => undefined);
+  }
+
+  function scheduleIdleUpload(f: PendingFile): void {
+    if (f.idleUpload) clearTimeout(f.idleUpload);
+    f.idleUpload = setTimeout(() => {
+      f.idleUpload = null;
+      if (f.opens > 0) return; // an open handle's flush will upload it
+      sync(f).then(() => settle(f), () => undefined);
+    }, ctx.idleUploadMs);
+  }
+
+  function pendingOf(fd: number): { file: PendingFile; writable: boolean } | undefined {
+    return fd >= SPOOL_FD_BASE ? spoolHandles.get(fd) : undefined;
+  }
+
+  async function openPending(f: PendingFile, writable: boolean): Promise<number> {
+    if (f.idleUpload) {
+      clearTimeout(f.idleUpload); // the handle's flush uploads it now
+      f.idleUpload = null;
+    }
+    f.opens++;
+    const fd = nextFd++;
+    spoolHandles.set(fd, { file: f, writable });
+    return fd;
+  }
+
+  /** Start replacing a server file: a pending file standing for its current bytes. */
+  async function pendingForServerFile(path: string): Promise<PendingFile> {
+    const existing = overlay.files.get(path);
+    if (existing) return existing;
+    const node = await serverNode(path);
+    if (!node || node.kind !== 'file') throw new FsError('ENOENT', `${path}: no such file`);
+    const target: Target = { owner: node.owner, resourceLabel: node.resource.label, components: node.components };
+    return newPending(path, target, true, true);
+  }
+
+  const ops: FsOps = {
+    async getattr(path) {
+      const f = overlay.files.get(path);
+      if (f) return fileStat(ctx, f.lazyFromServer ? (await read.getattr(path)).size : f.size, f.mtime);
+      if (overlay.dirs.has(path)) return dirStat(ctx);
+      return read.getattr(path);
+    },
+
+    async readdir(path) {
+      const extra = overlay.childrenOf(path);
+      if (overlay.dirs.has(path)) {
+        let server: string[] = [];
+        try {
+          server = (await read.readdir(path)).names;
+        } catch {
+          server = ['.', '..'];
+        }
+        return { names: [...new Set([...server, ...extra])] };
+      }
+      const listed = await read.readdir(path);
+      return extra.length === 0 ? listed : { names: [...new Set([...listed.names, ...extra])] };
+    },
+
+    async open(path, flags) {
+      const writable = (flags & O_ACCMODE) !== constants.O_RDONLY;
+      const f = overlay.files.get(path);
+      if (f) {
+        if (writable) refuseReadOnly(path, 'write');
+        return openPending(f, writable);
+      }
+      if (!writable) return read.open(path, flags);
+      refuseReadOnly(path, 'write');
+      const pending = await pendingForServerFile(path);
+      if (flags & constants.O_TRUNC) {
+        pending.lazyFromServer = false;
+        pending.size = 0;
+        pending.dirty = true;
+      }
+      return openPending(pending, true);
+    },
+
+    async create(path, _mode) {
+      refuseReadOnly(path, 'create');
+      const target = await targetOfDir(dirname(path));
+      if (!target) {
+        console.error(`xnatfs: cannot create ${path}: files can only be created inside …/resources/<resource>/files/`);
+        throw new FsError('EACCES', `${path}: files can only be created inside a resource's files/ folder`);
+      }
+      const existing = overlay.files.get(path);
+      if (existing) {
+        existing.lazyFromServer = false;
+        await truncatePath(existing.spoolPath, 0);
+        existing.size = 0;
+        existing.dirty = true;
+        return openPending(existing, true);
+      }
+      const onServer = await serverNode(path);
+      const f = await newPending(path, { ...target, components: [...target.components, basename(path)] }, onServer !== null, false);
+      return openPending(f, true);
+    },
+
+    async read(path, fd, buf, len, pos) {
+      const h = pendingOf(fd);
+      if (!h) return read.read(path, fd, buf, len, pos);
+      await populate(h.file);
+      const fh = await handleOf(h.file);
+      const { bytesRead } = await fh.read(buf, 0, len, pos);
+      return bytesRead;
+    },
+
+    async write(path, fd, buf, len, pos) {
+      const h = pendingOf(fd);
+      if (!h || !h.writable) throw new FsError('EBADF', `${path}: not open for writing`);
+      const f = h.file;
+      await populate(f);
+      const fh = await handleOf(f);
+      let done = 0;
+      while (done < len) {
+        const { bytesWritten } = await fh.write(buf, done, len - done, pos + done);
+        done += bytesWritten;
+      }
+      f.size = Math.max(f.size, pos + len);
+      f.dirty = true;
+      f.mtime = new Date();
+      return len;
+    },
+
+    async truncate(path, size) {
+      refuseReadOnly(path, 'truncate');
+      const f = overlay.files.get(path) ?? (await pendingForServerFile(path));
+      if (size === 0) f.lazyFromServer = false;
+      else await populate(f);
+      await truncatePath(f.spoolPath, size);
+      f.size = size;
+      f.dirty = true;
+      f.mtime = new Date();
+      if (f.opens === 0) scheduleIdleUpload(f);
+    },
+
+    async ftruncate(path, fd, size) {
+      const h = pendingOf(fd);
+      if (!h || !h.writable) throw new FsError('EBADF', `${path}: not open for writing`);
+      return ops.truncate!(path, size);
+    },
+
+    async flush(path, fd) {
+      const h = pendingOf(fd);
+      if (h?.writable) await sync(h.file);
+    },
+
+    async fsync(path, fd) {
+      const h = pendingOf(fd);
+      if (h?.writable) await sync(h.file);
+    },
+
+    async release(path, fd) {
+      const h = pendingOf(fd);
+      if (!h) return read.release(path, fd);
+      spoolHandles.delete(fd);
+      const f = h.file;
+      f.opens--;
+      if (f.opens > 0) return;
+      const fh = f.fh;
+      f.fh = null;
+      await fh?.close().catch(() => undefined);
+      if (f.dirty) {
+        // Written through a path that never flushed (e.g. mmap): upload now, report in the log.
+        sync(f).then(() => settle(f), () => undefined);
+        return;
+      }
+      await settle(f);
+    },
+
+    async utimens(path, _atime, mtime) {
+      const f = overlay.files.get(path);
+      if (f) {
+        // Kept while the file is pending; XNAT stores no modification times.
+        f.mtime = new Date(mtime);
+        return;
+      }
+      if (overlay.dirs.has(path)) return;
+      await read.getattr(path);
+      throw new FsError('EPERM', `${path}: XNAT keeps no modification times; times of files already on XNAT cannot be set`);
+    },
+
+    async mkdir(path) {
+      refuseReadOnly(path, 'mkdir');
+      const parentPath = dirname(path);
+      const name = basename(path);
+      if (overlay.files.has(path) || overlay.dirs.has(path) || (await serverNode(path))) {
+        throw new FsError('EEXIST', `${path}: already exists`);
+      }
+      const parentTarget = await targetOfDir(parentPath);
+      if (parentTarget) {
+        overlay.addDir({ path, target: { ...parentTarget, components: [...parentTarget.components, name] } });
+        return;
+      }
+      const parent = await serverNode(parentPath);
+      if (parent?.kind === 'resources') {
+        try {
+          await ctx.client.createResource(parent.owner, unescapeName(name));
+        } catch (err) {
+          throw toFsError(err, `mkdir ${path}`);
+        } finally {
+          ctx.catalogue.invalidateResources(parent.owner);
+        }
+        return;
+      }
+      console.error(`xnatfs: mkdir ${path}: folders can be made only in a …/resources/ folder (a new XNAT resource) or inside …/resources/<resource>/files/`);
+      throw new FsError('EACCES', `mkdir ${path}: not a place where XNAT can hold a folder`);
+    },
+
+    async rmdir(path) {
+      refuseReadOnly(path, 'rmdir');
+      if (overlay.hasChildren(path)) throw new FsError('ENOTEMPTY', `${path}: folder not empty`);
+      const local = overlay.dirs.get(path);
+      const node = await serverNode(path);
+      if (!node) {
+        if (!local) throw new FsError('ENOENT', `${path}: no such folder`);
+        overlay.removeDir(path);
+        return;
+      }
+      if (node.kind === 'folder') {
+        if (node.tree.files.size > 0 || node.tree.dirs.size > 0) throw new FsError('ENOTEMPTY', `${path}: folder not empty`);
+        overlay.removeDir(path);
+        return; // files/ of an empty resource, or a folder emptied by our own deletes
+      }
+      if (node.kind === 'resource') {
+        const tree = await ctx.catalogue.fileTree(node.owner, node.resource).catch((err: unknown) => {
+          throw toFsError(err, path);
+        });
+        if (tree.files.size > 0 || tree.dirs.size > 0 || overlay.hasChildren(`${path}/files`)) {
+          throw new FsError('ENOTEMPTY', `${path}: resource not empty`);
+        }
+        try {
+          await ctx.client.deleteResource(node.owner, node.resource.id);
+        } catch (err) {
+          throw toFsError(err, `rmdir ${path}`);
+        } finally {
+          ctx.catalogue.invalidateResources(node.owner);
+        }
+        return;
+      }
+      if (node.kind === 'file') throw new FsError('ENOTDIR', `${path}: not a folder`);
+      throw new FsError('EACCES', `rmdir ${path}: only resources and folders inside files/ can be removed through the mount`);
+    },
+
+    async unlink(path) {
+      refuseReadOnly(path, 'unlink');
+      const f = overlay.files.get(path);
+      const node = await serverNode(path);
+      if (f) {
+        if (f.idleUpload) clearTimeout(f.idleUpload);
+        ctx.uploader.cancel(f.spoolPath);
+        overlay.removeFile(path);
+        if (f.opens === 0) await unlinkPath(f.spoolPath).catch(() => undefined);
+        if (!node) return;
+      }
+      if (!node) throw new FsError('ENOENT', `${path}: no such file`);
+      if (node.kind !== 'file') throw new FsError('EISDIR', `${path}: is a folder`);
+      try {
+        await ctx.client.deleteFile(node.owner, node.resource.id, node.entry.path);
+      } catch (err) {
+        throw toFsError(err, `rm ${path}`);
+      } finally {
+        ctx.catalogue.invalidateFiles(node.owner, node.resource);
+      }
+      keepEmptyParents(path, { owner: node.owner, resourceLabel: node.resource.label, components: node.components });
+    },
+
+    async rename(src, dest) {
+      refuseReadOnly(src, 'rename');
+      if (src === dest) return;
+      const destTarget = await targetOfDir(dirname(dest));
+      const pending = overlay.files.get(src);
+      const node = pending ? null : await serverNode(src);
+      if (!pending && !node && !overlay.dirs.has(src)) throw new FsError('ENOENT', `${src}: no such file`);
+      if (overlay.dirs.has(src) || (node && node.kind !== 'file')) {
+        // XNAT cannot move folders or resources; EXDEV makes mv copy and delete instead.
+        throw new FsError('EXDEV', `rename ${src}: folders are moved by copying`);
+      }
+      if (!destTarget) throw new FsError('EXDEV', `rename ${src} → ${dest}: destination is not inside a resource's files/`);
+      const destNode = await serverNode(dest);
+      if (destNode && destNode.kind !== 'file') throw new FsError('EISDIR', `${dest}: is a folder`);
+      const target: Target = { ...destTarget, components: [...destTarget.components, basename(dest)] };
+      // The bytes move as a pending file at the destination, uploaded now (rename(2) is expected
+      // to be durable when it returns), then the source goes.
+      const f = pending ?? (await pendingForServerFile(src));
+      await populate(f);
+      ctx.uploader.cancel(f.spoolPath);
+      f.retrying = false;
+      if (f.idleUpload) clearTimeout(f.idleUpload);
+      f.idleUpload = null;
+      overlay.removeFile(src);
+      const displaced = overlay.files.get(dest);
+      if (displaced) {
+        overlay.removeFile(dest);
+        ctx.uploader.cancel(displaced.spoolPath);
+        if (displaced.opens === 0) await unlinkPath(displaced.spoolPath).catch(() => undefined);
+      }
+      const srcWasOnServer = pending ? pending.overwrite : true;
+      const srcTarget = f.target;
+      f.path = dest;
+      f.target = target;
+      f.overwrite = destNode !== null;
+      f.dirty = true;
+      overlay.addFile(f);
+      await sync(f);
+      if (srcWasOnServer) {
+        try {
+          await ctx.client.deleteFile(srcTarget.owner, srcTarget.resourceLabel, relPath(srcTarget));
+        } catch (err) {
+          if (!(err instanceof XnatError && err.kind === 'not-found')) throw toFsError(err, `removing ${src} after copying it to ${dest}`);
+        } finally {
+          ctx.catalogue.invalidateFiles(srcTarget.owner);
+        }
+      }
+      await settle(f);
+    },
+  };
+
+  /** After deleting a file, its folders stay visible (empty) until rmdir, as on a disk. */
+  function keepEmptyParents(filePath: string, t: Target): void {
+    let dir = dirname(filePath);
+    for (let depth = t.components.length - 1; depth > 0; depth--) {
+      if (!overlay.dirs.has(dir)) overlay.addDir({ path: dir, target: { ...t, components: t.components.slice(0, depth) } });
+      dir = dirname(dir);
+    }
+  }
+
+  if (ctx.readOnly) log('read-only mount: every write answers EROFS');
+
+  return {
+    ops,
+    overlay,
+    onUploaded(job) {
+      ctx.catalogue.invalidateFiles(job.owner);
+    },
+  };
+}

@@ -1,0 +1,81 @@
+// Builds the whole filesystem over one XNAT client: catalogue → content → fs operations.
+// The CLI mounts what this returns; tests drive `ops` directly without FUSE.
+import { mkdir, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Catalogue } from '../catalogue/catalogue.js';
+import { ContentStore, type PrefetchOptions } from '../content/content-store.js';
+import { DiskCache } from '../content/disk-cache.js';
+import { Uploader, type UploadJob } from '../content/uploader.js';
+import type { XnatApi } from '../xnat/types.js';
+import { createOperations, type XnatFs } from './operations.js';
+
+export interface StackOptions {
+  cacheDir: string;
+  cacheBytes: number;
+  listingTtlMs: number;
+  readOnly: boolean;
+  prefetch: PrefetchOptions;
+  uploadConcurrency: number;
+  /** Background retry delays for failed uploads. */
+  uploadRetryDelayMs?: number;
+  uploadMaxRetryDelayMs?: number;
+  idleUploadMs?: number;
+  downloadAttempts?: number;
+}
+
+export interface XnatFsStack extends XnatFs {
+  catalogue: Catalogue;
+  content: ContentStore;
+  uploader: Uploader;
+  spoolDir: string;
+  /** Spool files left by an earlier run (their uploads never finished). */
+  leftoverSpool: string[];
+  /** Wait (bounded) for pending uploads, stop downloads; returns uploads that never made it. */
+  shutdown(uploadWaitMs: number): Promise<ReturnType<Uploader['pending']>>;
+}
+
+export async function createStack(client: XnatApi, o: StackOptions): Promise<XnatFsStack> {
+  const cache = new DiskCache({ dir: o.cacheDir, maxBytes: o.cacheBytes });
+  await cache.init();
+  const spoolDir = join(o.cacheDir, 'spool');
+  await mkdir(spoolDir, { recursive: true, mode: 0o700 });
+  const leftoverSpool = (await readdir(spoolDir)).map((n) => join(spoolDir, n));
+  const catalogue = new Catalogue(client, { ttlMs: o.listingTtlMs });
+  const content = new ContentStore(client, {
+    server: client.baseUrl,
+    cache,
+    download: { maxAttempts: o.downloadAttempts ?? 5, retryDelayMs: 200 },
+    prefetch: o.prefetch,
+  });
+  let fs: XnatFs | null = null;
+  const uploader = new Uploader(
+    client,
+    { concurrency: o.uploadConcurrency, retryDelayMs: o.uploadRetryDelayMs ?? 2000, maxRetryDelayMs: o.uploadMaxRetryDelayMs ?? 60_000 },
+    (job: UploadJob) => fs?.onUploaded(job),
+  );
+  fs = createOperations({
+    catalogue,
+    content,
+    client,
+    uploader,
+    spoolDir,
+    readOnly: o.readOnly,
+    uid: process.getuid?.() ?? 0,
+    gid: process.getgid?.() ?? 0,
+    mountTime: new Date(),
+    idleUploadMs: o.idleUploadMs ?? 1000,
+  });
+  return {
+    ...fs,
+    catalogue,
+    content,
+    uploader,
+    spoolDir,
+    leftoverSpool,
+    async shutdown(uploadWaitMs) {
+      const left = await uploader.drain(uploadWaitMs);
+      await content.close();
+      return left;
+    },
+  };
+}

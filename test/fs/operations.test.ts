@@ -1,0 +1,177 @@
+// The fs layer driven directly (no FUSE): reads, errnos, and the write path against an in-memory XNAT.
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { dir as tmpDir, type DirectoryResult } from 'tmp-promise';
+import { constants } from 'node:fs';
+import { readdir } from 'node:fs/promises';
+import { createStack, type XnatFsStack } from '../../src/fs/stack.js';
+import { XnatError, type Owner } from '../../src/xnat/types.js';
+import { MemoryXnat, sampleArchive } from '../helpers/memory-client.js';
+import { FsError } from '../../src/fs/errors.js';
+
+const E = '/projects/P1/subjects/S1/experiments/E1';
+const NOTES = `${E}/resources/NOTES/files`;
+const expOwner: Owner = { level: 'experiment', project: 'P1', experiment: 'XNAT_E00001' };
+
+async function errno(p: Promise<unknown>): Promise<string> {
+  const e = await p.then(() => null, (err: unknown) => err);
+  expect(e).toBeInstanceOf(FsError);
+  return (e as FsError).code;
+}
+
+describe('fs operations over an in-memory XNAT', () => {
+  let tmp: DirectoryResult;
+  let x: MemoryXnat;
+  let fs: XnatFsStack;
+  const build = async (readOnly = false) => createStack(x, {
+    cacheDir: `${tmp.path}/cache`, cacheBytes: 1 << 26, listingTtlMs: 60_000, readOnly,
+    prefetch: { enabled: false, concurrency: 2, maxFileBytes: 1 << 20, maxFolderBytes: 1 << 24 },
+    uploadConcurrency: 2, uploadRetryDelayMs: 20, uploadMaxRetryDelayMs: 40, idleUploadMs: 20,
+  });
+  beforeEach(async () => {
+    tmp = await tmpDir({ unsafeCleanup: true });
+    x = sampleArchive();
+    fs = await build();
+  });
+  afterEach(async () => {
+    await fs.shutdown(1000);
+    await tmp.cleanup();
+  });
+
+  async function writeFile(path: string, data: Buffer): Promise<void> {
+    const fd = await fs.ops.create!(path, 0o644);
+    await fs.ops.write!(path, fd, data, data.length, 0);
+    await fs.ops.flush!(path, fd);
+    await fs.ops.release!(path, fd);
+  }
+
+  async function readFile(path: string): Promise<Buffer> {
+    const st = await fs.ops.getattr!(path);
+    const fd = await fs.ops.open!(path, constants.O_RDONLY);
+    const buf = Buffer.alloc(st.size + 10);
+    const n = await fs.ops.read!(path, fd, buf, buf.length, 0);
+    await fs.ops.release!(path, fd);
+    return buf.subarray(0, n);
+  }
+
+  it('stats and reads files with the listed size', async () => {
+    const st = await fs.ops.getattr!(`${E}/scans/4-Ax_3D_T1/resources/DICOM/files/0003.dcm`);
+    expect(st.size).toBe(1003);
+    expect(st.mode & constants.S_IFREG).toBeTruthy();
+    expect(await readFile(`${NOTES}/sub dir/a#b.txt`)).toEqual(Buffer.from('hello'));
+    expect((await fs.ops.readdir!(NOTES)).names).toEqual(['.', '..', 'sub dir']);
+  });
+
+  it('answers ENOENT, EISDIR and EACCES precisely', async () => {
+    expect(await errno(fs.ops.getattr!('/projects/NOPE'))).toBe('ENOENT');
+    expect(await errno(fs.ops.open!(NOTES, constants.O_RDONLY))).toBe('EISDIR');
+    expect(await errno(fs.ops.mkdir!('/projects/P1/subjects/S2', 0o755))).toBe('EACCES');
+    expect(await errno(fs.ops.create!(`${E}/new.txt`, 0o644))).toBe('EACCES');
+  });
+
+  it('refuses every write with EROFS on a read-only mount', async () => {
+    await fs.shutdown(100);
+    fs = await build(true);
+    expect(await errno(fs.ops.create!(`${NOTES}/x.txt`, 0o644))).toBe('EROFS');
+    expect(await errno(fs.ops.mkdir!(`${E}/resources/NEW`, 0o755))).toBe('EROFS');
+    expect(await errno(fs.ops.unlink!(`${NOTES}/sub dir/a#b.txt`))).toBe('EROFS');
+    expect(await errno(fs.ops.open!(`${NOTES}/sub dir/a#b.txt`, constants.O_WRONLY))).toBe('EROFS');
+    expect((await fs.ops.getattr!(NOTES)).mode & 0o222).toBe(0);
+  });
+
+  it('mkdir in resources/ creates a resource; an existing one is EEXIST', async () => {
+    await fs.ops.mkdir!(`${E}/resources/RESULTS`, 0o755);
+    expect(x.calls).toContain('mkres RESULTS');
+    expect((await fs.ops.readdir!(`${E}/resources`)).names).toContain('RESULTS');
+    expect(await errno(fs.ops.mkdir!(`${E}/resources/RESULTS`, 0o755))).toBe('EEXIST');
+  });
+
+  it('uploads on flush, shows the new file at once and drops the spool', async () => {
+    await fs.ops.mkdir!(`${E}/resources/RESULTS`, 0o755);
+    await fs.ops.mkdir!(`${E}/resources/RESULTS/files/sub`, 0o755);
+    expect((await fs.ops.getattr!(`${E}/resources/RESULTS/files/sub`)).mode & constants.S_IFDIR).toBeTruthy();
+    const data = Buffer.from('result bytes');
+    await writeFile(`${E}/resources/RESULTS/files/sub/out.nii`, data);
+    expect(x.calls.filter((c) => c.startsWith('upload'))).toEqual(['upload sub/out.nii']);
+    expect(await readFile(`${E}/resources/RESULTS/files/sub/out.nii`)).toEqual(data);
+    expect((await fs.ops.getattr!(`${E}/resources/RESULTS/files/sub/out.nii`)).size).toBe(data.length);
+    expect(fs.overlay.files.size).toBe(0);
+    expect(await readdir(fs.spoolDir)).toEqual([]);
+  });
+
+  it('replaces an existing file when truncated to 0 and rewritten (cp over a file)', async () => {
+    const path = `${NOTES}/sub dir/a#b.txt`;
+    await fs.ops.truncate!(path, 0);
+    const fd = await fs.ops.open!(path, constants.O_WRONLY);
+    await fs.ops.write!(path, fd, Buffer.from('new!'), 4, 0);
+    await fs.ops.flush!(path, fd);
+    await fs.ops.release!(path, fd);
+    expect(await readFile(path)).toEqual(Buffer.from('new!'));
+    expect(x.calls.filter((c) => c.startsWith('get'))).toEqual(['get sub dir/a#b.txt']);
+  });
+
+  it('appends to an existing file by fetching its bytes first', async () => {
+    const path = `${NOTES}/sub dir/a#b.txt`;
+    const fd = await fs.ops.open!(path, constants.O_WRONLY | constants.O_APPEND);
+    await fs.ops.write!(path, fd, Buffer.from(' world'), 6, 5);
+    await fs.ops.flush!(path, fd);
+    await fs.ops.release!(path, fd);
+    expect(await readFile(path)).toEqual(Buffer.from('hello world'));
+  });
+
+  it('returns EIO when the upload fails, keeps the spool and uploads it once XNAT recovers', async () => {
+    await fs.ops.mkdir!(`${E}/resources/RESULTS`, 0o755);
+    const orig = x.uploadFile.bind(x);
+    let failures = 3;
+    x.uploadFile = async (...a) => { if (failures-- > 0) throw new XnatError('server', 'HTTP 500', 500); return orig(...a); };
+    const path = `${E}/resources/RESULTS/files/out.nii`;
+    const fd = await fs.ops.create!(path, 0o644);
+    await fs.ops.write!(path, fd, Buffer.from('precious'), 8, 0);
+    expect(await errno(fs.ops.flush!(path, fd))).toBe('EIO');
+    await fs.ops.release!(path, fd);
+    expect(fs.uploader.pending()).toHaveLength(1);
+    expect((await readdir(fs.spoolDir)).length).toBe(1);
+    const left = await fs.shutdown(5000);
+    expect(left).toEqual([]);
+    expect(await readFile(path)).toEqual(Buffer.from('precious'));
+    expect(await readdir(fs.spoolDir)).toEqual([]);
+  });
+
+  it('treats a duplicates reply as a failure, never a success', async () => {
+    const path = `${NOTES}/fresh.txt`;
+    const fd = await fs.ops.create!(path, 0o644);
+    x.addFile(expOwner, 'NOTES', 'fresh.txt', Buffer.from('someone else'));
+    await fs.ops.write!(path, fd, Buffer.from('mine'), 4, 0);
+    expect(await errno(fs.ops.flush!(path, fd))).toBe('EIO');
+    await fs.ops.release!(path, fd);
+  });
+
+  it('unlink deletes on XNAT; rmdir of a non-empty resource is ENOTEMPTY, of an empty one deletes it', async () => {
+    expect(await errno(fs.ops.rmdir!(`${E}/resources/NOTES`))).toBe('ENOTEMPTY');
+    await fs.ops.unlink!(`${NOTES}/sub dir/a#b.txt`);
+    expect(await errno(fs.ops.getattr!(`${NOTES}/sub dir/a#b.txt`))).toBe('ENOENT');
+    // the emptied folder stays until rmdir, as on a disk (rm -r relies on it)
+    expect((await fs.ops.readdir!(NOTES)).names).toContain('sub dir');
+    await fs.ops.rmdir!(`${NOTES}/sub dir`);
+    await fs.ops.rmdir!(NOTES);
+    await fs.ops.rmdir!(`${E}/resources/NOTES`);
+    expect(x.calls).toContain('rmres 101'); // NOTES, by its numeric id
+    expect((await fs.ops.readdir!(`${E}/resources`)).names).not.toContain('NOTES');
+  });
+
+  it('rename moves the bytes and leaves nothing at the old name', async () => {
+    const src = `${NOTES}/sub dir/a#b.txt`;
+    const dst = `${NOTES}/moved.txt`;
+    await fs.ops.rename!(src, dst);
+    expect(await readFile(dst)).toEqual(Buffer.from('hello'));
+    expect(await errno(fs.ops.getattr!(src))).toBe('ENOENT');
+  });
+
+  it("an editor's save (write temp, close, rename over the target) works", async () => {
+    const target = `${NOTES}/doc.txt`;
+    await writeFile(target, Buffer.from('v1'));
+    await writeFile(`${NOTES}/.doc.txt.swp`, Buffer.from('v2 longer'));
+    await fs.ops.rename!(`${NOTES}/.doc.txt.swp`, target);
+    expect(await readFile(target)).toEqual(Buffer.from('v2 longer'));
+    expect((await fs.ops.readdir!(NOTES)).names).not.toContain('.doc.txt.swp');
+  });
+});
