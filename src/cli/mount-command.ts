@@ -1,0 +1,226 @@
+// `xnatfs mount URL MOUNTPOINT`: log in, mount in the foreground, stay until SIGINT/SIGTERM or
+// `xnatfs unmount`, then wait (bounded) for pending uploads, unmount, log out and exit.
+import { parseArgs } from 'node:util';
+import { createHash } from 'node:crypto';
+import { join, resolve } from 'node:path';
+import createDebug from 'debug';
+import { createStack, type StackOptions, type XnatFsStack } from '../fs/stack.js';
+import { mountFuse, type FuseMount } from '../fs/fuse-adapter.js';
+import { isMounted } from '../fs/mountpoint.js';
+import { createXnatClient, type XnatClientOptions } from '../xnat/client.js';
+import type { XnatApi } from '../xnat/types.js';
+import { defaultCacheDir, parseCount, parseSize, UsageError } from './args.js';
+
+const log = createDebug('xnatfs:cli');
+
+export const MOUNT_HELP = `Usage: xnatfs mount URL MOUNTPOINT [options]
+
+Mounts the XNAT server at URL on MOUNTPOINT (an existing empty directory) and stays in the
+foreground until Ctrl-C, SIGTERM or \`xnatfs unmount MOUNTPOINT\`.
+
+Credentials (never on the command line): XNAT_USER/XNAT_PASS, ~/.netrc (chmod 600) with
+"machine HOST login USER password PASS", an alias token used as user and password, an existing
+session (XNAT_JSESSION or --jsession), or a prompt on a terminal.
+
+Options:
+  --user NAME            XNAT user or alias token (password from XNAT_PASS, netrc or prompt)
+  --jsession ID          reuse a browser session's JSESSIONID (prefer XNAT_JSESSION: argv is public)
+  --read-only            refuse every write with EROFS
+  --cache-dir DIR        downloaded files and upload spool (default ~/.cache/xnatfs, mode 0700)
+  --cache-size SIZE      disk cache bound, e.g. 20G (default 10G)
+  --ttl SECONDS          how long listings are trusted (default 600; the archive rarely changes)
+  --max-concurrency N    HTTP requests in flight at once (default 8)
+  --no-prefetch          don't fetch the rest of a folder once a program reads through it
+  --prefetch-concurrency N  parallel prefetch downloads (default 6)
+  --op-timeout SECONDS   answer ETIMEDOUT when XNAT is silent this long (default 120; uploads
+                         on close and fsync are never cut short)
+  --upload-wait SECONDS  at unmount, how long to wait for uploads still pending (default 300)
+  --ca-file FILE         trust this extra CA certificate (PEM); TLS is always verified
+  --allow-other          let other users see the mount (needs user_allow_other in /etc/fuse.conf)
+  --debug                verbose logs (same as DEBUG=xnatfs:*)
+`;
+
+export interface MountSettings {
+  url: string;
+  mountpoint: string;
+  client: Omit<XnatClientOptions, 'baseUrl'>;
+  stack: StackOptions;
+  opTimeoutMs: number;
+  uploadWaitMs: number;
+  allowOther: boolean;
+}
+
+export function parseMountArgs(argv: string[]): MountSettings {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      user: { type: 'string' },
+      jsession: { type: 'string' },
+      'read-only': { type: 'boolean', default: false },
+      'cache-dir': { type: 'string' },
+      'cache-size': { type: 'string' },
+      ttl: { type: 'string' },
+      'max-concurrency': { type: 'string' },
+      'no-prefetch': { type: 'boolean', default: false },
+      'prefetch-concurrency': { type: 'string' },
+      'op-timeout': { type: 'string' },
+      'upload-wait': { type: 'string' },
+      'ca-file': { type: 'string' },
+      'allow-other': { type: 'boolean', default: false },
+      debug: { type: 'boolean', default: false },
+      password: { type: 'string' },
+    },
+  });
+  if (values.password !== undefined) {
+    throw new UsageError('a password on the command line is visible to every user (ps): use XNAT_PASS, ~/.netrc or the prompt');
+  }
+  if (positionals.length !== 2) throw new UsageError('mount needs URL and MOUNTPOINT');
+  if (values.debug) createDebug.enable('xnatfs:*');
+  const maxConcurrency = parseCount(values['max-concurrency'], '--max-concurrency', 8, 1);
+  const prefetchConcurrency = parseCount(values['prefetch-concurrency'], '--prefetch-concurrency', Math.max(1, Math.min(6, maxConcurrency - 2)), 1);
+  const cacheBytes = values['cache-size'] ? parseSize(values['cache-size'], '--cache-size') : 10 * 2 ** 30;
+  const url = positionals[0]!;
+  return {
+    url,
+    mountpoint: resolve(positionals[1]!),
+    client: {
+      ...(values.user ? { user: values.user } : {}),
+      ...(values.jsession ? { jsession: values.jsession } : {}),
+      ...(values['ca-file'] ? { caFile: values['ca-file'] } : {}),
+      maxConcurrency,
+    },
+    stack: {
+      cacheDir: cacheDirFor(values['cache-dir'] ?? defaultCacheDir(), url),
+      cacheBytes,
+      listingTtlMs: parseCount(values.ttl, '--ttl', 600, 0) * 1000,
+      readOnly: values['read-only'] ?? false,
+      prefetch: {
+        enabled: !values['no-prefetch'],
+        concurrency: prefetchConcurrency,
+        maxFileBytes: 256 * 2 ** 20,
+        maxFolderBytes: Math.min(2 ** 30, Math.floor(cacheBytes / 4)),
+      },
+      uploadConcurrency: Math.max(1, Math.floor(maxConcurrency / 2)),
+    },
+    opTimeoutMs: parseCount(values['op-timeout'], '--op-timeout', 120, 0) * 1000,
+    uploadWaitMs: parseCount(values['upload-wait'], '--upload-wait', 300, 0) * 1000,
+    allowOther: values['allow-other'] ?? false,
+  };
+}
+
+/** One cache folder per server, so two servers' files never mix. */
+function cacheDirFor(base: string, url: string): string {
+  const host = (() => {
+    try {
+      return new URL(url).host.replace(/[^A-Za-z0-9.-]/g, '_');
+    } catch {
+      return 'server';
+    }
+  })();
+  return join(base, `${host}-${createHash('sha256').update(url).digest('hex').slice(0, 8)}`);
+}
+
+export interface RunningMount {
+  client: XnatApi;
+  stack: XnatFsStack;
+  fuse: FuseMount;
+  mountpoint: string;
+  /** Resolves when the mount ended (signal, external unmount, or stop()). */
+  done: Promise<number>;
+  stop(): Promise<number>;
+}
+
+/** Log in, build the stack and mount. The caller waits on `done`. */
+export async function startMount(s: MountSettings, client?: XnatApi): Promise<RunningMount> {
+  const xnat = client ?? (await createXnatClient({ baseUrl: s.url, ...s.client }));
+  let stack: XnatFsStack | null = null;
+  let fuse: FuseMount;
+  try {
+    stack = await createStack(xnat, s.stack);
+    if (stack.leftoverSpool.length > 0) {
+      console.error(`xnatfs: ${stack.leftoverSpool.length} file(s) from an earlier run never reached XNAT; they are kept in ${stack.spoolDir}`);
+    }
+    fuse = await mountFuse(stack.ops, {
+      mountpoint: s.mountpoint,
+      fsname: `xnatfs#${xnat.baseUrl}`,
+      kernelCache: true,
+      attrTimeout: Math.min(60, s.stack.listingTtlMs / 1000),
+      entryTimeout: Math.min(60, s.stack.listingTtlMs / 1000),
+      bigWrites: true,
+      allowOther: s.allowOther,
+      opTimeoutMs: s.opTimeoutMs,
+      // Uploads happen inside these: a large result must not be cut short by the op timeout.
+      opTimeouts: { flush: false, fsync: false, release: false, rename: false },
+    });
+  } catch (err) {
+    await stack?.shutdown(0).catch(() => undefined);
+    await xnat.close().catch(() => undefined);
+    throw err;
+  }
+  const st = stack;
+  let stopping: Promise<number> | null = null;
+  let resolveDone!: (code: number) => void;
+  const done = new Promise<number>((r) => (resolveDone = r));
+
+  const stop = (): Promise<number> => {
+    stopping ??= (async () => {
+      const waitS = Math.round(s.uploadWaitMs / 1000);
+      if (st.uploader.pending().length > 0) console.error(`xnatfs: waiting up to ${waitS} s for ${st.uploader.pending().length} pending upload(s)…`);
+      const left = await st.shutdown(s.uploadWaitMs);
+      let code = 0;
+      try {
+        if (await isMounted(s.mountpoint)) await fuse.unmount();
+      } catch (err) {
+        console.error(`xnatfs: ${(err as Error).message}`);
+        code = 1;
+      }
+      await xnat.close().catch((err: unknown) => log('logout failed: %O', err));
+      if (left.length > 0) {
+        console.error(`xnatfs: ${left.length} upload(s) did not reach XNAT; the data is kept:`);
+        for (const p of left) console.error(`  ${p.displayPath}  ← ${p.spoolPath}  (${p.lastError})`);
+        code = 3;
+      }
+      resolveDone(code);
+      return code;
+    })();
+    return stopping;
+  };
+
+  // `xnatfs unmount` (or fusermount -u) detaches the mount without telling this process.
+  const watch = setInterval(() => {
+    void isMounted(s.mountpoint).then((m) => {
+      if (!m && !stopping) {
+        log('mount point %s was unmounted from outside', s.mountpoint);
+        void stop();
+      }
+    });
+  }, 1000);
+  void done.then(() => clearInterval(watch));
+
+  return { client: xnat, stack: st, fuse, mountpoint: s.mountpoint, done, stop };
+}
+
+/** Stop on the first SIGINT/SIGTERM; a second one exits at once. */
+export function stopOnSignals(m: RunningMount): void {
+  let signalled = false;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    if (signalled) {
+      console.error(`xnatfs: second ${sig}, exiting without waiting`);
+      process.exit(130);
+    }
+    signalled = true;
+    console.error(`xnatfs: ${sig}: unmounting ${m.mountpoint}`);
+    void m.stop();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+}
+
+export async function runMountCommand(argv: string[]): Promise<number> {
+  const settings = parseMountArgs(argv);
+  const m = await startMount(settings);
+  console.error(`xnatfs: mounted ${m.client.baseUrl} at ${m.mountpoint}${settings.stack.readOnly ? ' (read-only)' : ''}; Ctrl-C or \`xnatfs unmount ${m.mountpoint}\` to unmount`);
+  stopOnSignals(m);
+  return m.done;
+}

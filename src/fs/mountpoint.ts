@@ -1,0 +1,172 @@
+// Mount point checks and unmounting. Nothing here blocks the main thread: the FUSE handlers of
+// a live mount run on it, so a synchronous stat or child process touching a mount deadlocks.
+import { execFile } from 'node:child_process';
+import { readFile, readdir, realpath, stat } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
+import createDebug from 'debug';
+import { FsError } from './errors.js';
+
+const log = createDebug('xnatfs:fuse');
+
+export interface MountInfo {
+  mountId: number;
+  parentId: number;
+  /** "major:minor" of the device. */
+  dev: string;
+  root: string;
+  mountPoint: string;
+  options: string;
+  fsType: string;
+  source: string;
+}
+
+// mountinfo escapes space, tab, newline and backslash as \ooo.
+const unescapeOctal = (s: string): string =>
+  s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+
+/** Mounts visible to this process, from /proc/self/mountinfo. */
+export async function readMountinfo(): Promise<MountInfo[]> {
+  const text = await readFile('/proc/self/mountinfo', 'utf8');
+  const mounts: MountInfo[] = [];
+  for (const line of text.split('\n')) {
+    if (!line) continue;
+    const [pre, post = ''] = line.split(' - ');
+    const f = pre.split(' ');
+    const [fsType = '', source = ''] = post.split(' ');
+    mounts.push({
+      mountId: Number(f[0]),
+      parentId: Number(f[1]),
+      dev: f[2] ?? '',
+      root: unescapeOctal(f[3] ?? ''),
+      mountPoint: unescapeOctal(f[4] ?? ''),
+      options: f[5] ?? '',
+      fsType,
+      source: unescapeOctal(source),
+    });
+  }
+  return mounts;
+}
+
+/**
+ * Absolute path as the kernel lists it in mountinfo: the parent is resolved through symlinks,
+ * the last component is not, because stat on a stale mount fails with ENOTCONN.
+ */
+export async function canonicalMountpoint(path: string): Promise<string> {
+  const abs = resolve(path);
+  if (abs === '/') return abs;
+  try {
+    return join(await realpath(dirname(abs)), basename(abs));
+  } catch {
+    return abs;
+  }
+}
+
+export async function isMounted(path: string): Promise<boolean> {
+  const abs = await canonicalMountpoint(path);
+  return (await readMountinfo()).some((m) => m.mountPoint === abs);
+}
+
+interface RunResult { ok: boolean; message: string }
+
+function runQuiet(cmd: string, args: string[]): Promise<RunResult> {
+  return new Promise((done) => {
+    execFile(cmd, args, { timeout: 30_000 }, (err, _stdout, stderr) => {
+      const message = String(stderr).trim() || (err ? err.message : '');
+      done({ ok: !err, message });
+    });
+  });
+}
+
+const isRoot = (): boolean => process.getuid?.() === 0;
+
+/** fusermount, or fusermount3 where only libfuse 3's tools are installed. */
+async function fusermount(args: string[]): Promise<RunResult> {
+  const r = await runQuiet('fusermount', args);
+  if (r.ok || !/ENOENT/.test(r.message)) return r;
+  return runQuiet('fusermount3', args);
+}
+
+/**
+ * Unmount whatever is mounted at `mountpoint`: `fusermount -u`, then a lazy `fusermount -uz`
+ * (succeeds while files are still open), then `umount -l` when root (mounts made by other
+ * tools or users). Resolves quietly when nothing is mounted there.
+ */
+export async function unmountPath(mountpoint: string): Promise<void> {
+  const abs = await canonicalMountpoint(mountpoint);
+  if (!(await isMounted(abs))) {
+    log('unmount %s: nothing mounted', abs);
+    return;
+  }
+  const attempts: Array<[string, string[]]> = [
+    ['fusermount', ['-u', abs]],
+    ['fusermount', ['-uz', abs]],
+  ];
+  if (isRoot()) attempts.push(['umount', ['-l', abs]]);
+  const messages: string[] = [];
+  for (const [cmd, args] of attempts) {
+    const r = cmd === 'fusermount' ? await fusermount(args) : await runQuiet(cmd, args);
+    log('%s %s: %s', cmd, args.join(' '), r.ok ? 'ok' : r.message);
+    if (!(await isMounted(abs))) return;
+    if (r.message) messages.push(`${cmd} ${args[0]}: ${r.message}`);
+  }
+  throw new FsError(
+    'EBUSY',
+    `could not unmount ${abs} (${messages.join('; ')}): ` +
+      `close programs using it (see \`fuser -vm ${abs}\`) and retry, or ask an administrator`,
+  );
+}
+
+/**
+ * Make sure `path` can take a new mount: an existing, empty directory that is not already a
+ * mount point. A stale mount left by a crashed xnatfs ("Transport endpoint is not connected")
+ * is detached first. Errors are FsErrors whose message says what to do.
+ */
+export async function prepareMountpoint(path: string): Promise<void> {
+  const abs = await canonicalMountpoint(path);
+  let st: Stats;
+  try {
+    st = await stat(abs);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOTCONN' || code === 'ECONNABORTED') {
+      log('%s is a stale FUSE mount (%s): detaching it', abs, code);
+      await detachStale(abs);
+      st = await stat(abs);
+    } else if (code === 'ENOENT') {
+      throw new FsError('ENOENT', `mount point ${abs} does not exist: create it with mkdir -p ${abs}`);
+    } else if (code === 'EACCES') {
+      throw new FsError('EACCES', `mount point ${abs} is not accessible to you: use a directory you own`);
+    } else {
+      throw err;
+    }
+  }
+  if (!st.isDirectory()) {
+    throw new FsError('ENOTDIR', `mount point ${abs} is not a directory: use an empty directory`);
+  }
+  const parent = abs === '/' ? st : await stat(dirname(abs));
+  if (abs === '/' || parent.dev !== st.dev || (await isMounted(abs))) {
+    throw new FsError(
+      'EBUSY',
+      `mount point ${abs} is already mounted: unmount it first (xnatfs unmount ${abs}) or choose another directory`,
+    );
+  }
+  const entries = await readdir(abs);
+  if (entries.length > 0) {
+    throw new FsError(
+      'ENOTEMPTY',
+      `mount point ${abs} is not empty (${entries.length} entries would be hidden): use an empty directory`,
+    );
+  }
+}
+
+async function detachStale(abs: string): Promise<void> {
+  const r = await fusermount(['-uz', abs]);
+  if (r.ok) return;
+  if (isRoot() && (await runQuiet('umount', ['-l', abs])).ok) return;
+  throw new FsError(
+    'EBUSY',
+    `mount point ${abs} is a stale FUSE mount (transport endpoint is not connected) that could not ` +
+      `be cleared (${r.message}): run \`fusermount -uz ${abs}\` as the user who mounted it`,
+  );
+}

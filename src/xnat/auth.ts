@@ -1,0 +1,266 @@
+// XNAT session handling. Log in once with Basic credentials at /data/JSESSION, keep JSESSIONID in a
+// cookie jar, and send only the cookie afterwards (Basic on every call would pile up sessions on
+// the server, which caps them per user). When XNAT says the session is gone — 401, or a login page
+// (redirect to Login.vm, or an HTML page with a login form) — log in again once, single-flight, and
+// repeat the request once. A login that fails with 401 is remembered, so a wrong password never
+// turns into a burst of failed logins (20 of them lock the account).
+import { Readable } from 'node:stream';
+import createDebug from 'debug';
+import { CookieJar } from 'tough-cookie';
+import { credentialHint, type ResolvedCredentials } from './credentials.js';
+import { extractBodyMessage } from './errors.js';
+import { headerValue, type HttpClient, type HttpRequest, type HttpResponse, type TextResponse } from './http.js';
+import { XnatError } from './types.js';
+
+const log = createDebug('xnatfs:auth');
+
+const LOGIN_LOCATION = /Login\.vm|\/login\b|\/app\/template\/Login/i;
+const LOGIN_FORM = /<form[^>]*(login|j_spring_security_check)|name=["']?(password|j_password)["'\s>]/i;
+/** Bytes of an HTML 200 answer inspected for a login form. */
+const PEEK_BYTES = 64 * 1024;
+
+export function isLoginRedirect(status: number, location: string | undefined): boolean {
+  return status >= 300 && status < 400 && location !== undefined && LOGIN_LOCATION.test(location);
+}
+
+export function isLoginPage(html: string): boolean {
+  return LOGIN_FORM.test(html);
+}
+
+function isHtml(headers: HttpResponse['headers']): boolean {
+  return /text\/html/i.test(headerValue(headers, 'content-type') ?? '');
+}
+
+export class Session {
+  private readonly jar = new CookieJar();
+  /** Bumped at each successful login; a 401 on an older generation doesn't trigger a new login. */
+  private generation = 0;
+  private loggingIn: Promise<void> | null = null;
+  private loginFailure: XnatError | null = null;
+  private loggedIn = false;
+  /** Logins performed (for status and tests). */
+  logins = 0;
+
+  constructor(
+    private readonly http: HttpClient,
+    private readonly credentials: ResolvedCredentials,
+  ) {}
+
+  /** Start: log in with credentials, or install the given JSESSIONID. */
+  async start(): Promise<void> {
+    if (this.credentials.kind === 'jsession') {
+      await this.jar.setCookie(`JSESSIONID=${this.credentials.jsession}; Path=${this.cookiePath()}`, this.cookieUrl());
+      this.loggedIn = true;
+      return;
+    }
+    await this.ensureLogin(this.generation);
+  }
+
+  /** A request with the session cookie; the body is a stream. */
+  async request(req: HttpRequest): Promise<HttpResponse> {
+    return this.withSession<HttpResponse>(req, async (r) => {
+      const res = await this.http.request(r);
+      await this.storeCookies(res.headers);
+      if (res.status === 200 && isHtml(res.headers)) {
+        // Peek without losing bytes: an HTML file in a resource is legitimate content.
+        const { head, body } = await peek(res.body, PEEK_BYTES);
+        if (isLoginPage(head.toString('utf8'))) {
+          body.destroy();
+          return { expired: true as const };
+        }
+        return { expired: false as const, value: { ...res, body } };
+      }
+      if (res.status === 401 || isLoginRedirect(res.status, headerValue(res.headers, 'location'))) {
+        res.body.resume();
+        res.body.on('error', () => {});
+        return { expired: true as const, status: res.status };
+      }
+      return { expired: false as const, value: res };
+    });
+  }
+
+  /** A request with the session cookie; the body is read as text. */
+  async requestText(req: HttpRequest): Promise<TextResponse> {
+    return this.withSession<TextResponse>(req, async (r) => {
+      const res = await this.http.requestText(r);
+      await this.storeCookies(res.headers);
+      const expired =
+        res.status === 401 ||
+        isLoginRedirect(res.status, headerValue(res.headers, 'location')) ||
+        (res.status === 200 && isHtml(res.headers) && isLoginPage(res.text.slice(0, PEEK_BYTES)));
+      return expired ? { expired: true as const, status: res.status } : { expired: false as const, value: res };
+    });
+  }
+
+  /** Log out (credentials mode only: a --jsession session belongs to the user's browser). */
+  async logout(): Promise<void> {
+    if (this.credentials.kind !== 'password' || !this.loggedIn) return;
+    this.loggedIn = false;
+    try {
+      const res = await this.http.requestText({ method: 'DELETE', path: '/data/JSESSION', headers: await this.cookieHeader(), retry: 'once' });
+      log('logout → %d', res.status);
+    } catch (err) {
+      log('logout failed (ignored): %s', (err as Error).message);
+    }
+  }
+
+  private async withSession<T>(
+    req: HttpRequest,
+    send: (r: HttpRequest) => Promise<{ expired: true; status?: number } | { expired: false; value: T }>,
+  ): Promise<T> {
+    if (this.loginFailure) throw this.loginFailure;
+    if (this.loggingIn) await this.loggingIn;
+    for (let round = 0; ; round++) {
+      const gen = this.generation;
+      const out = await send({ ...req, headers: { ...req.headers, ...(await this.cookieHeader()) } });
+      if (!out.expired) return out.value;
+      log('%s %s: session not accepted (%s, round %d)', req.method, req.path, out.status ?? 'login page', round);
+      if (this.credentials.kind === 'jsession') {
+        throw new XnatError(
+          'unauthorized',
+          `the XNAT session given by ${this.credentials.source === 'env' ? 'XNAT_JSESSION' : '--jsession'} has expired or is not valid at ${this.http.baseUrl}: log in again in the browser and pass the new JSESSIONID, or use XNAT_USER/XNAT_PASS or ~/.netrc`,
+          out.status ?? null,
+        );
+      }
+      if (round >= 1) {
+        throw new XnatError(
+          'unauthorized',
+          `XNAT at ${this.http.baseUrl} still refused the session for user '${this.credentials.user}' right after logging in again (${req.method} ${stripQuery(req.path)}): the account may be disabled or the token revoked; ${credentialHint(this.credentials)}`,
+          out.status ?? 401,
+        );
+      }
+      await this.ensureLogin(gen);
+    }
+  }
+
+  /** Log in unless someone already did since `seenGeneration`; concurrent callers share one login. */
+  private async ensureLogin(seenGeneration: number): Promise<void> {
+    if (this.loginFailure) throw this.loginFailure;
+    if (this.generation !== seenGeneration) return;
+    if (!this.loggingIn) {
+      this.loggingIn = this.login().finally(() => {
+        this.loggingIn = null;
+      });
+    }
+    await this.loggingIn;
+  }
+
+  private async login(): Promise<void> {
+    const c = this.credentials;
+    if (c.kind !== 'password') throw new Error('login without credentials');
+    // Start from an empty jar: an expired JSESSIONID must not ride along with the Basic login.
+    await this.jar.removeAllCookies();
+    const auth = `Basic ${Buffer.from(`${c.user}:${c.password}`, 'utf8').toString('base64')}`;
+    const attempt = (method: 'POST' | 'GET') =>
+      this.http.requestText({ method, path: '/data/JSESSION', headers: { authorization: auth }, retry: 'idempotent' });
+    let res = await attempt('POST');
+    if (res.status === 405 || res.status === 404 || res.status === 501) {
+      log('POST /data/JSESSION → %d, trying GET', res.status);
+      res = await attempt('GET');
+    }
+    if (res.status === 401 || res.status === 403) {
+      const detail = extractBodyMessage(res.text, headerValue(res.headers, 'content-type'));
+      this.loginFailure = new XnatError(
+        'unauthorized',
+        `XNAT at ${this.http.baseUrl} refused the login for user '${c.user}' (${res.status}${detail ? `: ${detail}` : ''}): ${credentialHint(c)}`,
+        res.status,
+      );
+      throw this.loginFailure;
+    }
+    if (res.status !== 200 && res.status !== 201) {
+      const detail = extractBodyMessage(res.text, headerValue(res.headers, 'content-type'));
+      throw new XnatError(
+        res.status >= 500 ? 'server' : 'protocol',
+        `XNAT at ${this.http.baseUrl} answered ${res.status} to the login at /data/JSESSION${detail ? `: ${detail}` : ''}; check the URL (include any context path, e.g. https://host/xnat)`,
+        res.status,
+      );
+    }
+    const body = res.text.trim();
+    if (body.startsWith('<')) {
+      throw new XnatError(
+        'protocol',
+        `XNAT at ${this.http.baseUrl} sent an HTML page instead of a session id at /data/JSESSION; check the URL (include any context path, e.g. https://host/xnat)`,
+        res.status,
+      );
+    }
+    await this.storeCookies(res.headers);
+    const cookies = await this.jar.getCookies(this.cookieUrl());
+    if (!cookies.some((k) => k.key === 'JSESSIONID')) {
+      // The body is the bare session id (XNAT's UserSession resource); "; XNAT_CSRF=…" may follow.
+      const id = body.split(';', 1)[0]!.trim();
+      if (!/^[A-Za-z0-9._-]+$/.test(id)) {
+        throw new XnatError('protocol', `XNAT at ${this.http.baseUrl} sent no session cookie and no session id at /data/JSESSION`);
+      }
+      await this.jar.setCookie(`JSESSIONID=${id}; Path=${this.cookiePath()}`, this.cookieUrl());
+    }
+    this.generation++;
+    this.logins++;
+    this.loggedIn = true;
+    log('logged in to %s as %s (login #%d)', this.http.baseUrl, c.user, this.logins);
+  }
+
+  private cookieUrl(): string {
+    return `${this.http.origin}${this.http.contextPath}/data/`;
+  }
+
+  private cookiePath(): string {
+    return this.http.contextPath === '' ? '/' : this.http.contextPath;
+  }
+
+  private async cookieHeader(): Promise<Record<string, string>> {
+    const s = await this.jar.getCookieString(this.cookieUrl());
+    return s ? { cookie: s } : {};
+  }
+
+  private async storeCookies(headers: HttpResponse['headers']): Promise<void> {
+    const set = headers['set-cookie'];
+    const list = set === undefined ? [] : Array.isArray(set) ? set : [set];
+    for (const c of list) {
+      try {
+        await this.jar.setCookie(c, this.cookieUrl(), { ignoreError: true });
+      } catch {
+        // A malformed cookie from the server is not our problem; keep the old session.
+      }
+    }
+  }
+}
+
+function stripQuery(path: string): string {
+  const q = path.indexOf('?');
+  return q < 0 ? path : path.slice(0, q);
+}
+
+/** Read up to n bytes of a stream and give back a stream that still yields every byte. */
+export async function peek(body: Readable, n: number): Promise<{ head: Buffer; body: Readable }> {
+  const it = body[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+  const chunks: Buffer[] = [];
+  let len = 0;
+  let done = false;
+  while (len < n) {
+    const r = await it.next();
+    if (r.done) {
+      done = true;
+      break;
+    }
+    chunks.push(r.value);
+    len += r.value.length;
+  }
+  const head = Buffer.concat(chunks);
+  async function* all(): AsyncGenerator<Buffer> {
+    try {
+      if (head.length > 0) yield head;
+      if (done) return;
+      for (;;) {
+        const r = await it.next();
+        if (r.done) {
+          done = true;
+          return;
+        }
+        yield r.value;
+      }
+    } finally {
+      if (!done) await it.return?.();
+    }
+  }
+  return { head, body: Readable.from(all(), { objectMode: false }) };
+}

@@ -1,0 +1,456 @@
+// The HTTP implementation of XnatApi: REST paths (paths.ts) + session (auth.ts) + parsing
+// (resultset.ts, records.ts). Everything here speaks XNAT's real dialect (xnat-api.md).
+import { randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { basename } from 'node:path';
+import { PassThrough, Readable } from 'node:stream';
+import createDebug from 'debug';
+import { Session } from './auth.js';
+import {
+  describeCredentials,
+  resolveCredentials,
+  type CredentialOptions,
+  type ResolvedCredentials,
+} from './credentials.js';
+import { errorForStatus } from './errors.js';
+import { headerValue, HttpClient, readText, type HttpRequest, type RetryOptions, type Timeouts } from './http.js';
+import { encodeFilePath, encodeFilePathForWrite, filesPath, listPaths, requestPathFromUri, resourcePath, resourcesPath } from './paths.js';
+import {
+  toAssessor,
+  toExperiment,
+  toFileEntry,
+  toProject,
+  toResource,
+  toScan,
+  toScanFileEntry,
+  toSubject,
+} from './records.js';
+import { parseResultSet, type Row } from './resultset.js';
+import {
+  XnatError,
+  type Assessor,
+  type Experiment,
+  type FileEntry,
+  type FileRef,
+  type Owner,
+  type Project,
+  type ReadOptions,
+  type ReadResult,
+  type Resource,
+  type Scan,
+  type Subject,
+  type UploadOptions,
+  type XnatApi,
+} from './types.js';
+
+const log = createDebug('xnatfs:http');
+
+export interface XnatClientOptions {
+  /** http(s)://host[:port][/context], with or without trailing slash. No password in it. */
+  baseUrl: string;
+  /** User name or alias token; the password comes from env, netrc or the prompt. */
+  user?: string;
+  /** Password or token secret, only from a non-argv source (config, programmatic use). */
+  password?: string;
+  /** Reuse an existing JSESSIONID (--jsession); no credentials, no re-login. */
+  jsession?: string;
+  /** Already resolved credentials; skips resolution. */
+  credentials?: ResolvedCredentials;
+  /** Environment for XNAT_USER / XNAT_PASS / XNAT_JSESSION / NETRC (default process.env). */
+  env?: NodeJS.ProcessEnv;
+  netrcFile?: string;
+  /** Allow a terminal prompt (default: stdin is a TTY). */
+  interactive?: boolean;
+  promptIO?: CredentialOptions['promptIO'];
+  /** Requests in flight at once (default 8). */
+  maxConcurrency?: number;
+  /** Extra CA certificate (PEM) trusted in addition to the system roots. */
+  caFile?: string;
+  timeouts?: Timeouts;
+  retry?: RetryOptions;
+}
+
+/** Validate and normalise a base URL: scheme http(s), no credentials, no trailing slash. */
+export function normalizeBaseUrl(raw: string): { baseUrl: string; user?: string } {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new XnatError('bad-request', `'${raw}' is not a URL: give the XNAT address like https://xnat.example.org`);
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') {
+    throw new XnatError('bad-request', `XNAT URL must start with https:// or http:// (got ${url.protocol})`);
+  }
+  if (url.password) {
+    throw new XnatError('bad-request', 'do not put a password in the XNAT URL (it would show in the process list): use XNAT_PASS or ~/.netrc');
+  }
+  const user = url.username ? decodeURIComponent(url.username) : undefined;
+  url.username = '';
+  url.search = '';
+  url.hash = '';
+  const path = url.pathname.replace(/\/+$/, '');
+  return { baseUrl: `${url.origin}${path}`, ...(user ? { user } : {}) };
+}
+
+export async function createXnatClient(options: XnatClientOptions): Promise<XnatClient> {
+  const { baseUrl, user: urlUser } = normalizeBaseUrl(options.baseUrl);
+  const credentials =
+    options.credentials ??
+    (await resolveCredentials({
+      baseUrl,
+      ...(options.user ?? urlUser ? { user: options.user ?? urlUser } : {}),
+      ...(options.password !== undefined ? { password: options.password } : {}),
+      ...(options.jsession !== undefined ? { jsession: options.jsession } : {}),
+      ...(options.env ? { env: options.env } : {}),
+      ...(options.netrcFile ? { netrcFile: options.netrcFile } : {}),
+      ...(options.interactive !== undefined ? { interactive: options.interactive } : {}),
+      ...(options.promptIO ? { promptIO: options.promptIO } : {}),
+    }));
+  const http = await HttpClient.create({
+    baseUrl,
+    ...(options.maxConcurrency !== undefined ? { maxConcurrency: options.maxConcurrency } : {}),
+    ...(options.caFile ? { caFile: options.caFile } : {}),
+    ...(options.timeouts ? { timeouts: options.timeouts } : {}),
+    ...(options.retry ? { retry: options.retry } : {}),
+  });
+  const session = new Session(http, credentials);
+  try {
+    await session.start(); // fail fast on a wrong password, before anything is mounted
+  } catch (err) {
+    await http.close();
+    throw err;
+  }
+  log('connected to %s with %s', baseUrl, describeCredentials(credentials));
+  return new XnatClient(http, session, credentials);
+}
+
+const JSON_Q = 'format=json';
+const COLUMNS = {
+  subjects: 'ID,label,project,insert_date,URI',
+  experiments: 'ID,label,project,date,xsiType,insert_date,subject_ID,URI',
+  scans: 'ID,type,series_description,xsiType,quality,URI',
+};
+
+export class XnatClient implements XnatApi {
+  readonly baseUrl: string;
+
+  constructor(
+    private readonly http: HttpClient,
+    private readonly session: Session,
+    readonly credentials: ResolvedCredentials,
+  ) {
+    this.baseUrl = http.baseUrl;
+  }
+
+  /** How this client authenticated, for a log line (no secret). */
+  get authDescription(): string {
+    return describeCredentials(this.credentials);
+  }
+
+  /** Logins performed so far (1 after start with credentials). */
+  get logins(): number {
+    return this.session.logins;
+  }
+
+  async listProjects(): Promise<Project[]> {
+    return (await this.list(listPaths.projects(), JSON_Q)).map(toProject);
+  }
+
+  async listSubjects(project: string): Promise<Subject[]> {
+    return (await this.list(listPaths.subjects(project), `${JSON_Q}&columns=${COLUMNS.subjects}`)).map(toSubject);
+  }
+
+  async listExperiments(project: string, subject?: string): Promise<Experiment[]> {
+    // The project/subject experiment lists are rooted at xnat:subjectAssessorData: no assessors.
+    const rows = await this.list(listPaths.experiments(project, subject), `${JSON_Q}&columns=${COLUMNS.experiments}`);
+    const experiments = rows.map(toExperiment);
+    if (experiments.some((e) => e.subjectId === '')) {
+      // A server that ignores subject_ID in columns= still lists it on the global experiments
+      // list: one more request, rows matched by accession id.
+      const global = await this.list(listPaths.allExperiments(), `${JSON_Q}&project=${encodeURIComponent(project)}&columns=ID,subject_ID`);
+      const subjectOf = new Map(global.map((r) => [toExperiment(r).id, toExperiment(r).subjectId]));
+      for (const e of experiments) if (e.subjectId === '') e.subjectId = subjectOf.get(e.id) ?? '';
+    }
+    return experiments;
+  }
+
+  async listScans(_project: string, experiment: string): Promise<Scan[]> {
+    return (await this.list(listPaths.scans(experiment), `${JSON_Q}&columns=${COLUMNS.scans}`)).map(toScan);
+  }
+
+  async listAssessors(_project: string, experiment: string): Promise<Assessor[]> {
+    return (await this.list(listPaths.assessors(experiment), JSON_Q)).map(toAssessor);
+  }
+
+  async listResources(owner: Owner): Promise<Resource[]> {
+    return (await this.list(resourcesPath(owner), JSON_Q)).map(toResource);
+  }
+
+  async listFiles(owner: Owner, resource: string): Promise<FileEntry[]> {
+    return (await this.list(filesPath(owner, resource), JSON_Q)).map(toFileEntry);
+  }
+
+  async listAllScanFiles(_project: string, experiment: string): Promise<Array<FileEntry & { scan: string }>> {
+    return (await this.list(listPaths.allScanFiles(experiment), JSON_Q)).map(toScanFileEntry);
+  }
+
+  async readFile(file: FileRef, options: ReadOptions = {}): Promise<ReadResult> {
+    const path = file.uri
+      ? requestPathFromUri(file.uri, this.http.contextPath)
+      : filesPath(file.owner, file.resource, file.path);
+    const start = options.start ?? 0;
+    const end = options.end;
+    if (start < 0 || (end !== undefined && end <= start)) {
+      throw new RangeError(`bad byte range [${start}, ${end}) for ${file.path}`);
+    }
+    const headers: Record<string, string> = {};
+    if (start > 0 || end !== undefined) headers['range'] = `bytes=${start}-${end !== undefined ? end - 1 : ''}`;
+    const req: HttpRequest = { method: 'GET', path, headers, ...(options.signal ? { signal: options.signal } : {}) };
+    const res = await this.session.request(req);
+    if (res.status !== 200 && res.status !== 206) {
+      throw await this.failure(req, res.status, res.headers, res.body);
+    }
+    const lastModifiedRaw = headerValue(res.headers, 'last-modified');
+    const lm = lastModifiedRaw ? new Date(lastModifiedRaw) : null;
+    const lastModified = lm && !Number.isNaN(lm.getTime()) ? lm : null;
+    const length = toInt(headerValue(res.headers, 'content-length'));
+    const body = this.guardBody(res.body, req);
+    if (res.status === 206) {
+      const cr = parseContentRange(headerValue(res.headers, 'content-range'));
+      if (!cr) {
+        body.destroy();
+        throw new XnatError('protocol', `XNAT at ${this.baseUrl} sent 206 without a usable Content-Range for GET ${stripQuery(path)}`, 206);
+      }
+      return { status: 206, start: cr.start, totalSize: cr.total, lastModified, body };
+    }
+    return { status: 200, start: 0, totalSize: length, lastModified, body };
+  }
+
+  async downloadResourceZip(owner: Owner, resource: string, signal?: AbortSignal): Promise<Readable> {
+    const req: HttpRequest = { method: 'GET', path: `${filesPath(owner, resource)}?format=zip`, ...(signal ? { signal } : {}) };
+    const res = await this.session.request(req);
+    if (res.status !== 200) throw await this.failure(req, res.status, res.headers, res.body);
+    return this.guardBody(res.body, req);
+  }
+
+  async createResource(owner: Owner, label: string): Promise<void> {
+    const req: HttpRequest = { method: 'PUT', path: resourcePath(owner, label), retry: 'once' };
+    const res = await this.session.requestText(req);
+    if (res.status === 200 || res.status === 201) return;
+    if (res.status === 409) {
+      throw new XnatError('conflict', `resource '${label}' already exists at ${describeOwner(owner)} on ${this.baseUrl}`, 409);
+    }
+    throw errorForStatus(this.ctx(req), res.status, res.text, headerValue(res.headers, 'content-type'));
+  }
+
+  async uploadFile(owner: Owner, resource: string, path: string, options: UploadOptions): Promise<void> {
+    const { sourcePath, size, overwrite } = options;
+    let actual: number;
+    try {
+      actual = (await stat(sourcePath)).size;
+    } catch (err) {
+      throw new XnatError('bad-request', `cannot read the local file ${sourcePath} to upload (${(err as NodeJS.ErrnoException).code ?? err})`, null, { cause: err });
+    }
+    if (actual !== size) {
+      throw new XnatError('bad-request', `local file ${sourcePath} has ${actual} bytes, not the ${size} expected; it changed during the upload`);
+    }
+    // Where XNAT will store it: the URL path when it survives XNAT's decoding (paths.ts), else
+    // (a top-level name) no URL path and the name in the multipart filename, which XNAT uses then.
+    const urlPath = encodeFilePathForWrite(path);
+    if (urlPath === null && (path.includes('/') || /["\\\x00-\x1f\x7f]/.test(path))) {
+      throw new XnatError(
+        'bad-request',
+        `XNAT cannot store a file named '${path}' through its REST API: it decodes upload paths only when they contain a space or '+', so the other escaped characters would end up in the name; rename it`,
+      );
+    }
+    const boundary = `----xnatfs${randomBytes(12).toString('hex')}`;
+    // With a URL path the part's filename is ignored but must be present.
+    const filename = urlPath === null ? path : basename(path).replace(/[^\x20-\x7e]|["\\]/g, '_') || 'file';
+    const pre = Buffer.from(
+      `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="${filename}"\r\nContent-Type: application/octet-stream\r\n\r\n`,
+      'utf8',
+    );
+    const post = Buffer.from(`\r\n--${boundary}--\r\n`);
+    const body = () => Readable.from(multipart(pre, sourcePath, size, post), { objectMode: false });
+    const target = urlPath === null ? filesPath(owner, resource) : filesPath(owner, resource, path, urlPath);
+    const req: HttpRequest = {
+      method: 'PUT',
+      // No inbody=true: XNAT answers 406 to multipart combined with inbody.
+      path: `${target}${overwrite ? '?overwrite=true' : ''}`,
+      headers: {
+        'content-type': `multipart/form-data; boundary=${boundary}`,
+        'content-length': String(pre.length + size + post.length),
+      },
+      body,
+      // Replacing is idempotent; creating is not (a retry could meet our own first copy).
+      retry: overwrite ? 'idempotent' : 'once',
+    };
+    const res = await this.session.requestText(req);
+    if (res.status !== 200 && res.status !== 201) {
+      throw errorForStatus(this.ctx(req), res.status, res.text, headerValue(res.headers, 'content-type'));
+    }
+    const duplicates = parseDuplicates(res.text);
+    if (duplicates) {
+      throw new XnatError(
+        'duplicate',
+        `XNAT kept its existing copy of '${path}' in resource '${resource}' at ${describeOwner(owner)} (duplicates: ${duplicates.join(', ')}): upload with overwrite to replace it`,
+        res.status,
+      );
+    }
+  }
+
+  /**
+   * Newer XNAT deletes every entry whose path *starts with* the given one (CatalogUtils
+   * .findCatEntriesWithinPath), so "a" would take "ab.txt" and "a/…" with it. The resource is
+   * listed first: a folder is deleted as "path/", and a file with prefix siblings is refused
+   * rather than risk deleting them.
+   */
+  async deleteFile(owner: Owner, resource: string, path: string): Promise<void> {
+    let target = path;
+    if (!path.endsWith('/')) {
+      const entries = await this.listFiles(owner, resource);
+      const exact = entries.some((f) => f.path === path);
+      const inside = entries.some((f) => f.path.startsWith(`${path}/`));
+      if (!exact && inside) target = `${path}/`;
+      else if (exact) {
+        const others = entries.filter((f) => f.path !== path && f.path.startsWith(path)).map((f) => f.path);
+        if (others.length > 0) {
+          throw new XnatError(
+            'conflict',
+            `not deleting '${path}' from resource '${resource}': XNAT deletes by prefix and would also remove ${others.slice(0, 3).join(', ')}${others.length > 3 ? ' …' : ''}; delete it in the XNAT web UI`,
+          );
+        }
+      }
+    }
+    const encoded = encodeFilePathForWrite(target) ?? encodeFilePath(target);
+    await this.delete({ method: 'DELETE', path: filesPath(owner, resource, target, encoded) });
+  }
+
+  async deleteResource(owner: Owner, resource: string): Promise<void> {
+    await this.delete({ method: 'DELETE', path: resourcePath(owner, resource) });
+  }
+
+  async close(): Promise<void> {
+    try {
+      await this.session.logout();
+    } finally {
+      await this.http.close();
+    }
+  }
+
+  private async delete(req: HttpRequest): Promise<void> {
+    const res = await this.session.requestText(req);
+    if (res.status === 200 || res.status === 204) return;
+    // A retried DELETE whose first try went through finds nothing left: that is success.
+    if (res.status === 404 && res.attempts > 1) return;
+    throw errorForStatus(this.ctx(req), res.status, res.text, headerValue(res.headers, 'content-type'));
+  }
+
+  private async list(path: string, query: string): Promise<Row[]> {
+    const req: HttpRequest = { method: 'GET', path: `${path}?${query}`, headers: { accept: 'application/json' } };
+    const res = await this.session.requestText(req);
+    if (res.status !== 200) {
+      throw errorForStatus(this.ctx(req), res.status, res.text, headerValue(res.headers, 'content-type'), headerValue(res.headers, 'location'));
+    }
+    return parseResultSet(res.text, { baseUrl: this.baseUrl, what: `GET ${path}` });
+  }
+
+  private async failure(req: HttpRequest, status: number, headers: Record<string, string | string[] | undefined>, body: Readable): Promise<XnatError> {
+    let text = '';
+    try {
+      text = await readText(body, 64 * 1024);
+    } catch {
+      body.destroy();
+    }
+    return errorForStatus(this.ctx(req), status, text, headerValue(headers, 'content-type'), headerValue(headers, 'location'));
+  }
+
+  private ctx(req: HttpRequest) {
+    return { baseUrl: this.baseUrl, method: req.method, path: stripQuery(req.path) };
+  }
+
+  /**
+   * Hand out a body whose failures are XnatError('network') with a useful message, and whose
+   * destruction by the reader frees the connection.
+   */
+  private guardBody(body: Readable, req: HttpRequest): Readable {
+    const out = new PassThrough();
+    body.on('error', (err) => {
+      if (out.destroyed) return;
+      if ((err as Error).name === 'AbortError' || req.signal?.aborted) out.destroy(err);
+      else {
+        out.destroy(
+          new XnatError(
+            'network',
+            `the download of ${stripQuery(req.path)} from XNAT at ${this.baseUrl} broke off (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); retry or resume`,
+            null,
+            { cause: err },
+          ),
+        );
+      }
+    });
+    out.on('close', () => {
+      if (!body.destroyed && !body.readableEnded) body.destroy();
+    });
+    body.pipe(out);
+    return out;
+  }
+}
+
+async function* multipart(pre: Buffer, sourcePath: string, size: number, post: Buffer): AsyncGenerator<Buffer> {
+  yield pre;
+  if (size > 0) {
+    // Bounded to `size` so Content-Length stays right even if the file grows meanwhile.
+    for await (const chunk of createReadStream(sourcePath, { start: 0, end: size - 1, highWaterMark: 256 * 1024 })) {
+      yield chunk as Buffer;
+    }
+  }
+  yield post;
+}
+
+/** The "duplicates" list of XNAT's 200 upload answer, or null when the upload was stored. */
+export function parseDuplicates(text: string): string[] | null {
+  const t = text.trim();
+  if (!t.startsWith('{') || !t.includes('duplicates')) return null;
+  try {
+    const doc = JSON.parse(t) as { duplicates?: unknown };
+    if (Array.isArray(doc.duplicates) && doc.duplicates.length > 0) return doc.duplicates.map(String);
+  } catch {
+    // not JSON: not a duplicates answer
+  }
+  return null;
+}
+
+export function parseContentRange(v: string | undefined): { start: number; end: number; total: number | null } | null {
+  if (!v) return null;
+  const m = /^\s*bytes\s+(\d+)-(\d+)\/(\d+|\*)\s*$/i.exec(v);
+  if (!m) return null;
+  return { start: Number(m[1]), end: Number(m[2]), total: m[3] === '*' ? null : Number(m[3]) };
+}
+
+function toInt(v: string | undefined): number | null {
+  if (v === undefined || v.trim() === '') return null;
+  const n = Number(v);
+  return Number.isSafeInteger(n) && n >= 0 ? n : null;
+}
+
+function stripQuery(path: string): string {
+  const q = path.indexOf('?');
+  return q < 0 ? path : path.slice(0, q);
+}
+
+function describeOwner(o: Owner): string {
+  switch (o.level) {
+    case 'project':
+      return `project ${o.project}`;
+    case 'subject':
+      return `subject ${o.subject} of project ${o.project}`;
+    case 'experiment':
+      return `experiment ${o.experiment}`;
+    case 'scan':
+      return `scan ${o.scan} of experiment ${o.experiment}`;
+    case 'assessor':
+      return `assessor ${o.assessor} of experiment ${o.experiment}`;
+  }
+}

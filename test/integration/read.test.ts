@@ -1,0 +1,129 @@
+// Read-only use of a real mount: ls, ls -l, cp -r, find, dcm2niix, a second user, request counts.
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { dir as tmpDir, type DirectoryResult } from 'tmp-promise';
+import { createHash } from 'node:crypto';
+import { join } from 'node:path';
+import { readFile, readdir } from 'node:fs/promises';
+import { requireFuse, run } from '../helpers/fuse.js';
+import { mountEmulator, type XnatMount } from '../helpers/xnat-mount.js';
+
+const EXP = 'projects/DEMO/subjects/SUBJ01/experiments/SUBJ01_MR1';
+const DICOM = `${EXP}/scans/4-Ax_3D_T1/resources/DICOM/files`;
+const NOTES = `${EXP}/resources/NOTES/files`;
+const AWKWARD = ['notes with spaces.txt', 'hash#1.txt', '100%.txt', 'a+b.txt', 'ünïcode-日本.txt'];
+
+const md5 = (b: Buffer): string => createHash('md5').update(b).digest('hex');
+
+requireFuse()('read-only mount of the emulator', () => {
+  let x: XnatMount;
+  let tmp: DirectoryResult;
+  const at = (p: string): string => join(x.mp, p);
+
+  beforeAll(async () => {
+    x = await mountEmulator();
+    tmp = await tmpDir({ unsafeCleanup: true });
+  });
+  afterAll(async () => {
+    expect(await x?.close()).toBe(0);
+    await tmp?.cleanup();
+  });
+
+  it('lists the layout as design.md gives it', async () => {
+    expect((await run('ls', [at('')])).stdout.trim()).toBe('projects');
+    expect((await run('ls', [at('projects')])).stdout.split('\n').filter(Boolean)).toEqual(['DEMO', 'OPEN', 'PRIVATE']);
+    expect((await run('ls', [at('projects/DEMO')])).stdout.split('\n').filter(Boolean).sort()).toEqual(['experiments', 'resources', 'subjects']);
+    expect((await run('ls', [at('projects/DEMO/subjects')])).stdout.split('\n').filter(Boolean)).toEqual(['SUBJ01', 'SUBJ02']);
+    const scans = (await run('ls', [at(`${EXP}/scans`)])).stdout.split('\n').filter(Boolean);
+    expect(scans).toEqual(['1-Localizer', '4-Ax_3D_T1', '6-fMRI_rest__run_1_']);
+    // the bare ID resolves to the same folder but is not listed
+    const bare = await run('ls', [at(`${EXP}/scans/4/resources/DICOM/files`)]);
+    expect(bare.code).toBe(0);
+    expect(bare.stdout).toBe((await run('ls', [at(DICOM)])).stdout);
+    // the same experiment under the project
+    expect((await run('ls', [at('projects/DEMO/experiments/SUBJ01_MR1/scans')])).stdout.split('\n').filter(Boolean)).toEqual(scans);
+    expect((await run('ls', [at(`${EXP}/assessors/SUBJ01_MR1_FS/resources/STATS/files`)])).stdout.trim()).toBe('aseg.stats');
+    expect((await run('ls', [at('projects/DEMO/subjects/SUBJ01/resources')])).stdout.trim()).toBe('CONSENT');
+    const missing = await run('ls', [at('projects/NOPE')]);
+    expect(missing.code).not.toBe(0);
+    expect(missing.stderr).toMatch(/No such file or directory/);
+  });
+
+  it('ls -l shows true sizes from the listings, with a handful of requests', async () => {
+    x.emulator.resetRequests();
+    const out = await run('ls', ['-ln', at(DICOM)]);
+    expect(out.code).toBe(0);
+    const rows = out.stdout.split('\n').filter((l) => l.startsWith('-'));
+    expect(rows.length).toBeGreaterThan(50);
+    // sizes as stored on the emulator's disk
+    for (const row of rows.slice(0, 5)) {
+      const cols = row.split(/\s+/);
+      const name = cols.slice(8).join(' ');
+      const stored = x.emulator.storedFilePath('DEMO', 'SUBJ01', 'SUBJ01_MR1', '4', 'DICOM', name);
+      expect(stored).not.toBeNull();
+      expect(Number(cols[4])).toBe((await readFile(stored!)).length);
+    }
+    const requests = x.emulator.requests().filter((r) => r.method === 'GET');
+    expect(requests.length).toBeLessThanOrEqual(8);
+    expect(requests.every((r) => !/\/files\/.+/.test(r.url.split('?')[0]!))).toBe(true);
+  });
+
+  it('cp -r copies byte-identical files, awkward names included', async () => {
+    const dest = join(tmp.path, 'notes');
+    const cp = await run('cp', ['-r', at(NOTES), dest]);
+    expect(cp.stderr).toBe('');
+    expect(cp.code).toBe(0);
+    for (const name of [...AWKWARD, 'sub dir/inner#file.txt']) {
+      const copied = await readFile(join(dest, name));
+      const stored = await readFile(x.emulator.storedFilePath('DEMO', 'SUBJ01', 'SUBJ01_MR1', null, 'NOTES', name)!);
+      expect(md5(copied), name).toBe(md5(stored));
+    }
+    const dcm = join(tmp.path, 'dicom');
+    expect((await run('cp', ['-r', at(DICOM), dcm])).code).toBe(0);
+    const names = await readdir(dcm);
+    expect(names.length).toBeGreaterThan(50);
+    for (const n of names) {
+      const stored = await readFile(x.emulator.storedFilePath('DEMO', 'SUBJ01', 'SUBJ01_MR1', '4', 'DICOM', n)!);
+      expect(md5(await readFile(join(dcm, n)))).toBe(md5(stored));
+    }
+  });
+
+  it('find walks the whole tree', async () => {
+    const f = await run('find', [at('projects/DEMO'), '-type', 'f']);
+    expect(f.code).toBe(0);
+    const files = f.stdout.split('\n').filter(Boolean);
+    expect(files).toContain(at(`${NOTES}/sub dir/inner#file.txt`));
+    expect(files).toContain(at('projects/DEMO/resources/protocols/files/mri/protocol.pdf'));
+    expect(files.filter((p) => p.includes('/scans/4-Ax_3D_T1/resources/DICOM/files/')).length).toBeGreaterThan(50);
+  });
+
+  it('dcm2niix on the mount gives output identical to a run on a local copy', async () => {
+    const local = join(tmp.path, 'local-dicom');
+    // the local copy comes straight from the emulator's disk, not through the mount
+    const first = x.emulator.storedFilePath('DEMO', 'SUBJ01', 'SUBJ01_MR1', '4', 'DICOM', (await run('ls', [at(DICOM)])).stdout.split('\n')[0]!)!;
+    expect((await run('cp', ['-r', join(first, '..'), local])).code).toBe(0);
+    const outMount = join(tmp.path, 'out-mount');
+    const outLocal = join(tmp.path, 'out-local');
+    await run('mkdir', [outMount, outLocal]);
+    const a = await run('dcm2niix', ['-o', outMount, '-f', '%p_%s', at(DICOM)], { timeout: 120_000 });
+    const b = await run('dcm2niix', ['-o', outLocal, '-f', '%p_%s', local], { timeout: 120_000 });
+    expect(a.code, a.stderr + a.stdout).toBe(0);
+    expect(b.code).toBe(0);
+    const produced = (await readdir(outMount)).sort();
+    expect(produced.some((n) => n.endsWith('.nii'))).toBe(true);
+    expect(produced).toEqual((await readdir(outLocal)).sort());
+    for (const n of produced) {
+      expect(md5(await readFile(join(outMount, n))), n).toBe(md5(await readFile(join(outLocal, n))));
+    }
+  });
+
+  it('a second user sees only the projects XNAT lets them read', async () => {
+    const reader = await mountEmulator({ reuse: x.emulator, user: 'reader', password: 'reader' });
+    try {
+      expect((await run('ls', [join(reader.mp, 'projects')])).stdout.trim()).toBe('OPEN');
+      expect((await run('ls', [join(reader.mp, 'projects/DEMO')])).code).not.toBe(0);
+      expect((await run('ls', [join(reader.mp, 'projects/OPEN/subjects')])).stdout.trim()).toBe('OPEN01');
+    } finally {
+      expect(await reader.close()).toBe(0);
+    }
+  });
+});

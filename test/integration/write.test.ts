@@ -1,0 +1,133 @@
+// Writing back through a real mount: mkdir → resource, cp → upload, overwrite, rm, rm -r, mv,
+// read-only refusal, and an injected upload failure that loses nothing.
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { dir as tmpDir, type DirectoryResult } from 'tmp-promise';
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { readFile, readdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { requireFuse, run } from '../helpers/fuse.js';
+import { mountEmulator, type XnatMount } from '../helpers/xnat-mount.js';
+
+const EXP = 'projects/DEMO/subjects/SUBJ01/experiments/SUBJ01_MR1';
+
+async function md5File(path: string): Promise<string> {
+  const h = createHash('md5');
+  for await (const c of createReadStream(path)) h.update(c as Buffer);
+  return h.digest('hex');
+}
+
+requireFuse()('writing through the mount', () => {
+  let x: XnatMount;
+  let tmp: DirectoryResult;
+  const at = (p: string): string => join(x.mp, p);
+  const stored = (resource: string, path: string, scan: string | null = null): string | null =>
+    x.emulator.storedFilePath('DEMO', 'SUBJ01', 'SUBJ01_MR1', scan, resource, path);
+
+  beforeAll(async () => {
+    x = await mountEmulator({ stack: { uploadRetryDelayMs: 300, uploadMaxRetryDelayMs: 600 } });
+    tmp = await tmpDir({ unsafeCleanup: true });
+  });
+  afterAll(async () => {
+    expect(await x?.close()).toBe(0);
+    await tmp?.cleanup();
+  });
+
+  it('mkdir makes a resource; cp uploads small files, files in subfolders and a 64 MiB file byte-identical', async () => {
+    const res = `${EXP}/resources/RESULTS`;
+    expect((await run('mkdir', [at(res)])).code).toBe(0);
+    expect((await run('mkdir', [at(res)])).stderr).toMatch(/File exists/);
+    const small = join(tmp.path, 'result.txt');
+    await writeFile(small, 'fractional anisotropy 0.42\n');
+    const big = join(tmp.path, 'big.nii');
+    await writeFile(big, randomBytes(64 * 1024 * 1024 + 123));
+    expect((await run('cp', [small, at(`${res}/files/`)])).code).toBe(0);
+    expect((await run('mkdir', ['-p', at(`${res}/files/sub/deeper`)])).code).toBe(0);
+    expect((await run('cp', [small, at(`${res}/files/sub/deeper/inner.txt`)])).code).toBe(0);
+    const cpBig = await run('cp', [big, at(`${res}/files/big.nii`)], { timeout: 120_000 });
+    expect(cpBig.stderr).toBe('');
+    expect(cpBig.code).toBe(0);
+    expect(await md5File(stored('RESULTS', 'result.txt')!)).toBe(await md5File(small));
+    expect(await md5File(stored('RESULTS', 'sub/deeper/inner.txt')!)).toBe(await md5File(small));
+    expect(await md5File(stored('RESULTS', 'big.nii')!)).toBe(await md5File(big));
+    // the mount shows the new files and sizes at once, and reads them back
+    const ls = await run('ls', ['-ln', at(`${res}/files`)]);
+    expect(ls.stdout).toMatch(new RegExp(`${64 * 1024 * 1024 + 123} .* big.nii`));
+    expect((await run('cmp', [big, at(`${res}/files/big.nii`)], { timeout: 120_000 })).code).toBe(0);
+  });
+
+  it('cp over an existing file replaces it on XNAT (overwrite), never keeping the old bytes', async () => {
+    const path = `${EXP}/resources/NOTES/files/a+b.txt`;
+    const replacement = join(tmp.path, 'replacement.txt');
+    await writeFile(replacement, 'replaced content, longer than before\n');
+    const cp = await run('cp', [replacement, at(path)]);
+    expect(cp.code, cp.stderr).toBe(0);
+    expect(await readFile(stored('NOTES', 'a+b.txt')!, 'utf8')).toBe('replaced content, longer than before\n');
+    expect((await run('cat', [at(path)])).stdout).toBe('replaced content, longer than before\n');
+  });
+
+  it('rm deletes a file, rm -r a resource; rmdir of a non-empty resource is refused', async () => {
+    await run('mkdir', [at(`${EXP}/resources/TMP`)]);
+    await run('cp', [join(tmp.path, 'result.txt'), at(`${EXP}/resources/TMP/files/one.txt`)]);
+    await run('cp', [join(tmp.path, 'result.txt'), at(`${EXP}/resources/TMP/files/two.txt`)]);
+    const rmdir = await run('rmdir', [at(`${EXP}/resources/TMP`)]);
+    expect(rmdir.stderr).toMatch(/not empty/i);
+    expect((await run('rm', [at(`${EXP}/resources/TMP/files/one.txt`)])).code).toBe(0);
+    expect(stored('TMP', 'one.txt')).toBeNull();
+    expect(stored('TMP', 'two.txt')).not.toBeNull();
+    const rmr = await run('rm', ['-r', at(`${EXP}/resources/TMP`)]);
+    expect(rmr.stderr).toBe('');
+    expect(rmr.code).toBe(0);
+    expect((await run('ls', [at(`${EXP}/resources`)])).stdout.split('\n')).not.toContain('TMP');
+    expect(x.emulator.requests().some((r) => r.method === 'DELETE' && /\/resources\/[^/]+$/.test(r.url.split('?')[0]!))).toBe(true);
+  });
+
+  it('mv moves the data and leaves nothing at the old name', async () => {
+    const from = `${EXP}/resources/RESULTS/files/result.txt`;
+    const to = `${EXP}/resources/RESULTS/files/sub/moved.txt`;
+    const before = await readFile(stored('RESULTS', 'result.txt')!);
+    const mv = await run('mv', [at(from), at(to)]);
+    expect(mv.code, mv.stderr).toBe(0);
+    expect(stored('RESULTS', 'result.txt')).toBeNull();
+    expect(await readFile(stored('RESULTS', 'sub/moved.txt')!)).toEqual(before);
+    expect((await run('ls', [at(from)])).code).not.toBe(0);
+  });
+
+  it('mkdir above resources is refused with EACCES', async () => {
+    const r = await run('mkdir', [at('projects/DEMO/subjects/NEWSUBJ')]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/Permission denied/);
+  });
+
+  it('an upload that fails makes cp fail, keeps the data, and uploads it once XNAT recovers', async () => {
+    const src = join(tmp.path, 'precious.bin');
+    await writeFile(src, randomBytes(300_000));
+    x.emulator.injectFaults({ match: /\/resources\/RESULTS\/files/, method: 'PUT', count: 50, kind: 'status500' });
+    const cp = await run('cp', [src, at(`${EXP}/resources/RESULTS/files/precious.bin`)]);
+    expect(cp.code).not.toBe(0);
+    expect(cp.stderr).toMatch(/Input\/output error/);
+    const spool = await readdir(join(x.cacheDir, 'spool'));
+    expect(spool.length).toBe(1);
+    expect(await md5File(join(x.cacheDir, 'spool', spool[0]!))).toBe(await md5File(src));
+    x.emulator.clearFaults();
+    const deadline = Date.now() + 30_000;
+    while (stored('RESULTS', 'precious.bin') === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+    expect(await md5File(stored('RESULTS', 'precious.bin')!)).toBe(await md5File(src));
+    while ((await readdir(join(x.cacheDir, 'spool'))).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    expect(await readdir(join(x.cacheDir, 'spool'))).toEqual([]);
+  });
+
+  it('a read-only mount refuses writes with EROFS', async () => {
+    const ro = await mountEmulator({ reuse: x.emulator, stack: { readOnly: true } });
+    try {
+      const cp = await run('cp', [join(tmp.path, 'result.txt'), join(ro.mp, `${EXP}/resources/NOTES/files/x.txt`)]);
+      expect(cp.stderr).toMatch(/Read-only file system/);
+      const mk = await run('mkdir', [join(ro.mp, `${EXP}/resources/NEWRES`)]);
+      expect(mk.stderr).toMatch(/Read-only file system/);
+      const rm = await run('rm', [join(ro.mp, `${EXP}/resources/NOTES/files/hash#1.txt`)]);
+      expect(rm.stderr).toMatch(/Read-only file system/);
+    } finally {
+      expect(await ro.close()).toBe(0);
+    }
+  });
+});
