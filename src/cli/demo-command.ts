@@ -20,10 +20,10 @@ on it, and stays mounted until Ctrl-C. --once unmounts right after the tour.
 const DICOM_DIR = 'projects/DEMO/subjects/SUBJ01/experiments/SUBJ01_MR1/scans/4-Ax_3D_T1/resources/DICOM/files';
 
 /** Run a program without blocking the event loop (this process serves the mount it reads). */
-function show(cmd: string, args: string[], cwd?: string): Promise<number> {
-  process.stdout.write(`\n$ ${[cmd, ...args].map((a) => (/\s/.test(a) ? `'${a}'` : a)).join(' ')}\n`);
+function show(cmd: string, args: string[], shown?: string): Promise<number> {
+  process.stdout.write(`\n$ ${shown ?? [cmd, ...args].map((a) => (/\s/.test(a) ? `'${a}'` : a)).join(' ')}\n`);
   return new Promise((res) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'inherit', 'inherit'], ...(cwd ? { cwd } : {}) });
+    const child = spawn(cmd, args, { stdio: ['ignore', 'inherit', 'inherit'] });
     child.on('error', (err) => {
       console.error(`(${cmd} not available: ${err.message})`);
       res(127);
@@ -73,7 +73,7 @@ export async function runDemoCommand(argv: string[]): Promise<number> {
     const results = [
       await show('ls', [join(mountpoint, 'projects')]),
       await show('ls', [join(mountpoint, 'projects/DEMO/subjects/SUBJ01/experiments/SUBJ01_MR1/scans')]),
-      await show('sh', ['-c', `ls -l '${join(mountpoint, DICOM_DIR)}' | head -5`]),
+      await show('sh', ['-c', `ls -l "$0" | head -5`, join(mountpoint, DICOM_DIR)], `ls -l ${join(mountpoint, DICOM_DIR)} | head -5`),
     ];
     const out = join(work, 'nifti');
     await mkdir(out);

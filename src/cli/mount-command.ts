@@ -170,7 +170,9 @@ export async function startMount(s: MountSettings, client?: XnatApi): Promise<Ru
       const left = await st.shutdown(s.uploadWaitMs);
       let code = 0;
       try {
-        if (await isMounted(s.mountpoint)) await fuse.unmount();
+        // Also when `xnatfs unmount` already detached it: only fuse.unmount() releases
+        // fuse-native's handle, which otherwise keeps this process alive forever.
+        await fuse.unmount();
       } catch (err) {
         console.error(`xnatfs: ${(err as Error).message}`);
         code = 1;

@@ -24,6 +24,7 @@ import { stat } from 'node:fs/promises';
 import { createReadStream } from 'node:fs';
 import path from 'node:path';
 import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import type { Ctx } from './context.js';
 import { contentTypeFor, HttpError, javaUrlDecode } from './http.js';
 import { resourceRow, sendTable } from './listings.js';
@@ -349,14 +350,14 @@ export async function putFiles(ctx: Ctx, t: FilesTarget): Promise<void> {
   // Receive everything to temp files first (XNAT does the same), then place them.
   const uploads: Array<{ name: string; temp: TempFile }> = [];
   let bodyBytes = 0;
-  const body = ctx.req.pipe(
-    new Transform({
-      transform(c: Buffer, _enc, cb) {
-        bodyBytes += c.length;
-        cb(null, c);
-      },
-    }),
-  );
+  const body = new Transform({
+    transform(c: Buffer, _enc, cb) {
+      bodyBytes += c.length;
+      cb(null, c);
+    },
+  });
+  // pipeline (not pipe) so a client that goes away errors the parser instead of hanging it
+  pipeline(ctx.req, body).catch(() => undefined);
   try {
     if (multipart) {
       const boundary = boundaryOf(contentType);
@@ -373,7 +374,7 @@ export async function putFiles(ctx: Ctx, t: FilesTarget): Promise<void> {
       await Promise.all(pending);
     } else if (inbody || UPLOAD_TYPES.test(contentType)) {
       const sink = store.tempSink();
-      body.pipe(sink.sink);
+      pipeline(body, sink.sink).catch((e: Error) => sink.sink.destroy(e));
       const temp = await sink.done;
       if (temp.size > 0) uploads.push({ name: filePath.slice(filePath.lastIndexOf('/') + 1) || 'upload', temp });
       else await store.discardTemp(temp);
@@ -435,7 +436,7 @@ async function extractZip(ctx: Ctx, res: ResourceNode, temp: TempFile, overwrite
         continue;
       }
       const sink = store.tempSink();
-      e.open().pipe(sink.sink);
+      pipeline(e.open(), sink.sink).catch((err: Error) => sink.sink.destroy(err));
       const t = await sink.done;
       if (!(await store.commitFile(res, rel, t, { overwrite, entry: info }))) duplicates.push(rel);
     }

@@ -134,10 +134,15 @@ export async function parseMultipart(
     }
   };
 
-  for await (const chunk of body as AsyncIterable<Buffer>) {
-    if ((state as string) === 'done') continue; // drain the epilogue
-    buf = buf.length ? Buffer.concat([buf, chunk]) : chunk;
-    await step(false);
+  try {
+    for await (const chunk of body as AsyncIterable<Buffer>) {
+      if ((state as string) === 'done') continue; // drain the epilogue
+      buf = buf.length ? Buffer.concat([buf, chunk]) : chunk;
+      await step(false);
+    }
+  } catch (e) {
+    if (sink) (sink as Writable).destroy(e as Error);
+    throw e;
   }
   if ((state as string) !== 'done') {
     if (sink) (sink as Writable).destroy();

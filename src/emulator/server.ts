@@ -155,7 +155,7 @@ export class EmulatorServer {
     if (head === 'JSESSION' && rawSegs.length === 1) return jsession(ctx);
     if (head === 'services' && rawSegs[1] === 'auth') return formLogin(ctx);
     if (head === 'auth' && rawSegs.length === 1) return userAuth(ctx);
-    if (head === 'services' && rawSegs[1] === 'tokens') return tokens(ctx, rawSegs.slice(2).map(decodeURIComponent));
+    if (head === 'services' && rawSegs[1] === 'tokens') return tokens(ctx, rawSegs.slice(2).map(safeDecode));
     const target = resolveArchive(rawSegs, this.state.store, this.state.auth, ctx.user!);
     if (!target) throw new HttpError(404, 'The server has not found anything matching the request URI');
     const get = ctx.method === 'GET' || ctx.method === 'HEAD';
@@ -189,6 +189,14 @@ export class EmulatorServer {
         if (get) return itemView(ctx, target.kind, target.scope);
     }
     throw new HttpError(405, 'Method Not Allowed');
+  }
+}
+
+function safeDecode(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    throw new HttpError(400, 'Invalid URL encoding');
   }
 }
 

@@ -88,21 +88,21 @@ async function fusermount(args: string[]): Promise<RunResult> {
 }
 
 /**
- * Unmount whatever is mounted at `mountpoint`: `fusermount -u`, then a lazy `fusermount -uz`
- * (succeeds while files are still open), then `umount -l` when root (mounts made by other
- * tools or users). Resolves quietly when nothing is mounted there.
+ * Unmount whatever is mounted at `mountpoint` with `fusermount -u`. A busy mount (files open,
+ * perhaps a copy still writing) is refused with EBUSY unless `lazy`: then `fusermount -uz` and,
+ * as root, `umount -l` detach it anyway. Resolves quietly when nothing is mounted there.
  */
-export async function unmountPath(mountpoint: string): Promise<void> {
+export async function unmountPath(mountpoint: string, options: { lazy?: boolean } = {}): Promise<void> {
   const abs = await canonicalMountpoint(mountpoint);
   if (!(await isMounted(abs))) {
     log('unmount %s: nothing mounted', abs);
     return;
   }
-  const attempts: Array<[string, string[]]> = [
-    ['fusermount', ['-u', abs]],
-    ['fusermount', ['-uz', abs]],
-  ];
-  if (isRoot()) attempts.push(['umount', ['-l', abs]]);
+  const attempts: Array<[string, string[]]> = [['fusermount', ['-u', abs]]];
+  if (options.lazy) {
+    attempts.push(['fusermount', ['-uz', abs]]);
+    if (isRoot()) attempts.push(['umount', ['-l', abs]]);
+  }
   const messages: string[] = [];
   for (const [cmd, args] of attempts) {
     const r = cmd === 'fusermount' ? await fusermount(args) : await runQuiet(cmd, args);

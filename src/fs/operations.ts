@@ -79,7 +79,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
     await fh.close();
     const f: PendingFile = {
       path, target, spoolPath: spool.path, fh: null, size: 0, mtime: new Date(), opens: 0,
-      dirty: !lazyFromServer, overwrite, lazyFromServer, uploading: null, retrying: false, idleUpload: null,
+      dirty: !lazyFromServer, deleted: false, overwrite, lazyFromServer, uploading: null, retrying: false, idleUpload: null,
     };
     overlay.addFile(f);
     return f;
@@ -127,7 +127,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
   /** Upload if changed; on failure hand over to background retries and answer EIO. */
   async function sync(f: PendingFile): Promise<void> {
     while (f.uploading) await f.uploading.catch(() => undefined);
-    if (!f.dirty) return;
+    if (!f.dirty || f.deleted) return; // unlinked while open: its bytes go nowhere, as on a disk
     if (f.retrying) {
       ctx.uploader.cancel(f.spoolPath);
       f.retrying = false;
@@ -140,6 +140,15 @@ export function createOperations(ctx: WriteContext): XnatFs {
       await p;
       f.overwrite = true;
     } catch (err) {
+      if (isPermanent(err)) {
+        // Retrying cannot help (no write permission, a name XNAT cannot store): the caller's
+        // close() fails, and the copy it came from is still theirs. Nothing is kept half-done.
+        console.error(`xnatfs: upload of ${f.path} refused: ${(err as Error).message}`);
+        overlay.removeFile(f.path);
+        f.dirty = false;
+        await settle(f);
+        throw toFsError(err, `upload of ${f.path}`);
+      }
       f.retrying = true;
       ctx.uploader.retryInBackground(job, err, async () => {
         f.retrying = false;
@@ -158,9 +167,8 @@ export function createOperations(ctx: WriteContext): XnatFs {
 
   /** Drop a pending file that XNAT now has and nobody holds open. */
   async function settle(f: PendingFile): Promise<void> {
-    if (f.opens > 0 || f.dirty || f.retrying || f.uploading || f.idleUpload) return;
-    if (overlay.files.get(f.path) !== f) return;
-    overlay.removeFile(f.path);
+    if (f.opens > 0 || (f.dirty && !f.deleted) || f.retrying || f.uploading || f.idleUpload) return;
+    if (overlay.files.get(f.path) === f) overlay.removeFile(f.path);
     await unlinkPath(f.spoolPath).catch(() => undefined);
   }
 
@@ -411,6 +419,9 @@ export function createOperations(ctx: WriteContext): XnatFs {
       const node = await serverNode(path);
       if (f) {
         if (f.idleUpload) clearTimeout(f.idleUpload);
+        f.idleUpload = null;
+        f.deleted = true;
+        f.retrying = false;
         ctx.uploader.cancel(f.spoolPath);
         overlay.removeFile(path);
         if (f.opens === 0) await unlinkPath(f.spoolPath).catch(() => undefined);
@@ -454,9 +465,10 @@ export function createOperations(ctx: WriteContext): XnatFs {
       overlay.removeFile(src);
       const displaced = overlay.files.get(dest);
       if (displaced) {
+        displaced.deleted = true;
         overlay.removeFile(dest);
         ctx.uploader.cancel(displaced.spoolPath);
-        if (displaced.opens === 0) await unlinkPath(displaced.spoolPath).catch(() => undefined);
+        await settle(displaced);
       }
       const srcWasOnServer = pending ? pending.overwrite : true;
       const srcTarget = f.target;
@@ -478,6 +490,11 @@ export function createOperations(ctx: WriteContext): XnatFs {
       await settle(f);
     },
   };
+
+  /** Failures that no retry can mend. */
+  function isPermanent(err: unknown): boolean {
+    return err instanceof XnatError && (err.kind === 'forbidden' || err.kind === 'bad-request' || err.kind === 'unauthorized');
+  }
 
   /** After deleting a file, its folders stay visible (empty) until rmdir, as on a disk. */
   function keepEmptyParents(filePath: string, t: Target): void {

@@ -26,6 +26,8 @@ export interface PendingFile {
   opens: number;
   /** Bytes changed since the last successful upload (or never uploaded). */
   dirty: boolean;
+  /** Unlinked (or replaced by a rename) while open: never uploaded again. */
+  deleted: boolean;
   /** XNAT already has a file at the target: uploads must replace it. */
   overwrite: boolean;
   /** Spool holds no bytes yet but stands for the server's current file (filled on first need). */

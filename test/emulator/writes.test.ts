@@ -138,6 +138,24 @@ describe('uploads', () => {
     expect((await readFile(p!)).equals(big)).toBe(true);
   });
 
+  it('a client that aborts mid-upload leaves no file and no temp file behind', async () => {
+    const { connect } = await import('node:net');
+    const { readdir } = await import('node:fs/promises');
+    const u = new URL(emu.url);
+    const sock = connect(Number(u.port), u.hostname);
+    await new Promise((r) => sock.once('connect', r));
+    sock.write(
+      `PUT ${EXP}/resources/ABORT/files/part.bin?inbody=true HTTP/1.1\r\nHost: x\r\nAuthorization: Basic ${Buffer.from('demo:demo').toString('base64')}\r\n` +
+        'Content-Length: 1000000\r\n\r\n' + 'x'.repeat(5000),
+    );
+    await new Promise((r) => setTimeout(r, 100));
+    sock.destroy();
+    await new Promise((r) => setTimeout(r, 200));
+    expect(emu.storedFilePath('DEMO', 'SUBJ01', 'SUBJ01_MR1', null, 'ABORT', 'part.bin')).toBeNull();
+    expect(await readdir(path.join(emu.dataDir, '.uploads'))).toEqual([]);
+    expect((await get(emu, '/data/projects')).status).toBe(200);
+  });
+
   it('a URL path with %20 is decoded, one with %23 is stored literally (XNAT FileList quirk)', async () => {
     expect((await call(emu, 'PUT', `${EXP}/resources/QUIRK/files/with%20space.txt?inbody=true`, { body: 's' })).status).toBe(200);
     expect((await call(emu, 'PUT', `${EXP}/resources/QUIRK/files/hash%231.txt?inbody=true`, { body: 'h' })).status).toBe(200);

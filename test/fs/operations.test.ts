@@ -174,4 +174,27 @@ describe('fs operations over an in-memory XNAT', () => {
     expect(await readFile(target)).toEqual(Buffer.from('v2 longer'));
     expect((await fs.ops.readdir!(NOTES)).names).not.toContain('.doc.txt.swp');
   });
+
+  it('a refused upload (403) fails close() with EACCES and keeps no half-done state', async () => {
+    x.uploadFile = async () => { throw new XnatError('forbidden', 'no edit rights', 403); };
+    const path = `${NOTES}/nope.txt`;
+    const fd = await fs.ops.create!(path, 0o644);
+    await fs.ops.write!(path, fd, Buffer.from('data'), 4, 0);
+    expect(await errno(fs.ops.flush!(path, fd))).toBe('EACCES');
+    await fs.ops.release!(path, fd);
+    expect(fs.uploader.pending()).toEqual([]);
+    expect(await readdir(fs.spoolDir)).toEqual([]);
+    expect(await errno(fs.ops.getattr!(path))).toBe('ENOENT');
+  });
+
+  it('a file unlinked while open is never uploaded', async () => {
+    const path = `${NOTES}/scratch.txt`;
+    const fd = await fs.ops.create!(path, 0o644);
+    await fs.ops.write!(path, fd, Buffer.from('temp'), 4, 0);
+    await fs.ops.unlink!(path);
+    await fs.ops.flush!(path, fd);
+    await fs.ops.release!(path, fd);
+    expect(x.calls.filter((c) => c.startsWith('upload'))).toEqual([]);
+    expect(await readdir(fs.spoolDir)).toEqual([]);
+  });
 });

@@ -140,7 +140,7 @@ export async function tempMountpoint(options: { mode?: number } = {}): Promise<T
   return {
     path: d.path,
     async cleanup() {
-      if (await isMounted(d.path)) await unmountPath(d.path);
+      if (await isMounted(d.path)) await unmountPath(d.path, { lazy: true });
       if (await isMounted(d.path)) throw new Error(`${d.path} is still mounted; not removing it`);
       await rmdir(d.path).catch(() => rm(d.path, { recursive: true, force: true }));
     },
