@@ -6,7 +6,8 @@ import { join, resolve } from 'node:path';
 import createDebug from 'debug';
 import { createStack, type StackOptions, type XnatFsStack } from '../fs/stack.js';
 import { mountFuse, type FuseMount } from '../fs/fuse-adapter.js';
-import { isMounted } from '../fs/mountpoint.js';
+import { readFile } from 'node:fs/promises';
+import { isMounted, prepareMountpoint } from '../fs/mountpoint.js';
 import { createXnatClient, type XnatClientOptions } from '../xnat/client.js';
 import type { XnatApi } from '../xnat/types.js';
 import { defaultCacheDir, parseCount, parseSize, UsageError } from './args.js';
@@ -219,8 +220,24 @@ export function stopOnSignals(m: RunningMount): void {
   process.on('SIGTERM', onSignal);
 }
 
+/**
+ * --allow-other for an ordinary user needs user_allow_other in /etc/fuse.conf. fusermount says
+ * so, but its message never reaches the terminal (node's stdio is close-on-exec, so libfuse's
+ * fusermount child has no stderr): check it here to give the reason instead of "fuse failed".
+ */
+async function checkAllowOther(): Promise<void> {
+  if (process.getuid?.() === 0) return;
+  const conf = await readFile('/etc/fuse.conf', 'utf8').catch(() => '');
+  if (!/^\s*user_allow_other\s*$/m.test(conf)) {
+    throw new Error("--allow-other needs the line 'user_allow_other' in /etc/fuse.conf (ask an administrator), or mount without it");
+  }
+}
+
 export async function runMountCommand(argv: string[]): Promise<number> {
   const settings = parseMountArgs(argv);
+  // Before logging in: a wrong mount point is reported without asking for a password first.
+  await prepareMountpoint(settings.mountpoint);
+  if (settings.allowOther) await checkAllowOther();
   const m = await startMount(settings);
   console.error(`xnatfs: mounted ${m.client.baseUrl} at ${m.mountpoint}${settings.stack.readOnly ? ' (read-only)' : ''}; Ctrl-C or \`xnatfs unmount ${m.mountpoint}\` to unmount`);
   stopOnSignals(m);

@@ -117,6 +117,10 @@ export class Download {
 
   private async run(): Promise<void> {
     this.writer = await open(this.path, 'w', 0o600);
+    // Open the reading side now, by the path we just created: once the finished file is moved
+    // into the cache, an open by the old path would fail.
+    this.readerOpening = open(this.path, 'r').then((fh) => (this.reader = fh));
+    this.readerOpening.catch(() => undefined);
     try {
       let attempt = 0;
       const hash = createHash('md5');

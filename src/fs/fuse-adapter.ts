@@ -305,8 +305,9 @@ export async function mountFuse(ops: FsOps, opts: MountOptions & FuseTuning): Pr
     fuse.mount((err) => {
       if (!err) return res();
       rej(new Error(
-        `could not mount ${mountpoint}: ${err.message} (check that /dev/fuse is accessible and ` +
-          'fusermount from the fuse3 package is installed setuid root; libfuse prints the reason above)',
+        // fusermount's own message is lost (Node marks fds 0-2 close-on-exec), so list the causes.
+        `could not mount ${mountpoint}: ${err.message}. Usual causes: /dev/fuse missing or not accessible; ` +
+          'no setuid fusermount (Debian/Ubuntu: apt-get install fuse3); a mount point you do not own',
         { cause: err },
       ));
     }),
