@@ -3,7 +3,7 @@
 // fails whenever someone else's module does not compile yet. TypeScript (a devDependency) can
 // transpile single files without type checking, so we transpile exactly the entry and the
 // relative imports it reaches into a temp dir, next to a node_modules symlink for bare imports.
-import { mkdir, readFile, symlink, writeFile, chmod } from 'node:fs/promises';
+import { cp, mkdir, readFile, stat, symlink, writeFile, chmod } from 'node:fs/promises';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
@@ -18,12 +18,25 @@ export interface Transpiled {
   cleanup(): Promise<void>;
 }
 
+async function traversableByOthers(path: string): Promise<boolean> {
+  for (let p = path; ; p = dirname(p)) {
+    if (((await stat(p)).mode & 0o001) === 0) return false;
+    if (dirname(p) === p) return true;
+  }
+}
+
 /** Transpile `entryTs` (absolute, inside the repo) and everything it imports relatively. */
 export async function transpileForChild(entryTs: string): Promise<Transpiled> {
   const out = await dir({ prefix: 'xnatfs-child-', unsafeCleanup: true });
   await chmod(out.path, 0o755); // readable by the unprivileged test user
   await writeFile(join(out.path, 'package.json'), '{ "type": "module" }\n');
-  await symlink(join(repoRoot, 'node_modules'), join(out.path, 'node_modules'));
+  // A symlink serves other users only if they can reach the repo (a fresh clone made with
+  // `mktemp -d` is 0700); otherwise they get a copy.
+  if (await traversableByOthers(repoRoot)) {
+    await symlink(join(repoRoot, 'node_modules'), join(out.path, 'node_modules'));
+  } else {
+    await cp(join(repoRoot, 'node_modules'), join(out.path, 'node_modules'), { recursive: true, verbatimSymlinks: true });
+  }
 
   const seen = new Set<string>();
   const queue = [resolve(entryTs)];
