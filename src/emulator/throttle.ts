@@ -1,5 +1,4 @@
 // Per-response bandwidth cap: a token bucket in front of res.write that also honours backpressure.
-import { once } from 'node:events';
 import type { Readable, Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -45,7 +44,7 @@ export class ThrottledWriter {
       await this.bucket.take(part.length);
       if (this.out.destroyed || this.out.writableEnded) throw new Error('client went away');
       this.bytes += part.length;
-      if (!this.out.write(part)) await Promise.race([once(this.out, 'drain'), once(this.out, 'close')]);
+      if (!this.out.write(part)) await drainOrClose(this.out);
     }
   }
   async pipeFrom(src: Readable): Promise<void> {
@@ -55,4 +54,17 @@ export class ThrottledWriter {
       src.destroy();
     }
   }
+}
+
+/** Wait for 'drain' or 'close', removing both listeners (events.once would leave the loser behind). */
+function drainOrClose(out: Writable): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      out.off('drain', done);
+      out.off('close', done);
+      resolve();
+    };
+    out.on('drain', done);
+    out.on('close', done);
+  });
 }
