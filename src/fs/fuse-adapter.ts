@@ -82,16 +82,23 @@ function errnoFor(op: string, path: unknown, err: unknown): number {
   // Duck-typed so that FsErrors from another copy of errors.js still map.
   if (e && e.name === 'FsError' && typeof e.errno === 'number' && e.errno < 0) {
     log('%s %s -> %s: %s', op, path, e.code, e.message);
+    // ENOENT, EEXIST, ENOTEMPTY … are everyday answers; failures a person must act on are shown.
+    if (typeof e.code === 'string' && SHOWN.has(e.code)) report(`xnatfs: ${String(e.message)}`);
     return e.errno;
   }
   log('%s %s -> EIO: unexpected error %O', op, path, err);
-  const line = `xnatfs: ${op} ${String(path ?? '')}: ${err instanceof Error ? err.message : String(err)} (answered EIO)`;
-  // One console line per distinct failure: a broken server must not flood the terminal.
-  if (!reported.has(line) && reported.size < 1000) {
-    reported.add(line);
-    console.error(line);
-  }
+  report(`xnatfs: ${op} ${String(path ?? '')}: ${err instanceof Error ? err.message : String(err)} (answered EIO)`);
   return errnoOf('EIO');
+}
+
+const SHOWN = new Set(['EIO', 'EACCES', 'EPERM', 'ETIMEDOUT', 'EROFS']);
+
+/** One console line per distinct failure: a broken server must not flood the terminal. */
+function report(line: string): void {
+  if (reported.has(line)) return;
+  if (reported.size >= 1000) reported.clear();
+  reported.add(line);
+  console.error(line);
 }
 
 function toFuseStat(s: Stat): object {

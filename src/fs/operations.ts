@@ -143,7 +143,6 @@ export function createOperations(ctx: WriteContext): XnatFs {
       if (isPermanent(err)) {
         // Retrying cannot help (no write permission, a name XNAT cannot store): the caller's
         // close() fails, and the copy it came from is still theirs. Nothing is kept half-done.
-        console.error(`xnatfs: upload of ${f.path} refused: ${(err as Error).message}`);
         overlay.removeFile(f.path);
         f.dirty = false;
         await settle(f);
@@ -158,8 +157,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
       const reason = err instanceof XnatError && err.kind === 'duplicate'
         ? 'XNAT already has a file there and kept it (no overwrite); remove it first'
         : (err as Error).message;
-      console.error(`xnatfs: upload of ${f.path} failed: ${reason}; kept in ${f.spoolPath}, retrying in the background`);
-      throw new FsError('EIO', `upload of ${f.path} failed`, { cause: err });
+      throw new FsError('EIO', `upload of ${f.path} failed: ${reason}; kept in ${f.spoolPath}, retrying in the background`, { cause: err });
     } finally {
       f.uploading = null;
     }
@@ -250,10 +248,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
     async create(path, _mode) {
       refuseReadOnly(path, 'create');
       const target = await targetOfDir(dirname(path));
-      if (!target) {
-        console.error(`xnatfs: cannot create ${path}: files can only be created inside …/resources/<resource>/files/`);
-        throw new FsError('EACCES', `${path}: files can only be created inside a resource's files/ folder`);
-      }
+      if (!target) throw new FsError('EACCES', `cannot create ${path}: files can only be created inside …/resources/<resource>/files/`);
       const existing = overlay.files.get(path);
       if (existing) {
         existing.lazyFromServer = false;
@@ -374,8 +369,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
         }
         return;
       }
-      console.error(`xnatfs: mkdir ${path}: folders can be made only in a …/resources/ folder (a new XNAT resource) or inside …/resources/<resource>/files/`);
-      throw new FsError('EACCES', `mkdir ${path}: not a place where XNAT can hold a folder`);
+      throw new FsError('EACCES', `mkdir ${path}: folders can be made only in a …/resources/ folder (a new XNAT resource) or inside …/resources/<resource>/files/`);
     },
 
     async rmdir(path) {
