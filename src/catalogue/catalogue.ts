@@ -142,6 +142,11 @@ export class Catalogue {
     });
   }
 
+  /** A resource's file tree if it is in memory (no request). */
+  peekFileTree(owner: Owner, resource: Resource): TreeDir | undefined {
+    return this.listings.peek<TreeDir>(`files:${ownerKey(owner)}:${resource.id}`);
+  }
+
   /**
    * Every scan file of an experiment, grouped by scan id and resource label, from one request.
    * null when the server can't answer the bulk form (then each resource is listed on its own).

@@ -59,7 +59,6 @@ export async function runDemoCommand(argv: string[]): Promise<number> {
           cacheBytes: 2 ** 30,
           listingTtlMs: 600_000,
           readOnly: false,
-          prefetch: { enabled: true, concurrency: 6, maxFileBytes: 2 ** 28, maxFolderBytes: 2 ** 28 },
           uploadConcurrency: 4,
         },
         opTimeoutMs: 120_000,

@@ -32,7 +32,7 @@ Options:
   --ttl SECONDS          how long listings are trusted (default 600; the archive rarely changes)
   --max-concurrency N    HTTP requests in flight at once (default 8)
   --no-prefetch          don't fetch the rest of a folder once a program reads through it
-  --prefetch-concurrency N  parallel prefetch downloads (default 6)
+  --prefetch-concurrency N  parallel prefetch downloads (default 12)
   --op-timeout SECONDS   answer ETIMEDOUT when XNAT is silent this long (default 120; uploads
                          on close and fsync are never cut short)
   --upload-wait SECONDS  at unmount, how long to wait for uploads still pending (default 300)
@@ -79,7 +79,6 @@ export function parseMountArgs(argv: string[]): MountSettings {
   if (positionals.length !== 2) throw new UsageError('mount needs URL and MOUNTPOINT');
   if (values.debug) createDebug.enable('xnatfs:*');
   const maxConcurrency = parseCount(values['max-concurrency'], '--max-concurrency', 8, 1);
-  const prefetchConcurrency = parseCount(values['prefetch-concurrency'], '--prefetch-concurrency', Math.max(1, Math.min(6, maxConcurrency - 2)), 1);
   const cacheBytes = values['cache-size'] ? parseSize(values['cache-size'], '--cache-size') : 10 * 2 ** 30;
   const url = positionals[0]!;
   return {
@@ -98,9 +97,7 @@ export function parseMountArgs(argv: string[]): MountSettings {
       readOnly: values['read-only'] ?? false,
       prefetch: {
         enabled: !values['no-prefetch'],
-        concurrency: prefetchConcurrency,
-        maxFileBytes: 256 * 2 ** 20,
-        maxFolderBytes: Math.min(2 ** 30, Math.floor(cacheBytes / 4)),
+        ...(values['prefetch-concurrency'] ? { concurrency: parseCount(values['prefetch-concurrency'], '--prefetch-concurrency', 12, 1) } : {}),
       },
       uploadConcurrency: Math.max(1, Math.floor(maxConcurrency / 2)),
     },

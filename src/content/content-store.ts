@@ -5,9 +5,10 @@
 import { open, unlink, type FileHandle } from 'node:fs/promises';
 import createDebug from 'debug';
 import pLimit, { type LimitFunction } from 'p-limit';
-import type { FileRef, XnatApi } from '../xnat/types.js';
+import type { FileRef, Owner, ReadResult, XnatApi } from '../xnat/types.js';
 import { DiskCache } from './disk-cache.js';
-import { Download, type DownloadOptions } from './download.js';
+import { Download, type DownloadOptions, type FirstSource } from './download.js';
+import { fetchZipMembers, type WantedMember } from './zip-prefetch.js';
 
 const log = createDebug('xnatfs:content');
 
@@ -19,6 +20,19 @@ export interface PrefetchOptions {
   maxFileBytes: number;
   /** Bytes one folder's prefetch may queue. */
   maxFolderBytes: number;
+  /** At least this many files to prefetch: fetch the resource as one zip instead of file by file. */
+  zipMinFiles: number;
+  /** …if the whole resource (the zip holds all of it) is at most this large. */
+  zipMaxBytes: number;
+}
+
+/** What the fs layer tells the store about the folder a file was opened in. */
+export interface FolderContext {
+  key: string;
+  /** The folder's files in listing order (from memory, no request). */
+  siblings: () => FileRef[];
+  /** The resource the folder belongs to, and the bytes of all its files (what its zip carries). */
+  resource: { owner: Owner; id: string; totalBytes: number };
 }
 
 export interface ContentStoreOptions {
@@ -27,6 +41,8 @@ export interface ContentStoreOptions {
   download: DownloadOptions;
   prefetch: PrefetchOptions;
 }
+
+type Gate = <T>(fn: () => Promise<T>) => Promise<T>;
 
 interface Active {
   download: Download;
@@ -51,7 +67,7 @@ export class ContentStore {
   private readonly folders = new Map<string, FolderState>();
   private readonly prefetchLimit: LimitFunction;
   private nextFd = 10;
-  stats = { downloads: 0, cacheHits: 0, prefetched: 0 };
+  stats = { downloads: 0, cacheHits: 0, prefetched: 0, zips: 0 };
 
   constructor(
     private readonly client: XnatApi,
@@ -115,45 +131,70 @@ export class ContentStore {
   }
 
   /**
-   * Tell the store that `ref` was opened in folder `folderKey` whose files are `siblings`
-   * (in listing order). The second distinct file opened in a folder starts its prefetch.
+   * Tell the store that `ref` was opened in `folder`. The second distinct file opened in a folder
+   * starts the prefetch of the rest: one zip of the resource when there are many files and the
+   * resource is small enough, otherwise file by file in parallel.
    */
-  noteOpen(folderKey: string, ref: FileRef, siblings: () => FileRef[]): void {
+  noteOpen(folder: FolderContext, ref: FileRef): void {
     const p = this.options.prefetch;
     if (!p.enabled) return;
-    let state = this.folders.get(folderKey);
+    let state = this.folders.get(folder.key);
     if (!state) {
       if (this.folders.size > 10_000) this.folders.clear();
       state = { opened: new Set(), prefetched: false };
-      this.folders.set(folderKey, state);
+      this.folders.set(folder.key, state);
     }
     state.opened.add(ref.path);
     if (state.prefetched || state.opened.size < 2) return;
     state.prefetched = true;
     let budget = p.maxFolderBytes;
     const queue: FileRef[] = [];
-    for (const s of siblings()) {
+    for (const s of folder.siblings()) {
       if (state.opened.has(s.path) || s.size === 0 || s.size > p.maxFileBytes) continue;
+      if (this.options.cache.lookup(this.keyOf(s)) || this.active.has(this.keyOf(s))) continue;
       if (budget - s.size < 0) break;
       budget -= s.size;
       queue.push(s);
     }
-    log('prefetch %s: %d files, %d bytes', folderKey, queue.length, p.maxFolderBytes - budget);
-    for (const s of queue) {
-      void this.prefetchLimit(async () => {
-        const key = this.keyOf(s);
-        if (this.options.cache.lookup(key)) return;
-        const active = this.startDownload(key, s);
-        this.stats.prefetched++;
-        active.refs++;
-        try {
-          await active.download.waitFor(Number.MAX_SAFE_INTEGER).catch(() => undefined);
-          await active.download.finished;
-        } finally {
-          active.refs--;
-          await this.maybeDiscard(key, active);
-        }
-      });
+    const byZip = queue.length >= p.zipMinFiles && folder.resource.totalBytes <= p.zipMaxBytes;
+    log('prefetch %s: %d files, %d bytes%s', folder.key, queue.length, p.maxFolderBytes - budget, byZip ? ' (one zip)' : '');
+    if (byZip) this.prefetchByZip(folder.resource, queue);
+    else for (const s of queue) void this.prefetchLimit(() => this.prefetchOne(s));
+  }
+
+  private async prefetchOne(ref: FileRef): Promise<void> {
+    const key = this.keyOf(ref);
+    if (this.options.cache.lookup(key)) return;
+    await this.hold(key, this.startDownload(key, ref));
+  }
+
+  private prefetchByZip(resource: FolderContext['resource'], refs: FileRef[]): void {
+    const wanted = new Map<string, WantedMember>();
+    for (const ref of refs) {
+      let settle!: Pick<WantedMember, 'resolve' | 'reject'>;
+      const member = new Promise<ReadResult>((resolve, reject) => (settle = { resolve, reject }));
+      member.catch(() => undefined);
+      wanted.set(ref.path, { size: ref.size, ...settle });
+      const key = this.keyOf(ref);
+      // Files the zip does not deliver are fetched on their own, under the prefetch limit.
+      void this.hold(key, this.startDownload(key, ref, () => member, (fn) => this.prefetchLimit(fn)));
+    }
+    this.stats.zips++;
+    const tmp = this.options.cache.partialPath(`zip-${resource.id}`);
+    void fetchZipMembers(this.client, resource.owner, resource.id, wanted, tmp).catch((err: unknown) => {
+      log('zip prefetch of resource %s failed (%s); files are fetched one by one', resource.id, (err as Error).message);
+    });
+  }
+
+  /** Keep a prefetch download referenced until it ends, then let it go. */
+  private async hold(key: string, active: Active): Promise<void> {
+    this.stats.prefetched++;
+    active.refs++;
+    try {
+      await active.download.finished;
+    } finally {
+      active.refs--;
+      await this.maybeDiscard(key, active);
     }
   }
 
@@ -171,11 +212,11 @@ export class ContentStore {
     for (const [fd] of this.handles) await this.release(fd);
   }
 
-  private startDownload(key: string, ref: FileRef): Active {
+  private startDownload(key: string, ref: FileRef, first?: FirstSource, gate?: Gate): Active {
     const existing = this.active.get(key);
     if (existing && !existing.download.error) return existing;
     const path = this.options.cache.partialPath(key);
-    const download = new Download(this.client, ref, path, this.options.download);
+    const download = new Download(this.client, ref, path, this.options.download, first, gate);
     const active: Active = { download, refs: 0, committed: null };
     this.active.set(key, active);
     this.stats.downloads++;

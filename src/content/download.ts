@@ -1,16 +1,23 @@
-// One file streamed from XNAT into a local file, with readers waiting on progress.
-// Reads are served from the local file as bytes arrive, so memory stays bounded whatever the
-// file size, and the kernel page cache does the buffering. Real XNAT ignores Range: when a
-// connection drops mid-body, the download resumes with Range if the server honoured it, and
-// otherwise restarts from byte 0 and skips what it already has. Bytes are checked against the
-// listed size and MD5 digest before the file is considered complete.
-import { createHash } from 'node:crypto';
+// One file streamed from XNAT into a local file, with readers following as bytes arrive.
+// Memory stays bounded whatever the file size: arriving bytes go to a write queue (flushed in
+// batches with writev) and a window of the most recent few MiB, from which a reader right behind
+// the download frontier (`cat`, `cp`) is served without touching the disk; older bytes are read
+// back from the file. Real XNAT ignores Range: when a connection drops mid-body, the download
+// resumes with Range if the server honoured it, and otherwise restarts from byte 0 and skips
+// what it already has. Bytes are checked against the listed MD5 digest before the file is
+// considered complete.
+import { createHash, type Hash } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
 import createDebug from 'debug';
-import type { FileRef, XnatApi } from '../xnat/types.js';
+import type { FileRef, ReadResult, XnatApi } from '../xnat/types.js';
 import { XnatError } from '../xnat/types.js';
 
 const log = createDebug('xnatfs:download');
+
+/** Recent bytes kept in memory for readers right behind the download. */
+const WINDOW_BYTES = 16 * 1024 * 1024;
+/** Bytes received but not yet on disk before the body stream is paused. */
+const MAX_QUEUED_BYTES = 8 * 1024 * 1024;
 
 export interface DownloadOptions {
   /** Attempts per download after connection failures (first included). */
@@ -19,25 +26,39 @@ export interface DownloadOptions {
   retryDelayMs: number;
 }
 
+/** Where a download's bytes come from first (e.g. a member of a zip being unpacked). */
+export type FirstSource = () => Promise<ReadResult>;
+
 interface Waiter {
   offset: number;
   resolve: () => void;
   reject: (err: Error) => void;
 }
 
+interface Piece {
+  pos: number;
+  buf: Buffer;
+}
+
 export class Download {
-  /** Contiguous bytes written from offset 0. */
+  /** Contiguous bytes received from offset 0 (in the window or on disk). */
+  received = 0;
+  /** Contiguous bytes on disk from offset 0. */
   written = 0;
   done = false;
   error: Error | null = null;
-  /** Size the server actually sent (known when done). */
-  finalSize: number | null = null;
   readonly finished: Promise<void>;
   private waiters: Waiter[] = [];
   private readonly abort = new AbortController();
   private writer: FileHandle | null = null;
   private reader: FileHandle | null = null;
   private readerOpening: Promise<FileHandle> | null = null;
+  private window: Piece[] = [];
+  private windowBytes = 0;
+  private queue: Piece[] = [];
+  private queuedBytes = 0;
+  private writing: Promise<void> | null = null;
+  private writeError: Error | null = null;
 
   constructor(
     private readonly client: XnatApi,
@@ -45,6 +66,9 @@ export class Download {
     /** Where the bytes are; the owner updates it when the finished file moves into the cache. */
     public path: string,
     private readonly options: DownloadOptions,
+    private readonly firstSource?: FirstSource,
+    /** Wraps each GET (e.g. a concurrency limit for prefetches). */
+    private readonly gate: <T>(fn: () => Promise<T>) => Promise<T> = (fn) => fn(),
   ) {
     this.finished = this.run().then(
       () => {
@@ -61,21 +85,22 @@ export class Download {
     this.finished.catch(() => undefined);
   }
 
-  /** Resolves once bytes [0, offset) are on disk, or the download ended (then check `error`). */
+  /** Resolves once bytes [0, offset) have arrived, or the download ended (then check `error`). */
   waitFor(offset: number): Promise<void> {
     if (this.error) return Promise.reject(this.error);
-    if (this.written >= offset || this.done) return Promise.resolve();
+    if (this.received >= offset || this.done) return Promise.resolve();
     return new Promise((resolve, reject) => this.waiters.push({ offset, resolve, reject }));
   }
 
-  /** Read from what has arrived; waits for the bytes first. Returns 0 only at end of file. */
+  /** Read what has arrived; waits for the bytes first. Returns 0 only at end of file. */
   async read(buf: Buffer, len: number, pos: number): Promise<number> {
     await this.waitFor(pos + len);
     if (this.error) throw this.error;
-    const available = Math.min(len, this.written - pos);
-    if (available <= 0) return 0;
+    const want = Math.min(len, this.received - pos);
+    if (want <= 0) return 0;
+    if (this.copyFromWindow(buf, want, pos)) return want;
     const fh = await this.readHandle();
-    const { bytesRead } = await fh.read(buf, 0, available, pos);
+    const { bytesRead } = await fh.read(buf, 0, want, pos);
     return bytesRead;
   }
 
@@ -96,11 +121,29 @@ export class Download {
     return this.readerOpening;
   }
 
+  /** Copy [pos, pos+len) from the in-memory window if it holds all of it. */
+  private copyFromWindow(buf: Buffer, len: number, pos: number): boolean {
+    const w = this.window;
+    if (w.length === 0 || pos < w[0]!.pos) return false;
+    let copied = 0;
+    for (const p of w) {
+      const end = p.pos + p.buf.length;
+      if (end <= pos + copied) continue;
+      const from = pos + copied - p.pos;
+      if (from < 0) return false;
+      const n = Math.min(p.buf.length - from, len - copied);
+      p.buf.copy(buf, copied, from, from + n);
+      copied += n;
+      if (copied === len) return true;
+    }
+    return false;
+  }
+
   private wake(): void {
     if (this.waiters.length === 0) return;
     const still: Waiter[] = [];
     for (const w of this.waiters) {
-      if (this.written >= w.offset) w.resolve();
+      if (this.received >= w.offset) w.resolve();
       else still.push(w);
     }
     this.waiters = still;
@@ -122,23 +165,37 @@ export class Download {
     this.readerOpening = open(this.path, 'r').then((fh) => (this.reader = fh));
     this.readerOpening.catch(() => undefined);
     try {
-      let attempt = 0;
       const hash = createHash('md5');
+      let attempt = 0;
+      let source: FirstSource | undefined = this.firstSource;
       for (;;) {
-        attempt++;
         try {
-          await this.fetchFrom(this.written, hash);
+          if (source) {
+            const s = source;
+            source = undefined;
+            // A failed first source (a broken zip) falls back to a plain GET at once.
+            const res = await s().catch((err: unknown) => {
+              log('%s: first source failed (%s); fetching it on its own', this.ref.path, (err as Error).message);
+              return null;
+            });
+            if (!res) continue;
+            await this.consume(res, 0, hash);
+          } else {
+            attempt++;
+            await this.fetchFrom(this.received, hash);
+          }
           break;
         } catch (err) {
+          await this.flushQueue();
           if (this.abort.signal.aborted) throw new XnatError('network', `download of ${this.ref.path} cancelled`);
           const retriable = !(err instanceof XnatError) || err.kind === 'network' || err.kind === 'server';
           if (!retriable || attempt >= this.options.maxAttempts) throw err;
-          const delay = this.options.retryDelayMs * 2 ** (attempt - 1) * (0.5 + Math.random());
-          log('%s: attempt %d failed at byte %d (%s); retrying in %d ms', this.ref.path, attempt, this.written, (err as Error).message, Math.round(delay));
+          const delay = attempt === 0 ? 0 : this.options.retryDelayMs * 2 ** (attempt - 1) * (0.5 + Math.random());
+          log('%s: attempt %d failed at byte %d (%s); retrying in %d ms', this.ref.path, attempt, this.received, (err as Error).message, Math.round(delay));
           await new Promise((r) => setTimeout(r, delay));
         }
       }
-      this.finalSize = this.written;
+      await this.flushQueue();
       if (this.ref.digest !== '') {
         const actual = hash.digest('hex');
         if (actual.toLowerCase() !== this.ref.digest.toLowerCase()) {
@@ -149,22 +206,27 @@ export class Download {
         log('%s: server sent %d bytes, listing said %d', this.ref.path, this.written, this.ref.size);
       }
     } finally {
+      await this.flushQueue().catch(() => undefined);
       await this.writer.close().catch(() => undefined);
       this.writer = null;
     }
   }
 
+  /** One GET; asks for a Range when resuming (the server may answer 200 from byte 0). */
+  private async fetchFrom(start: number, hash: Hash): Promise<void> {
+    const options = start > 0 ? { start, signal: this.abort.signal } : { signal: this.abort.signal };
+    const res = await this.gate(() => this.client.readFile(this.ref, options));
+    await this.consume(res, start, hash);
+  }
+
   /**
-   * One GET. Asks for a Range when resuming; if the server answers 200 instead, skips the
-   * bytes already on disk. The hash covers bytes in order, so on a 200 resume it is only fed
-   * the new bytes (the skipped ones were hashed before).
+   * Take a response's bytes from `start` on. On a 200 resume the bytes already held are
+   * skipped; the hash covers bytes in order, so it is fed only the new ones.
    */
-  private async fetchFrom(start: number, hash: ReturnType<typeof createHash>): Promise<void> {
-    const res = await this.client.readFile(this.ref, start > 0 ? { start, signal: this.abort.signal } : { signal: this.abort.signal });
+  private async consume(res: ReadResult, start: number, hash: Hash): Promise<void> {
     let skip = res.status === 206 ? start - res.start : start;
     if (skip < 0) throw new XnatError('protocol', `${this.ref.path}: server answered a range we did not ask for`);
     let pos = res.status === 206 ? res.start + skip : skip;
-    const writer = this.writer!;
     for await (const chunk of res.body as AsyncIterable<Buffer>) {
       let data = chunk;
       if (skip > 0) {
@@ -175,23 +237,81 @@ export class Download {
         data = data.subarray(skip);
         skip = 0;
       }
-      await writeFully(writer, data, pos);
+      if (this.writeError) throw this.writeError;
       hash.update(data);
+      this.accept({ pos, buf: data });
       pos += data.length;
-      this.written = pos;
+      this.received = pos;
       this.wake();
+      // Backpressure: stop pulling from the socket while the disk is behind.
+      if (this.queuedBytes > MAX_QUEUED_BYTES) await this.writing;
     }
     if (skip > 0) throw new XnatError('network', `${this.ref.path}: body ended before byte ${start}`);
-    if (res.totalSize !== null && this.written < res.totalSize) {
-      throw new XnatError('network', `${this.ref.path}: connection closed after ${this.written} of ${res.totalSize} bytes`);
+    if (res.totalSize !== null && this.received < res.totalSize) {
+      throw new XnatError('network', `${this.ref.path}: connection closed after ${this.received} of ${res.totalSize} bytes`);
     }
+  }
+
+  private accept(piece: Piece): void {
+    this.window.push(piece);
+    this.windowBytes += piece.buf.length;
+    this.queue.push(piece);
+    this.queuedBytes += piece.buf.length;
+    this.trimWindow();
+    this.writing ??= this.drain();
+  }
+
+  /** Forget window pieces beyond its size, but only once they are on disk. */
+  private trimWindow(): void {
+    while (this.windowBytes > WINDOW_BYTES && this.window.length > 1) {
+      const first = this.window[0]!;
+      if (first.pos + first.buf.length > this.written) break;
+      this.window.shift();
+      this.windowBytes -= first.buf.length;
+    }
+  }
+
+  /** Write queued pieces in batches until the queue is empty. */
+  private async drain(): Promise<void> {
+    try {
+      while (this.queue.length > 0) {
+        const batch = this.queue;
+        this.queue = [];
+        const bytes = this.queuedBytes;
+        await writeAll(this.writer!, batch);
+        this.queuedBytes -= bytes;
+        this.written = batch[batch.length - 1]!.pos + batch[batch.length - 1]!.buf.length;
+        this.trimWindow();
+      }
+    } catch (err) {
+      this.writeError = err instanceof Error ? err : new Error(String(err));
+    } finally {
+      this.writing = null;
+    }
+  }
+
+  private async flushQueue(): Promise<void> {
+    while (this.writing) await this.writing;
+    if (this.writeError) throw this.writeError;
   }
 }
 
-async function writeFully(fh: FileHandle, data: Buffer, position: number): Promise<void> {
-  let off = 0;
-  while (off < data.length) {
-    const { bytesWritten } = await fh.write(data, off, data.length - off, position + off);
-    off += bytesWritten;
+/** writev a batch of contiguous pieces, looping over short writes. */
+async function writeAll(fh: FileHandle, pieces: Piece[]): Promise<void> {
+  let bufs = pieces.map((p) => p.buf);
+  let pos = pieces[0]!.pos;
+  while (bufs.length > 0) {
+    const { bytesWritten } = await fh.writev(bufs, pos);
+    pos += bytesWritten;
+    let n = bytesWritten;
+    while (n > 0 && bufs.length > 0) {
+      if (bufs[0]!.length <= n) {
+        n -= bufs[0]!.length;
+        bufs = bufs.slice(1);
+      } else {
+        bufs[0] = bufs[0]!.subarray(n);
+        n = 0;
+      }
+    }
   }
 }

@@ -89,7 +89,18 @@ export function createReadOperations(ctx: FsContext): Required<Pick<FsOps, 'geta
       const ref = fileRefOf(node);
       const fd = await ctx.content.open(ref);
       const folderPath = dirname(path);
-      ctx.content.noteOpen(`${ownerKey(node.owner)}:${node.resource.id}:${folderPath}`, ref, () => siblingsOf(ctx, folderPath));
+      ctx.content.noteOpen(
+        {
+          key: `${ownerKey(node.owner)}:${node.resource.id}:${folderPath}`,
+          siblings: () => siblingsOf(ctx, folderPath),
+          resource: {
+            owner: node.owner,
+            id: node.resource.id,
+            totalBytes: ctx.catalogue.peekFileTree(node.owner, node.resource)?.totalSize ?? Number.POSITIVE_INFINITY,
+          },
+        },
+        ref,
+      );
       return fd;
     },
 

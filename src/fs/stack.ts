@@ -14,7 +14,8 @@ export interface StackOptions {
   cacheBytes: number;
   listingTtlMs: number;
   readOnly: boolean;
-  prefetch: PrefetchOptions;
+  /** Defaults: on, 12 parallel, zip for ≥ 16 files of a resource ≤ 256 MiB. */
+  prefetch?: Partial<PrefetchOptions>;
   uploadConcurrency: number;
   /** Background retry delays for failed uploads. */
   uploadRetryDelayMs?: number;
@@ -45,7 +46,16 @@ export async function createStack(client: XnatApi, o: StackOptions): Promise<Xna
     server: client.baseUrl,
     cache,
     download: { maxAttempts: o.downloadAttempts ?? 5, retryDelayMs: 200 },
-    prefetch: o.prefetch,
+    prefetch: {
+      enabled: true,
+      // Small DICOM files cost a round trip each: enough in flight to hide 20–50 ms of latency.
+      concurrency: 12,
+      maxFileBytes: 256 * 2 ** 20,
+      maxFolderBytes: Math.min(2 ** 30, Math.floor(o.cacheBytes / 4)),
+      zipMinFiles: 16,
+      zipMaxBytes: Math.min(256 * 2 ** 20, Math.floor(o.cacheBytes / 4)),
+      ...o.prefetch,
+    },
   });
   let fs: XnatFs | null = null;
   const uploader = new Uploader(

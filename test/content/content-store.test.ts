@@ -42,7 +42,7 @@ describe('ContentStore', () => {
   const make = (x: MemoryXnat, prefetch = false) => new ContentStore(x, {
     server: x.baseUrl, cache,
     download: { maxAttempts: 4, retryDelayMs: 1 },
-    prefetch: { enabled: prefetch, concurrency: 4, maxFileBytes: 1 << 20, maxFolderBytes: 1 << 24 },
+    prefetch: { enabled: prefetch, concurrency: 4, maxFileBytes: 1 << 20, maxFolderBytes: 1 << 24, zipMinFiles: 1000, zipMaxBytes: 1 << 24 },
   });
 
   it('streams a file and then serves it from the 0700 disk cache without a request', async () => {
@@ -112,7 +112,7 @@ describe('ContentStore', () => {
     const store = make(x, true);
     for (const r of refs.slice(0, 2)) {
       const fd = await store.open(r);
-      store.noteOpen('folder', r, () => refs);
+      store.noteOpen({ key: 'folder', siblings: () => refs, resource: { owner, id: 'R', totalBytes: 40_000 } }, r);
       await store.release(fd);
     }
     await store.idle();
@@ -125,5 +125,73 @@ describe('ContentStore', () => {
     }
     expect(x.calls.length).toBe(before);
     expect((await readdir(join(tmp.path, 'cache', 'objects'))).length).toBe(20);
+  });
+
+  it('prefetches many files through one zip of the resource, falling back to GETs for what it lacks', async () => {
+    const x = new MemoryXnat();
+    const refs = Array.from({ length: 30 }, (_, i) => refFor(x, `z/${i}.dcm`, Buffer.alloc(500 + i, i)));
+    let zips = 0;
+    x.downloadResourceZip = async () => {
+      zips++;
+      // a zip holding all but the last file, laid out as XNAT lays out resource zips
+      const { execFile } = await import('node:child_process');
+      const { mkdir, writeFile } = await import('node:fs/promises');
+      const { createReadStream } = await import('node:fs');
+      const root = join(tmp.path, 'zipsrc');
+      const dir = join(root, 'E1/resources/R/files/z');
+      await mkdir(dir, { recursive: true });
+      for (let i = 0; i < 29; i++) await writeFile(join(dir, `${i}.dcm`), Buffer.alloc(500 + i, i));
+      await new Promise((res, rej) => execFile('zip', ['-qr', join(tmp.path, 'r.zip'), 'E1'], { cwd: root }, (e) => (e ? rej(e) : res(null))));
+      return createReadStream(join(tmp.path, 'r.zip'));
+    };
+    const store = new ContentStore(x, {
+      server: x.baseUrl, cache, download: { maxAttempts: 2, retryDelayMs: 1 },
+      prefetch: { enabled: true, concurrency: 4, maxFileBytes: 1 << 20, maxFolderBytes: 1 << 24, zipMinFiles: 8, zipMaxBytes: 1 << 24 },
+    });
+    for (const r of refs.slice(0, 2)) {
+      const fd = await store.open(r);
+      store.noteOpen({ key: 'zf', siblings: () => refs, resource: { owner, id: 'R', totalBytes: 20_000 } }, r);
+      await store.release(fd);
+    }
+    await store.idle();
+    expect(zips).toBe(1);
+    expect(store.stats.zips).toBe(1);
+    const gets = x.calls.filter((c) => c.startsWith('get')).sort();
+    // the two opened files and the one the zip lacked
+    expect(gets).toEqual(['get z/0.dcm', 'get z/1.dcm', 'get z/29.dcm']);
+    for (const r of refs) {
+      const fd = await store.open(r);
+      const i = Number(r.path.slice(2, -4));
+      expect((await readAll(store, fd, 500 + i)).equals(Buffer.alloc(500 + i, i))).toBe(true);
+      await store.release(fd);
+    }
+    expect(x.calls.filter((c) => c.startsWith('get'))).toHaveLength(3);
+  });
+
+  it('falls back to one GET per file when the zip fails', async () => {
+    const x = new MemoryXnat();
+    const refs = Array.from({ length: 20 }, (_, i) => refFor(x, `f/${i}.dcm`, Buffer.alloc(100, i)));
+    const store = new ContentStore(x, {
+      server: x.baseUrl, cache, download: { maxAttempts: 2, retryDelayMs: 1 },
+      prefetch: { enabled: true, concurrency: 4, maxFileBytes: 1 << 20, maxFolderBytes: 1 << 24, zipMinFiles: 8, zipMaxBytes: 1 << 24 },
+    });
+    for (const r of refs.slice(0, 2)) {
+      const fd = await store.open(r);
+      store.noteOpen({ key: 'ff', siblings: () => refs, resource: { owner, id: 'R', totalBytes: 2000 } }, r);
+      await store.release(fd);
+    }
+    await store.idle();
+    expect(x.calls.filter((c) => c.startsWith('get'))).toHaveLength(20);
+    expect((await readdir(join(tmp.path, 'cache', 'objects'))).length).toBe(20);
+  });
+});
+
+describe('memberPath', () => {
+  it("takes the path inside the resource from XNAT's zip layout", async () => {
+    const { memberPath } = await import('../../src/content/zip-prefetch.js');
+    expect(memberPath('MR1/scans/4-Ax_3D_T1/resources/DICOM/files/sub/x.dcm')).toBe('sub/x.dcm');
+    expect(memberPath('P/resources/protocols/files/mri/protocol.pdf')).toBe('mri/protocol.pdf');
+    expect(memberPath('MR1/resources/R/files/a/resources/B/files/c.txt')).toBe('a/resources/B/files/c.txt');
+    expect(memberPath('MR1/scans/4/DICOM/x.dcm')).toBeNull();
   });
 });

@@ -49,7 +49,6 @@ export async function mountEmulator(o: XnatMountOptions = {}): Promise<XnatMount
           cacheBytes: 2 ** 30,
           listingTtlMs: 600_000,
           readOnly: false,
-          prefetch: { enabled: true, concurrency: 4, maxFileBytes: 2 ** 28, maxFolderBytes: 2 ** 28 },
           uploadConcurrency: 4,
           ...o.stack,
         },

@@ -108,6 +108,8 @@ requireFuse()('read-only mount of the emulator', () => {
     const b = await run('dcm2niix', ['-o', outLocal, '-f', '%p_%s', local], { timeout: 120_000 });
     expect(a.code, a.stderr + a.stdout).toBe(0);
     expect(b.code).toBe(0);
+    // the series (96 files) came as one zip of the resource, not 96 GETs
+    expect(x.emulator.requests().some((r) => r.method === 'GET' && r.url.includes('format=zip'))).toBe(true);
     const produced = (await readdir(outMount)).sort();
     expect(produced.some((n) => n.endsWith('.nii'))).toBe(true);
     expect(produced).toEqual((await readdir(outLocal)).sort());
