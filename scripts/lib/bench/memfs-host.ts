@@ -3,14 +3,15 @@
 // Usage (forked with IPC): memfs-host.js JSON  where JSON = {mountpoint, kind, sizes}
 //   kind 'small': /files/<name> for every small file of fixture b)
 //   kind 'large': /large.bin of fixture c)
+//   kind 'tree': experiment/<path> for every file of fixture d) (zero-filled)
 //   kind 'empty': an empty, writable root (upload ceiling)
 import { mountFuse, type FuseMount } from '../../../src/fs/fuse-adapter.js';
-import { bytesFor, largeSeed, smallFiles, streamFor, type BenchSizes } from './fixtures.js';
+import { bytesFor, largeSeed, smallFiles, streamFor, treePaths, type BenchSizes } from './fixtures.js';
 import { createBenchMemFs } from './memfs.js';
 
 interface HostArgs {
   mountpoint: string;
-  kind: 'small' | 'large' | 'empty';
+  kind: 'small' | 'large' | 'tree' | 'empty';
   sizes: BenchSizes;
 }
 
@@ -28,6 +29,7 @@ async function main(): Promise<void> {
   const a = JSON.parse(process.argv[2] ?? '{}') as HostArgs;
   const initial: Array<{ path: string; data: Buffer }> = [];
   if (a.kind === 'small') for (const f of smallFiles(a.sizes)) initial.push({ path: `/files/${f.name}`, data: bytesFor(f.seed, f.size) });
+  if (a.kind === 'tree') for (const f of treePaths(a.sizes)) initial.push({ path: `/experiment/${f.rel}`, data: Buffer.alloc(f.size) });
   if (a.kind === 'large') initial.push({ path: '/large.bin', data: await collect(largeSeed(), a.sizes.largeBytes) });
   const ops = createBenchMemFs(initial);
   // The options startMount (src/cli/mount-command.ts) passes for a default mount.
