@@ -73,10 +73,9 @@ export function createOperations(ctx: WriteContext): XnatFs {
   }
 
   async function newPending(path: string, target: Target, overwrite: boolean, lazyFromServer: boolean): Promise<PendingFile> {
-    const spool = await tmpFile({ dir: ctx.spoolDir, prefix: 'spool-', postfix: `-${basename(path).slice(-60)}`, mode: 0o600 });
-    await spool.cleanup().catch(() => undefined); // we manage the path ourselves (closed fd, kept name)
-    const fh = await open(spool.path, 'w+', 0o600);
-    await fh.close();
+    // tmpdir (not dir): tmp only accepts a `dir` inside the system temp dir, and the spool lives
+    // in the cache dir (~/.cache/xnatfs by default). keep: the spool outlives this call.
+    const spool = await tmpFile({ tmpdir: ctx.spoolDir, prefix: 'spool-', postfix: `-${basename(path).slice(-60)}`, mode: 0o600, keep: true, discardDescriptor: true });
     const f: PendingFile = {
       path, target, spoolPath: spool.path, fh: null, size: 0, mtime: new Date(), opens: 0,
       dirty: !lazyFromServer, deleted: false, overwrite, lazyFromServer, uploading: null, retrying: false, idleUpload: null,

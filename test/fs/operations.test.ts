@@ -2,7 +2,9 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { dir as tmpDir, type DirectoryResult } from 'tmp-promise';
 import { constants } from 'node:fs';
-import { readdir } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
 import { createStack, type XnatFsStack } from '../../src/fs/stack.js';
 import { XnatError, type Owner } from '../../src/xnat/types.js';
 import { MemoryXnat, sampleArchive } from '../helpers/memory-client.js';
@@ -22,19 +24,23 @@ describe('fs operations over an in-memory XNAT', () => {
   let tmp: DirectoryResult;
   let x: MemoryXnat;
   let fs: XnatFsStack;
+  let cacheDir: string;
   const build = async (readOnly = false) => createStack(x, {
-    cacheDir: `${tmp.path}/cache`, cacheBytes: 1 << 26, listingTtlMs: 60_000, readOnly,
+    cacheDir, cacheBytes: 1 << 26, listingTtlMs: 60_000, readOnly,
     prefetch: { enabled: false, concurrency: 2, maxFileBytes: 1 << 20, maxFolderBytes: 1 << 24 },
     uploadConcurrency: 2, uploadRetryDelayMs: 20, uploadMaxRetryDelayMs: 40, idleUploadMs: 20,
   });
   beforeEach(async () => {
     tmp = await tmpDir({ unsafeCleanup: true });
+    // Outside the system temp dir, like the default ~/.cache/xnatfs (tmp rejects some paths there).
+    cacheDir = await mkdtemp(join(homedir(), '.xnatfs-test-cache-'));
     x = sampleArchive();
     fs = await build();
   });
   afterEach(async () => {
     await fs.shutdown(1000);
     await tmp.cleanup();
+    await rm(cacheDir, { recursive: true, force: true });
   });
 
   async function writeFile(path: string, data: Buffer): Promise<void> {
