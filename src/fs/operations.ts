@@ -14,7 +14,7 @@ import type { Uploader, UploadJob } from '../content/uploader.js';
 import { XnatError, type XnatApi } from '../xnat/types.js';
 import { FsError } from './errors.js';
 import { createReadOperations, dirStat, fileRefOf, fileStat, type FsContext } from './read-operations.js';
-import type { FsOps } from './types.js';
+import type { FsOps, Stat } from './types.js';
 import { WriteOverlay, type PendingFile, type Target } from './write-overlay.js';
 
 const log = createDebug('xnatfs:fs');
@@ -213,17 +213,24 @@ export function createOperations(ctx: WriteContext): XnatFs {
 
     async readdir(path) {
       const extra = overlay.childrenOf(path);
-      if (overlay.dirs.has(path)) {
-        let server: string[] = [];
-        try {
-          server = (await read.readdir(path)).names;
-        } catch {
-          server = ['.', '..'];
-        }
-        return { names: [...new Set([...server, ...extra])] };
+      let listed: { names: string[]; stats?: Stat[] };
+      try {
+        listed = await read.readdir(path);
+      } catch (err) {
+        // A folder made inside files/ exists only here until a file lands in it.
+        if (!overlay.dirs.has(path)) throw err;
+        listed = { names: ['.', '..'], stats: [dirStat(ctx), dirStat(ctx)] };
       }
-      const listed = await read.readdir(path);
-      return extra.length === 0 ? listed : { names: [...new Set([...listed.names, ...extra])] };
+      if (extra.length === 0) return listed;
+      const entries = new Map<string, Stat>();
+      listed.names.forEach((n, i) => entries.set(n, listed.stats?.[i] ?? dirStat(ctx)));
+      for (const name of extra) {
+        const child = `${path === '/' ? '' : path}/${name}`;
+        const f = overlay.files.get(child);
+        if (!f) entries.set(name, dirStat(ctx));
+        else if (!f.lazyFromServer) entries.set(name, fileStat(ctx, f.size, f.mtime));
+      }
+      return { names: [...entries.keys()], stats: [...entries.values()] };
     },
 
     async open(path, flags) {

@@ -76,7 +76,16 @@ export function createReadOperations(ctx: FsContext): Required<Pick<FsOps, 'geta
       const names = await ctx.catalogue.list(node).catch((err: unknown) => {
         throw toFsError(err, path);
       });
-      return { names: ['.', '..', ...names] };
+      // Attributes with the names give `find` and `ls` each entry's type without a stat apiece.
+      const dir = dirStat(ctx);
+      const stats =
+        node.kind === 'folder'
+          ? names.map((n) => {
+              const f = node.tree.files.get(n);
+              return f ? fileStat(ctx, f.size) : dir;
+            })
+          : names.map(() => dir); // above files/, every entry is a folder
+      return { names: ['.', '..', ...names], stats: [dir, dir, ...stats] };
     },
 
     async open(path, flags) {

@@ -67,6 +67,20 @@ describe('fs operations over an in-memory XNAT', () => {
     expect((await fs.ops.readdir!(NOTES)).names).toEqual(['.', '..', 'sub dir']);
   });
 
+  it('readdir gives every entry its type and size, so find and ls need no stat apiece', async () => {
+    const dir = `${E}/scans/4-Ax_3D_T1/resources/DICOM/files`;
+    const { names, stats } = await fs.ops.readdir!(dir);
+    expect(stats).toHaveLength(names.length);
+    const i = names.indexOf('0003.dcm');
+    expect(stats![i]!.size).toBe(1003);
+    expect(stats![i]!.mode & constants.S_IFREG).toBeTruthy();
+    expect(stats![names.indexOf('.')]!.mode & constants.S_IFDIR).toBeTruthy();
+    await fs.ops.mkdir!(`${NOTES}/newdir`, 0o755);
+    const withLocal = await fs.ops.readdir!(NOTES);
+    expect(withLocal.names).toEqual(['.', '..', 'sub dir', 'newdir']);
+    expect(withLocal.stats!.every((s) => (s.mode & constants.S_IFDIR) !== 0)).toBe(true);
+  });
+
   it('answers ENOENT, EISDIR and EACCES precisely', async () => {
     expect(await errno(fs.ops.getattr!('/projects/NOPE'))).toBe('ENOENT');
     expect(await errno(fs.ops.open!(NOTES, constants.O_RDONLY))).toBe('EISDIR');
