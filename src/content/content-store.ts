@@ -4,6 +4,7 @@
 // read folders through), the rest of the folder is fetched in parallel into the disk cache.
 import { open, unlink, type FileHandle } from 'node:fs/promises';
 import createDebug from 'debug';
+import { LRUCache } from 'lru-cache';
 import pLimit, { type LimitFunction } from 'p-limit';
 import type { FileRef, Owner, ReadResult, XnatApi } from '../xnat/types.js';
 import { DiskCache } from './disk-cache.js';
@@ -40,6 +41,8 @@ export interface ContentStoreOptions {
   cache: DiskCache;
   download: DownloadOptions;
   prefetch: PrefetchOptions;
+  /** Bound on small files kept in memory (default 64 MiB). */
+  memoryBytes?: number;
 }
 
 type Gate = <T>(fn: () => Promise<T>) => Promise<T>;
@@ -51,7 +54,11 @@ interface Active {
   committed: boolean | null;
 }
 
+/** Files up to this size are also kept whole in memory once fetched. */
+const SMALL_FILE_BYTES = 1024 * 1024;
+
 type Handle =
+  | { kind: 'memory'; buf: Buffer }
   | { kind: 'cached'; fh: FileHandle }
   | { kind: 'download'; key: string; active: Active }
   | { kind: 'empty' };
@@ -66,6 +73,11 @@ export class ContentStore {
   private readonly active = new Map<string, Active>();
   private readonly folders = new Map<string, FolderState>();
   private readonly prefetchLimit: LimitFunction;
+  /**
+   * Small whole files in memory: reading a DICOM slice then costs a copy instead of an open, a
+   * read and a close on the disk thread pool, which dominate once the network is hidden.
+   */
+  private readonly memory: LRUCache<string, Buffer>;
   private nextFd = 10;
   stats = { downloads: 0, cacheHits: 0, prefetched: 0, zips: 0 };
 
@@ -74,6 +86,7 @@ export class ContentStore {
     private readonly options: ContentStoreOptions,
   ) {
     this.prefetchLimit = pLimit(Math.max(1, options.prefetch.concurrency));
+    this.memory = new LRUCache<string, Buffer>({ maxSize: options.memoryBytes ?? 64 * 1024 * 1024, sizeCalculation: (b) => Math.max(1, b.length) });
   }
 
   keyOf(ref: FileRef): string {
@@ -87,6 +100,12 @@ export class ContentStore {
       return fd;
     }
     const key = this.keyOf(ref);
+    const inMemory = this.memory.get(key);
+    if (inMemory) {
+      this.stats.cacheHits++;
+      this.handles.set(fd, { kind: 'memory', buf: inMemory });
+      return fd;
+    }
     const cached = this.options.cache.lookup(key);
     if (cached) {
       try {
@@ -110,6 +129,8 @@ export class ContentStore {
     switch (h.kind) {
       case 'empty':
         return 0;
+      case 'memory':
+        return pos >= h.buf.length ? 0 : h.buf.copy(buf, 0, pos, Math.min(h.buf.length, pos + len));
       case 'cached': {
         const { bytesRead } = await h.fh.read(buf, 0, len, pos);
         return bytesRead;
@@ -228,6 +249,11 @@ export class ContentStore {
         await unlink(path).catch(() => undefined);
         await download.closeHandles();
         return;
+      }
+      if (download.received <= SMALL_FILE_BYTES) {
+        const bytes = download.bytes();
+        // A copy: a received chunk may be a view into a larger network buffer.
+        if (bytes) this.memory.set(key, Buffer.from(bytes));
       }
       active.committed = await this.options.cache.commit(key, path, download.written).catch(() => false);
       if (active.committed) download.path = this.options.cache.objectPath(key);

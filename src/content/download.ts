@@ -6,11 +6,11 @@
 // resumes with Range if the server honoured it, and otherwise restarts from byte 0 and skips
 // what it already has. Bytes are checked against the listed MD5 digest before the file is
 // considered complete.
-import { createHash, type Hash } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
 import createDebug from 'debug';
 import type { FileRef, ReadResult, XnatApi } from '../xnat/types.js';
 import { XnatError } from '../xnat/types.js';
+import { createMd5, type Md5 } from './md5.js';
 
 const log = createDebug('xnatfs:download');
 
@@ -45,6 +45,9 @@ export class Download {
   received = 0;
   /** Contiguous bytes on disk from offset 0. */
   written = 0;
+  /** Every byte has arrived and matched the digest (the disk may still be catching up). */
+  complete = false;
+  /** Finished, on disk and closed, or failed. */
   done = false;
   error: Error | null = null;
   readonly finished: Promise<void>;
@@ -88,7 +91,7 @@ export class Download {
   /** Resolves once bytes [0, offset) have arrived, or the download ended (then check `error`). */
   waitFor(offset: number): Promise<void> {
     if (this.error) return Promise.reject(this.error);
-    if (this.received >= offset || this.done) return Promise.resolve();
+    if (this.received >= offset || this.complete || this.done) return Promise.resolve();
     return new Promise((resolve, reject) => this.waiters.push({ offset, resolve, reject }));
   }
 
@@ -96,12 +99,35 @@ export class Download {
   async read(buf: Buffer, len: number, pos: number): Promise<number> {
     await this.waitFor(pos + len);
     if (this.error) throw this.error;
+    if (pos + len >= this.ref.size && !this.complete) {
+      // The read that reaches the end waits for the digest check: a corrupt file fails its
+      // reader (cp, dcm2niix) instead of ending quietly.
+      await this.waitFor(Number.MAX_SAFE_INTEGER);
+      if (this.error) throw this.error;
+    }
     const want = Math.min(len, this.received - pos);
     if (want <= 0) return 0;
-    if (this.copyFromWindow(buf, want, pos)) return want;
-    const fh = await this.readHandle();
-    const { bytesRead } = await fh.read(buf, 0, want, pos);
-    return bytesRead;
+    // Bytes below the window's start, or below `written`, are on disk; the rest are in the
+    // window. The window may shrink while we await the disk, hence the loop.
+    let got = 0;
+    while (got < want) {
+      const at = pos + got;
+      if (this.copyFromWindow(buf.subarray(got), want - got, at)) return want;
+      const windowStart = this.window.length > 0 ? this.window[0]!.pos : this.received;
+      const onDisk = Math.min(pos + want, Math.max(windowStart, this.written));
+      if (onDisk <= at) throw new Error(`${this.ref.path}: byte ${at} neither in memory nor on disk`);
+      const fh = await this.readHandle();
+      const { bytesRead } = await fh.read(buf, got, onDisk - at, at);
+      if (bytesRead === 0) throw new Error(`${this.ref.path}: cache file shorter than expected`);
+      got += bytesRead;
+    }
+    return want;
+  }
+
+  /** The whole file, if it is complete and still entirely in memory (small files). */
+  bytes(): Buffer | null {
+    if (!this.complete || this.window.length === 0 || this.window[0]!.pos !== 0) return null;
+    return this.window.length === 1 ? this.window[0]!.buf : Buffer.concat(this.window.map((p) => p.buf));
   }
 
   cancel(): void {
@@ -165,7 +191,8 @@ export class Download {
     this.readerOpening = open(this.path, 'r').then((fh) => (this.reader = fh));
     this.readerOpening.catch(() => undefined);
     try {
-      const hash = createHash('md5');
+      // Without a listed digest there is nothing to check against.
+      const hash = this.ref.digest !== '' ? createMd5(this.ref.size) : null;
       let attempt = 0;
       let source: FirstSource | undefined = this.firstSource;
       for (;;) {
@@ -189,22 +216,28 @@ export class Download {
           await this.flushQueue();
           if (this.abort.signal.aborted) throw new XnatError('network', `download of ${this.ref.path} cancelled`);
           const retriable = !(err instanceof XnatError) || err.kind === 'network' || err.kind === 'server';
-          if (!retriable || attempt >= this.options.maxAttempts) throw err;
+          if (!retriable || attempt >= this.options.maxAttempts) {
+            hash?.discard();
+            throw err;
+          }
           const delay = attempt === 0 ? 0 : this.options.retryDelayMs * 2 ** (attempt - 1) * (0.5 + Math.random());
           log('%s: attempt %d failed at byte %d (%s); retrying in %d ms', this.ref.path, attempt, this.received, (err as Error).message, Math.round(delay));
           await new Promise((r) => setTimeout(r, delay));
         }
       }
-      await this.flushQueue();
-      if (this.ref.digest !== '') {
-        const actual = hash.digest('hex');
+      if (hash) {
+        const actual = await hash.digest();
         if (actual.toLowerCase() !== this.ref.digest.toLowerCase()) {
           throw new XnatError('protocol', `${this.ref.path}: MD5 ${actual} differs from XNAT's listed digest ${this.ref.digest}`);
         }
       }
-      if (this.written !== this.ref.size) {
-        log('%s: server sent %d bytes, listing said %d', this.ref.path, this.written, this.ref.size);
+      if (this.received !== this.ref.size) {
+        log('%s: server sent %d bytes, listing said %d', this.ref.path, this.received, this.ref.size);
       }
+      // Readers need not wait for the disk: what is not written yet is still in the window.
+      this.complete = true;
+      this.wakeAll();
+      await this.flushQueue();
     } finally {
       await this.flushQueue().catch(() => undefined);
       await this.writer.close().catch(() => undefined);
@@ -213,7 +246,7 @@ export class Download {
   }
 
   /** One GET; asks for a Range when resuming (the server may answer 200 from byte 0). */
-  private async fetchFrom(start: number, hash: Hash): Promise<void> {
+  private async fetchFrom(start: number, hash: Md5 | null): Promise<void> {
     const options = start > 0 ? { start, signal: this.abort.signal } : { signal: this.abort.signal };
     const res = await this.gate(() => this.client.readFile(this.ref, options));
     await this.consume(res, start, hash);
@@ -223,7 +256,7 @@ export class Download {
    * Take a response's bytes from `start` on. On a 200 resume the bytes already held are
    * skipped; the hash covers bytes in order, so it is fed only the new ones.
    */
-  private async consume(res: ReadResult, start: number, hash: Hash): Promise<void> {
+  private async consume(res: ReadResult, start: number, hash: Md5 | null): Promise<void> {
     let skip = res.status === 206 ? start - res.start : start;
     if (skip < 0) throw new XnatError('protocol', `${this.ref.path}: server answered a range we did not ask for`);
     let pos = res.status === 206 ? res.start + skip : skip;
@@ -238,7 +271,7 @@ export class Download {
         skip = 0;
       }
       if (this.writeError) throw this.writeError;
-      hash.update(data);
+      hash?.update(data);
       this.accept({ pos, buf: data });
       pos += data.length;
       this.received = pos;

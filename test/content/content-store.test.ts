@@ -34,7 +34,7 @@ describe('ContentStore', () => {
   let cache: DiskCache;
   beforeEach(async () => {
     tmp = await tmpDir({ unsafeCleanup: true });
-    cache = new DiskCache({ dir: join(tmp.path, 'cache'), maxBytes: 10 * 1024 * 1024 });
+    cache = new DiskCache({ dir: join(tmp.path, 'cache'), maxBytes: 64 * 1024 * 1024 });
     await cache.init();
   });
   afterEach(async () => tmp.cleanup());
@@ -104,6 +104,19 @@ describe('ContentStore', () => {
     const store = make(x);
     const fd = await store.open(ref);
     await expect(store.read(fd, Buffer.alloc(2000), 2000, 0)).rejects.toThrow(/MD5/);
+  });
+
+  it('checks large files (hashed on a worker thread) against their digest too', async () => {
+    const x = new MemoryXnat();
+    const data = Buffer.alloc(9 * 1024 * 1024);
+    for (let i = 0; i < data.length; i += 4096) data[i] = (i / 4096) % 256;
+    const good = refFor(x, 'large.bin', data);
+    const store = make(x);
+    const fd = await store.open(good);
+    expect((await readAll(store, fd, data.length, 1 << 20)).equals(data)).toBe(true);
+    const bad = { ...refFor(x, 'large2.bin', data), digest: 'f'.repeat(32) };
+    const fd2 = await store.open(bad);
+    await expect(store.read(fd2, Buffer.alloc(data.length), data.length, 0)).rejects.toThrow(/MD5/);
   });
 
   it('prefetches the rest of a folder once a second file is opened', async () => {

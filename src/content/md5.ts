@@ -1,0 +1,95 @@
+// MD5 of downloads, checked against XNAT's listed digest. Hashing a large file on the main
+// thread halves the throughput of every FUSE handler (measured: 0.9 s of a 2 s `cat` of
+// 512 MiB), so large downloads are hashed on a worker thread; small ones inline, where a worker
+// round trip would cost more than the hash.
+import { createHash } from 'node:crypto';
+import { Worker } from 'node:worker_threads';
+
+export interface Md5 {
+  update(data: Buffer): void;
+  digest(): Promise<string>;
+  /** Forget an unfinished hash (the download failed). */
+  discard(): void;
+}
+
+/** Files from this size on are hashed off the main thread. */
+export const WORKER_THRESHOLD = 8 * 1024 * 1024;
+
+// CommonJS source for an eval'd worker: no file to resolve, whether running from src/ or dist/.
+const WORKER_SOURCE = `
+const { parentPort } = require('node:worker_threads');
+const { createHash } = require('node:crypto');
+const hashes = new Map();
+parentPort.on('message', (m) => {
+  if (m.type === 'update') {
+    let h = hashes.get(m.id);
+    if (!h) hashes.set(m.id, (h = createHash('md5')));
+    h.update(new Uint8Array(m.data));
+  } else if (m.type === 'digest') {
+    const h = hashes.get(m.id) || createHash('md5');
+    hashes.delete(m.id);
+    parentPort.postMessage({ id: m.id, digest: h.digest('hex') });
+  } else if (m.type === 'drop') {
+    hashes.delete(m.id);
+  }
+});
+`;
+
+let worker: Worker | null = null;
+let nextId = 1;
+const waiting = new Map<number, { resolve: (d: string) => void; reject: (e: Error) => void }>();
+
+function sharedWorker(): Worker {
+  if (worker) return worker;
+  const w = new Worker(WORKER_SOURCE, { eval: true });
+  w.unref(); // never keeps the process alive
+  w.on('message', (m: { id: number; digest: string }) => {
+    const p = waiting.get(m.id);
+    waiting.delete(m.id);
+    p?.resolve(m.digest);
+  });
+  const fail = (err: Error): void => {
+    worker = null;
+    for (const p of waiting.values()) p.reject(err);
+    waiting.clear();
+  };
+  w.on('error', fail);
+  w.on('exit', (code) => fail(new Error(`MD5 worker exited (${code})`)));
+  worker = w;
+  return w;
+}
+
+class WorkerMd5 implements Md5 {
+  private readonly id = nextId++;
+  private readonly w = sharedWorker();
+  update(data: Buffer): void {
+    // An exact copy, transferred: the chunk itself may be a view into a larger network buffer.
+    const copy = new Uint8Array(data.length);
+    copy.set(data);
+    this.w.postMessage({ type: 'update', id: this.id, data: copy.buffer }, [copy.buffer]);
+  }
+  digest(): Promise<string> {
+    return new Promise((resolve, reject) => {
+      waiting.set(this.id, { resolve, reject });
+      this.w.postMessage({ type: 'digest', id: this.id });
+    });
+  }
+  discard(): void {
+    this.w.postMessage({ type: 'drop', id: this.id });
+  }
+}
+
+class InlineMd5 implements Md5 {
+  private readonly h = createHash('md5');
+  update(data: Buffer): void {
+    this.h.update(data);
+  }
+  digest(): Promise<string> {
+    return Promise.resolve(this.h.digest('hex'));
+  }
+  discard(): void {}
+}
+
+export function createMd5(expectedSize: number): Md5 {
+  return expectedSize >= WORKER_THRESHOLD ? new WorkerMd5() : new InlineMd5();
+}
