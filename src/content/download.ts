@@ -16,6 +16,8 @@ const log = createDebug('xnatfs:download');
 
 /** Recent bytes kept in memory for readers right behind the download. */
 const WINDOW_BYTES = 16 * 1024 * 1024;
+/** A file is kept in memory until this many bytes have arrived, then written as it streams. */
+const LAZY_WRITE_BYTES = 1024 * 1024;
 /** Bytes received but not yet on disk before the body stream is paused. */
 const MAX_QUEUED_BYTES = 8 * 1024 * 1024;
 
@@ -185,11 +187,6 @@ export class Download {
   }
 
   private async run(): Promise<void> {
-    this.writer = await open(this.path, 'w', 0o600);
-    // Open the reading side now, by the path we just created: once the finished file is moved
-    // into the cache, an open by the old path would fail.
-    this.readerOpening = open(this.path, 'r').then((fh) => (this.reader = fh));
-    this.readerOpening.catch(() => undefined);
     try {
       // Without a listed digest there is nothing to check against.
       const hash = this.ref.digest !== '' ? createMd5(this.ref.size) : null;
@@ -240,7 +237,7 @@ export class Download {
       await this.flushQueue();
     } finally {
       await this.flushQueue().catch(() => undefined);
-      await this.writer.close().catch(() => undefined);
+      await this.writer?.close().catch(() => undefined);
       this.writer = null;
     }
   }
@@ -291,7 +288,8 @@ export class Download {
     this.queue.push(piece);
     this.queuedBytes += piece.buf.length;
     this.trimWindow();
-    this.writing ??= this.drain();
+    // A small file is written in one go when complete; a large one as it streams in.
+    if (this.writer || this.queuedBytes >= LAZY_WRITE_BYTES) this.writing ??= this.drain();
   }
 
   /** Forget window pieces beyond its size, but only once they are on disk. */
@@ -307,6 +305,13 @@ export class Download {
   /** Write queued pieces in batches until the queue is empty. */
   private async drain(): Promise<void> {
     try {
+      if (!this.writer) {
+        this.writer = await open(this.path, 'w', 0o600);
+        // Open the reading side now, by the path just created: once the finished file moves
+        // into the cache, an open by the old path would fail.
+        this.readerOpening ??= open(this.path, 'r').then((fh) => (this.reader = fh));
+        this.readerOpening.catch(() => undefined);
+      }
       while (this.queue.length > 0) {
         const batch = this.queue;
         this.queue = [];
@@ -323,8 +328,13 @@ export class Download {
     }
   }
 
+  /** Everything received is on disk (the file exists even when empty). */
   private async flushQueue(): Promise<void> {
     while (this.writing) await this.writing;
+    if (!this.writeError && (!this.writer || this.queue.length > 0)) {
+      this.writing = this.drain();
+      await this.writing;
+    }
     if (this.writeError) throw this.writeError;
   }
 }

@@ -1,19 +1,28 @@
 // Prefetch of many small files in one request: XNAT's `…/resources/R/files?format=zip`.
 // XNAT builds these zips on the fly and streams them (no Content-Length, data descriptors), so
-// the zip is spooled to a temporary file and read through its central directory (yauzl: zip64,
+// the zip is held whole (in memory, or in a temporary file when large) and read through its central directory (yauzl: zip64,
 // data descriptors and size validation that a hand-written parser would have to repeat). Each
 // member that matches a wanted file (same path, same listed size) is handed to that file's
 // download as its first source; the download still checks the MD5 digest, and any file the zip
 // does not deliver falls back to its own GET.
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, type WriteStream } from 'node:fs';
+import { once } from 'node:events';
 import { unlink } from 'node:fs/promises';
-import type { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { Readable } from 'node:stream';
+import { promisify } from 'node:util';
+import { inflateRaw as inflateRawCb, inflateRawSync } from 'node:zlib';
 import createDebug from 'debug';
 import yauzl from 'yauzl';
 import type { Owner, ReadResult, XnatApi } from '../xnat/types.js';
 
 const log = createDebug('xnatfs:zip');
+
+/** Members unpacked at once. */
+const MEMBERS_IN_FLIGHT = 16;
+/** Compressed members up to this size are inflated on the main thread. */
+const INLINE_INFLATE_BYTES = 64 * 1024;
+/** Zips up to this size are held in memory rather than spooled to disk. */
+const IN_MEMORY_ZIP_BYTES = 64 * 1024 * 1024;
 
 export interface WantedMember {
   size: number;
@@ -31,8 +40,8 @@ export function memberPath(entryName: string): string | null {
 }
 
 /**
- * Download the resource's zip to `tmpPath` and feed wanted members to their waiters, one at a
- * time (each member stream is consumed before the next is opened, so memory stays bounded).
+ * Download the resource's zip to `tmpPath` and feed wanted members to their waiters, a bounded
+ * number at a time (a member's stream is consumed by its download, so memory stays bounded).
  * Every waiter is settled when this returns or throws: unmatched ones are rejected.
  */
 export async function fetchZipMembers(
@@ -41,44 +50,85 @@ export async function fetchZipMembers(
   resource: string,
   wanted: Map<string, WantedMember>,
   tmpPath: string,
-  signal?: AbortSignal,
+  options: { signal?: AbortSignal; inMemoryBytes?: number } = {},
 ): Promise<void> {
   const pending = new Map(wanted);
   try {
-    const body = await client.downloadResourceZip(owner, resource, signal);
-    await pipeline(body, createWriteStream(tmpPath, { mode: 0o600 }));
-    const zip = await openZip(tmpPath);
+    const body = await client.downloadResourceZip(owner, resource, options.signal);
+    const { zip, buffer } = await receiveZip(body, tmpPath, options.inMemoryBytes ?? IN_MEMORY_ZIP_BYTES);
+    log('zip of %s received (%s)', resource, buffer ? 'in memory' : 'on disk');
     try {
       await new Promise<void>((resolve, reject) => {
+        // Members are unpacked several at a time: one after another, the per-member round trips
+        // to the thread pool (read, inflate) dominate for thousands of small files.
+        let open = 0;
+        let ended = false;
+        let waitingForSlot = false;
+        const next = (): void => {
+          if (ended) return;
+          if (open >= MEMBERS_IN_FLIGHT) {
+            waitingForSlot = true;
+            return;
+          }
+          zip.readEntry();
+        };
+        const memberDone = (): void => {
+          open--;
+          if (ended && open === 0) resolve();
+          if (waitingForSlot) {
+            waitingForSlot = false;
+            next();
+          }
+        };
         zip.on('error', reject);
-        zip.on('end', () => resolve());
+        zip.on('end', () => {
+          ended = true;
+          if (open === 0) resolve();
+        });
         zip.on('entry', (entry: yauzl.Entry) => {
           const path = memberPath(entry.fileName);
           const w = path !== null ? pending.get(path) : undefined;
           if (!w || w.size !== entry.uncompressedSize || entry.fileName.endsWith('/')) {
-            zip.readEntry();
+            next();
             return;
           }
           pending.delete(path!);
+          open++;
+          if (buffer && entry.compressionMethod <= 8 && !entry.isEncrypted()) {
+            // In memory: slice and inflate the member directly, no stream per member.
+            memberBytes(buffer, entry).then(
+              (data) => {
+                w.resolve({ status: 200, start: 0, totalSize: data.length, lastModified: null, body: Readable.from([data]) });
+                memberDone();
+              },
+              (err: unknown) => {
+                w.reject(err instanceof Error ? err : new Error(String(err)));
+                memberDone();
+              },
+            );
+            next();
+            return;
+          }
           zip.openReadStream(entry, (err, stream) => {
             if (err) {
               w.reject(err);
-              zip.readEntry();
+              memberDone();
               return;
             }
-            let next = false;
-            const advance = (): void => {
-              if (next) return;
-              next = true;
-              zip.readEntry();
+            let settled = false;
+            const finish = (): void => {
+              if (settled) return;
+              settled = true;
+              memberDone();
             };
-            stream.once('end', advance);
-            stream.once('close', advance);
-            stream.once('error', advance);
+            stream.once('end', finish);
+            stream.once('close', finish);
+            stream.once('error', finish);
             w.resolve({ status: 200, start: 0, totalSize: entry.uncompressedSize, lastModified: null, body: stream as Readable });
           });
+          next();
         });
-        zip.readEntry();
+        next();
       });
     } finally {
       zip.close();
@@ -90,8 +140,64 @@ export async function fetchZipMembers(
   }
 }
 
-function openZip(path: string): Promise<yauzl.ZipFile> {
-  return new Promise((resolve, reject) =>
-    yauzl.open(path, { lazyEntries: true, autoClose: false, validateEntrySizes: true }, (err, zip) => (err ? reject(err) : resolve(zip))),
+const inflateRaw = promisify(inflateRawCb);
+
+const ZIP_OPTIONS = { lazyEntries: true, autoClose: false, validateEntrySizes: true };
+
+/**
+ * The zip in memory while it is small (members are then unpacked without a trip to the disk
+ * each), spooled to `tmpPath` once it grows past IN_MEMORY_ZIP_BYTES.
+ */
+async function receiveZip(body: Readable, tmpPath: string, inMemoryBytes: number): Promise<{ zip: yauzl.ZipFile; buffer: Buffer | null }> {
+  const chunks: Buffer[] = [];
+  let bytes = 0;
+  let file: WriteStream | null = null;
+  try {
+    for await (const chunk of body as AsyncIterable<Buffer>) {
+      if (file) {
+        if (!file.write(chunk)) await once(file, 'drain');
+        continue;
+      }
+      chunks.push(chunk);
+      bytes += chunk.length;
+      if (bytes > inMemoryBytes) {
+        file = createWriteStream(tmpPath, { mode: 0o600 });
+        for (const c of chunks.splice(0)) file.write(c);
+      }
+    }
+  } catch (err) {
+    file?.destroy();
+    throw err;
+  }
+  if (!file) {
+    const buffer = Buffer.concat(chunks, bytes);
+    const zip = await new Promise<yauzl.ZipFile>((resolve, reject) =>
+      yauzl.fromBuffer(buffer, ZIP_OPTIONS, (err, z) => (err ? reject(err) : resolve(z))),
+    );
+    return { zip, buffer };
+  }
+  const f = file;
+  await new Promise<void>((resolve, reject) => f.end((err?: Error | null) => (err ? reject(err) : resolve())));
+  const zip = await new Promise<yauzl.ZipFile>((resolve, reject) =>
+    yauzl.open(tmpPath, ZIP_OPTIONS, (err, z) => (err ? reject(err) : resolve(z))),
   );
+  return { zip, buffer: null };
+}
+
+/** A member's bytes from an in-memory zip: its local header locates the data (stored or deflated). */
+async function memberBytes(zip: Buffer, entry: yauzl.Entry): Promise<Buffer> {
+  const at = entry.relativeOffsetOfLocalHeader;
+  if (at + 30 > zip.length || zip.readUInt32LE(at) !== 0x04034b50) throw new Error(`${entry.fileName}: bad local header`);
+  const start = at + 30 + zip.readUInt16LE(at + 26) + zip.readUInt16LE(at + 28);
+  const end = start + entry.compressedSize;
+  if (end > zip.length) throw new Error(`${entry.fileName}: member runs past the end of the zip`);
+  const raw = zip.subarray(start, end);
+  // Small members inflate inline (tens of microseconds): through the thread pool they would queue
+  // behind the cache's disk writes. Large ones go to the pool, off the main thread.
+  const data =
+    entry.compressionMethod === 0 ? Buffer.from(raw) : raw.length <= INLINE_INFLATE_BYTES ? inflateRawSync(raw) : await inflateRaw(raw);
+  if (data.length !== entry.uncompressedSize) {
+    throw new Error(`${entry.fileName}: ${data.length} bytes unpacked, the zip says ${entry.uncompressedSize}`);
+  }
+  return data;
 }

@@ -208,3 +208,50 @@ describe('memberPath', () => {
     expect(memberPath('MR1/scans/4/DICOM/x.dcm')).toBeNull();
   });
 });
+
+describe('fetchZipMembers', () => {
+  it.each([['in memory', undefined], ['spooled to disk', 1]])('hands out matching members of a zip held %s', async (_how, inMemoryBytes) => {
+    const { fetchZipMembers } = await import('../../src/content/zip-prefetch.js');
+    const tmp = await tmpDir({ unsafeCleanup: true });
+    try {
+      const { execFile } = await import('node:child_process');
+      const { mkdir, writeFile } = await import('node:fs/promises');
+      const { createReadStream } = await import('node:fs');
+      const dir = join(tmp.path, 'src/MR1/scans/4-T1/resources/DICOM/files/sub');
+      await mkdir(dir, { recursive: true });
+      const files = { 'a.dcm': Buffer.alloc(70_000, 1), 'b.dcm': Buffer.from('stored?'), 'sub/c.dcm': randomish(200_000) };
+      await writeFile(join(dir, '../a.dcm'), files['a.dcm']);
+      await writeFile(join(dir, '../b.dcm'), files['b.dcm']);
+      await writeFile(join(dir, 'c.dcm'), files['sub/c.dcm']);
+      await new Promise((res, rej) => execFile('zip', ['-qr', join(tmp.path, 'r.zip'), 'MR1'], { cwd: join(tmp.path, 'src') }, (e) => (e ? rej(e) : res(null))));
+      const x = new MemoryXnat();
+      x.downloadResourceZip = async () => createReadStream(join(tmp.path, 'r.zip'));
+      const got = new Map<string, Buffer>();
+      const wanted = new Map(
+        Object.entries(files).map(([path, data]) => [path, {
+          size: data.length,
+          resolve: (r: { body: NodeJS.ReadableStream }) => void (async () => {
+            const parts: Buffer[] = [];
+            for await (const c of r.body) parts.push(c as Buffer);
+            got.set(path, Buffer.concat(parts));
+          })(),
+          reject: (e: Error) => got.set(path, Buffer.from(`rejected: ${e.message}`)),
+        }]),
+      );
+      wanted.set('missing.dcm', { size: 1, resolve: () => got.set('missing.dcm', Buffer.from('?')), reject: () => got.set('missing.dcm', Buffer.from('rejected')) });
+      await fetchZipMembers(x, owner, 'DICOM', wanted as never, join(tmp.path, 'spool.zip'), { inMemoryBytes });
+      await new Promise((r) => setTimeout(r, 50));
+      for (const [path, data] of Object.entries(files)) expect(got.get(path)?.equals(data), path).toBe(true);
+      expect(got.get('missing.dcm')?.toString()).toBe('rejected');
+    } finally {
+      await tmp.cleanup();
+    }
+  });
+});
+
+function randomish(n: number): Buffer {
+  const b = Buffer.alloc(n);
+  let v = 12345;
+  for (let i = 0; i < n; i++) b[i] = (v = (v * 1103515245 + 12345) >>> 0) >>> 24;
+  return b;
+}
