@@ -42,10 +42,10 @@ const waiting = new Map<number, { resolve: (d: string) => void; reject: (e: Erro
 function sharedWorker(): Worker {
   if (worker) return worker;
   const w = new Worker(WORKER_SOURCE, { eval: true });
-  w.unref(); // never keeps the process alive
   w.on('message', (m: { id: number; digest: string }) => {
     const p = waiting.get(m.id);
     waiting.delete(m.id);
+    if (waiting.size === 0) w.unref();
     p?.resolve(m.digest);
   });
   const fail = (err: Error): void => {
@@ -55,6 +55,9 @@ function sharedWorker(): Worker {
   };
   w.on('error', fail);
   w.on('exit', (code) => fail(new Error(`MD5 worker exited (${code})`)));
+  // Only an awaited digest keeps the process alive (after the listeners: adding a 'message'
+  // listener refs the worker again).
+  w.unref();
   worker = w;
   return w;
 }
@@ -71,6 +74,7 @@ class WorkerMd5 implements Md5 {
   digest(): Promise<string> {
     return new Promise((resolve, reject) => {
       waiting.set(this.id, { resolve, reject });
+      this.w.ref();
       this.w.postMessage({ type: 'digest', id: this.id });
     });
   }

@@ -202,6 +202,27 @@ requireFuse()('xnatfs command line (dist/cli/main.js)', () => {
     expect(m.out.stderr + m.out.stdout).not.toContain(ALICE.password);
   });
 
+  it('after a large read (MD5 on a worker thread) and a write into the default cache, SIGTERM still exits 0', async () => {
+    const big = Buffer.alloc(9 * 1024 * 1024, 7);
+    await emulator.addFile({ project: 'DEMO', resource: 'BIG', path: 'big.bin', data: big });
+    const m = start(['mount', emulator.url, mp.path], { XNAT_USER: ALICE.name, XNAT_PASS: ALICE.password });
+    await waitMounted(m, mp.path);
+    const cmp = await run('cmp', ['-n', String(big.length), join(mp.path, 'projects/DEMO/resources/BIG/files/big.bin'), '/dev/zero']);
+    // not zeros: the first differing byte is the first one
+    expect(cmp.stdout).toMatch(/differ: byte 1,/);
+    const wc = await run('sh', ['-c', `wc -c < '${join(mp.path, 'projects/DEMO/resources/BIG/files/big.bin')}'`]);
+    expect(wc.stdout.trim()).toBe(String(big.length));
+    const src = join(work.path, 'result.txt');
+    await writeFile(src, 'written through the default cache dir\n');
+    const cp = await run('cp', [src, join(mp.path, 'projects/DEMO/resources/BIG/files/result.txt')]);
+    expect(cp.code, cp.stderr).toBe(0);
+    const started = Date.now();
+    m.child.kill('SIGTERM');
+    expect(await exitOf(m)).toEqual({ code: 0, signal: null });
+    expect(Date.now() - started).toBeLessThan(15_000);
+    expect(await fuseMountsUnder(mp.path)).toEqual([]);
+  });
+
   it('a netrc file (NETRC=…) with mode 0600 works', async () => {
     const netrc = join(work.path, 'netrc');
     await writeFile(netrc, `machine 127.0.0.1 login ${ALICE.name} password ${ALICE.password}\n`, { mode: 0o600 });
