@@ -195,9 +195,15 @@ export class Catalogue {
     const cached = this.resolved.get(path);
     if (cached) return cached;
     const components = path.split('/').filter((c) => c !== '');
-    let node: Node = { kind: 'root' };
-    for (let i = 0; i < components.length; i++) {
+    // Start from the nearest ancestor resolved before (stat after readdir: the parent).
+    let start = components.length - 1;
+    let node: Node | undefined;
+    for (; start > 0 && !node; start--) node = this.resolved.get(`/${components.slice(0, start).join('/')}`);
+    let i = node ? start + 1 : 0;
+    node ??= { kind: 'root' };
+    for (; i < components.length; i++) {
       if (node.kind === 'file') throw new FsError('ENOTDIR', `${path}: not a folder`);
+      this.speculate(node, components.slice(i));
       const child: Node | null = await this.child(node, components[i]!).catch((err: unknown) => {
         throw toFsError(err, path);
       });
@@ -207,6 +213,27 @@ export class Catalogue {
     if (this.resolved.size >= this.maxResolved) this.resolved.clear();
     this.resolved.set(path, node);
     return node;
+  }
+
+  /**
+   * Walking down a long path, start the listings further down at once instead of one after
+   * another: `/projects/P/subjects/…` needs P's subjects, `…/E/scans/4-T1/resources/…` needs E's
+   * scans, its bulk file listing and scan 4's resources. A guess that turns out wrong costs one
+   * request and changes no answer (every step still checks its own listing).
+   */
+  private speculate(node: DirNode, rest: string[]): void {
+    const quietly = (p: Promise<unknown>): void => void p.catch(() => undefined);
+    if (node.kind === 'projects' && rest.length >= 3 && rest[1] === 'subjects') {
+      quietly(this.subjects(unescapeName(rest[0]!)));
+    } else if (node.kind === 'experiment' && rest[0] === 'scans' && rest.length >= 2) {
+      const { project, experiment } = { project: node.project, experiment: node.experiment.id };
+      quietly(this.scans(project, experiment));
+      if (rest.length >= 4 && rest[2] === 'resources') {
+        quietly(this.scanFilesOf(project, experiment));
+        const scanGuess = unescapeName(rest[1]!).split('-')[0]!;
+        quietly(this.resources({ level: 'scan', project, experiment, scan: scanGuess }));
+      }
+    }
   }
 
   /** A node resolved earlier, without any request; undefined if not in memory. */
@@ -232,8 +259,17 @@ export class Catalogue {
         return (await this.subjects(node.project)).map((s) => escapeName(s.label));
       case 'experiments':
         return (await this.experiments(node.project, node.subject)).map((e) => escapeName(e.label));
-      case 'scans':
-        return (await this.scans(node.project, node.experiment)).map((s) => scanFolderName(s.id, s.type));
+      case 'scans': {
+        const scans = await this.scans(node.project, node.experiment);
+        // Whoever lists the scans usually goes into them (ls -R, find, a file manager): fetch
+        // their resource lists together rather than one round trip per scan later.
+        if (scans.length <= 32) {
+          for (const s of scans) {
+            void this.resources({ level: 'scan', project: node.project, experiment: node.experiment, scan: s.id }).catch(() => undefined);
+          }
+        }
+        return scans.map((s) => scanFolderName(s.id, s.type));
+      }
       case 'assessors':
         return (await this.assessors(node.project, node.experiment)).map((a) => escapeName(a.label));
       case 'resources':

@@ -51,7 +51,32 @@ describe('Catalogue path resolution', () => {
     await Promise.all(names.map((n) => cat.resolve(`${dir}/${n}`)));
     expect(x.calls.length).toBe(before);
     // projects, subjects, experiments, scans, resources, one bulk scan-file listing
-    expect(x.calls).toEqual(['projects', 'subjects P1', 'experiments P1 XNAT_S00001', 'scans XNAT_E00001', 'resources e/XNAT_E00001/scan/4', 'scanfiles XNAT_E00001']);
+    expect([...x.calls].sort()).toEqual(['experiments P1 XNAT_S00001', 'projects', 'resources e/XNAT_E00001/scan/4', 'scanfiles XNAT_E00001', 'scans XNAT_E00001', 'subjects P1']);
+  });
+
+  it('walking down a deep path starts the listings below in parallel', async () => {
+    const x = sampleArchive(3);
+    let inFlight = 0;
+    let peak = 0;
+    const slow = <A extends unknown[], R>(fn: (...a: A) => Promise<R>) => async (...a: A): Promise<R> => {
+      inFlight++;
+      peak = Math.max(peak, inFlight);
+      await new Promise((r) => setTimeout(r, 20));
+      try {
+        return await fn(...a);
+      } finally {
+        inFlight--;
+      }
+    };
+    for (const m of ['listProjects', 'listSubjects', 'listExperiments', 'listScans', 'listResources', 'listAllScanFiles'] as const) {
+      (x as unknown as Record<string, unknown>)[m] = slow((x[m] as (...a: unknown[]) => Promise<unknown>).bind(x));
+    }
+    const cat = new Catalogue(x, { ttlMs: 60_000 });
+    const node = await cat.resolve(`${E}/scans/4-Ax_3D_T1/resources/DICOM/files/0001.dcm`);
+    expect(node.kind).toBe('file');
+    // projects ∥ subjects, then experiments, then scans ∥ bulk files ∥ the scan's resources
+    expect(peak).toBe(3);
+    expect(x.calls).toHaveLength(6);
   });
 
   it('shares one request among concurrent lookups (single-flight)', async () => {
