@@ -203,7 +203,6 @@ export class Catalogue {
     node ??= { kind: 'root' };
     for (; i < components.length; i++) {
       if (node.kind === 'file') throw new FsError('ENOTDIR', `${path}: not a folder`);
-      this.speculate(node, components.slice(i));
       const child: Node | null = await this.child(node, components[i]!).catch((err: unknown) => {
         throw toFsError(err, path);
       });
@@ -213,27 +212,6 @@ export class Catalogue {
     if (this.resolved.size >= this.maxResolved) this.resolved.clear();
     this.resolved.set(path, node);
     return node;
-  }
-
-  /**
-   * Walking down a long path, start the listings further down at once instead of one after
-   * another: `/projects/P/subjects/…` needs P's subjects, `…/E/scans/4-T1/resources/…` needs E's
-   * scans, its bulk file listing and scan 4's resources. A guess that turns out wrong costs one
-   * request and changes no answer (every step still checks its own listing).
-   */
-  private speculate(node: DirNode, rest: string[]): void {
-    const quietly = (p: Promise<unknown>): void => void p.catch(() => undefined);
-    if (node.kind === 'projects' && rest.length >= 3 && rest[1] === 'subjects') {
-      quietly(this.subjects(unescapeName(rest[0]!)));
-    } else if (node.kind === 'experiment' && rest[0] === 'scans' && rest.length >= 2) {
-      const { project, experiment } = { project: node.project, experiment: node.experiment.id };
-      quietly(this.scans(project, experiment));
-      if (rest.length >= 4 && rest[2] === 'resources') {
-        quietly(this.scanFilesOf(project, experiment));
-        const scanGuess = unescapeName(rest[1]!).split('-')[0]!;
-        quietly(this.resources({ level: 'scan', project, experiment, scan: scanGuess }));
-      }
-    }
   }
 
   /** A node resolved earlier, without any request; undefined if not in memory. */
@@ -323,7 +301,13 @@ export class Catalogue {
         const list = await this.scans(node.project, node.experiment);
         // "<ID>-<type>" as listed; the bare ID resolves too (REST-style paths) but is not listed.
         const s = list.find((x) => scanFolderName(x.id, x.type) === name) ?? list.find((x) => escapeName(x.id) === name);
-        return s ? { kind: 'scan', project: node.project, experiment: node.experiment, scan: s } : null;
+        if (!s) return null;
+        // The kernel looks a path up one name at a time; from a scan, the way down needs its
+        // resources and the experiment's bulk file listing: ask for both at once.
+        const scanOwner: Owner = { level: 'scan', project: node.project, experiment: node.experiment, scan: s.id };
+        void this.resources(scanOwner).catch(() => undefined);
+        void this.scanFilesOf(node.project, node.experiment).catch(() => undefined);
+        return { kind: 'scan', project: node.project, experiment: node.experiment, scan: s };
       }
       case 'scan':
         return fixed('resources')

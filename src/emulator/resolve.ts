@@ -89,10 +89,7 @@ export function resolveArchive(rawSegs: string[], store: ArchiveStore, auth: Aut
       if (end(i)) return { kind: 'subject', scope };
       if (at(i) === 'experiments') {
         if (end(i + 1)) return { kind: 'experiments', scope };
-        const ekey = at(i + 1)!;
-        const e = subj.experiments.get(ekey) ?? [...subj.experiments.values()].find((x) => x.id === ekey);
-        if (!e) throw new HttpError(404, `Unable to identify experiment ${ekey}`);
-        scope.experiment = e;
+        scope.experiment = experimentOf(subj, at(i + 1)!);
         return experimentTail(segs, rawSegs, i + 2, scope);
       }
       return ownerTail(segs, rawSegs, i, scope, [subj]);
@@ -128,10 +125,7 @@ export function resolveArchive(rawSegs: string[], store: ArchiveStore, auth: Aut
     if (end(i)) return { kind: 'subject', scope };
     if (at(i) === 'experiments') {
       if (end(i + 1)) return { kind: 'experiments', scope };
-      const ekey = at(i + 1)!;
-      const e = subj.experiments.get(ekey) ?? [...subj.experiments.values()].find((x) => x.id === ekey);
-      if (!e) throw new HttpError(404, `Unable to identify experiment ${ekey}`);
-      scope.experiment = e;
+      scope.experiment = experimentOf(subj, at(i + 1)!);
       return experimentTail(segs, rawSegs, i + 2, scope);
     }
     return ownerTail(segs, rawSegs, i, scope, [subj]);
@@ -154,6 +148,13 @@ export function resolveArchive(rawSegs: string[], store: ArchiveStore, auth: Aut
     return experimentTail(segs, rawSegs, 2, scope);
   }
   return null;
+}
+
+/** A subject's experiment by label or accession id; 404 as XNAT words it. */
+function experimentOf(subj: SubjectNode, key: string): ExperimentNode {
+  const e = subj.experiments.get(key) ?? [...subj.experiments.values()].find((x) => x.id === key);
+  if (!e) throw new HttpError(404, `Unable to identify experiment ${key}`);
+  return e;
 }
 
 function experimentTail(segs: string[], rawSegs: string[], i: number, scope: Scope): Target | null {

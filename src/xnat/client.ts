@@ -165,13 +165,8 @@ export class XnatClient implements XnatApi {
     // The project/subject experiment lists are rooted at xnat:subjectAssessorData: no assessors.
     const rows = await this.list(listPaths.experiments(project, subject), `${JSON_Q}&columns=${COLUMNS.experiments}`);
     const experiments = rows.map(toExperiment);
-    if (experiments.some((e) => e.subjectId === '')) {
-      // A server that ignores subject_ID in columns= still lists it on the global experiments
-      // list: one more request, rows matched by accession id.
-      const global = await this.list(listPaths.allExperiments(), `${JSON_Q}&project=${encodeURIComponent(project)}&columns=ID,subject_ID`);
-      const subjectOf = new Map(global.map((r) => [toExperiment(r).id, toExperiment(r).subjectId]));
-      for (const e of experiments) if (e.subjectId === '') e.subjectId = subjectOf.get(e.id) ?? '';
-    }
+    // Listed under a subject, the subject is known even where the server omits subject_ID.
+    if (subject) for (const e of experiments) if (e.subjectId === '') e.subjectId = subject;
     return experiments;
   }
 

@@ -129,7 +129,6 @@ export const listPaths = {
     subject === undefined
       ? `/data/projects/${e(project)}/experiments`
       : `/data/projects/${e(project)}/subjects/${e(subject)}/experiments`,
-  allExperiments: () => '/data/experiments',
   scans: (experiment: string) => `/data/experiments/${e(experiment)}/scans`,
   assessors: (experiment: string) => `/data/experiments/${e(experiment)}/assessors`,
   allScanFiles: (experiment: string) => `/data/experiments/${e(experiment)}/scans/ALL/files`,

@@ -10,7 +10,7 @@ import { buildHandlers, mountFuse, type FuseMount, type FuseTuning } from '../..
 import { FsError } from '../../src/fs/errors.js';
 import { isMounted, prepareMountpoint, unmountPath } from '../../src/fs/mountpoint.js';
 import type { FsOps, MountOptions, Stat } from '../../src/fs/types.js';
-import { fuseMountsUnder, inCI, requireFuse, run, tempMountpoint, type TempMountpoint } from '../helpers/fuse.js';
+import { fuseMountsUnder, inCI, requireFuse, run, tempMountpoint, type TempMountpoint, testUser } from '../helpers/fuse.js';
 import { createMemFs } from '../helpers/memfs.js';
 import { repoRoot, transpileForChild, type Transpiled } from '../helpers/transpile.js';
 
@@ -265,14 +265,3 @@ describeFuse('fuse adapter as an unprivileged user', () => {
     }
   });
 });
-
-/** `nobody` where it exists, else a system user created for the purpose. */
-async function testUser(): Promise<{ uid: number; gid: number }> {
-  for (const name of ['nobody', 'xnatfs-test']) {
-    const [u, g] = await Promise.all([run('id', ['-u', name]), run('id', ['-g', name])]);
-    if (u.code === 0 && g.code === 0) return { uid: Number(u.stdout), gid: Number(g.stdout) };
-  }
-  const add = await run('useradd', ['--system', '--no-create-home', 'xnatfs-test']);
-  if (add.code !== 0) throw new Error(`cannot create a test user: ${add.stderr}`);
-  return testUser();
-}

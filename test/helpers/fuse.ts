@@ -156,3 +156,14 @@ export async function withTempMountpoint<T>(fn: (mountpoint: string) => Promise<
     await mp.cleanup();
   }
 }
+
+/** `nobody` where it exists, else a system user created for the purpose. */
+export async function testUser(): Promise<{ uid: number; gid: number }> {
+  for (const name of ['nobody', 'xnatfs-test']) {
+    const [u, g] = await Promise.all([run('id', ['-u', name]), run('id', ['-g', name])]);
+    if (u.code === 0 && g.code === 0) return { uid: Number(u.stdout), gid: Number(g.stdout) };
+  }
+  const add = await run('useradd', ['--system', '--no-create-home', 'xnatfs-test']);
+  if (add.code !== 0) throw new Error(`cannot create a test user: ${add.stderr}`);
+  return testUser();
+}

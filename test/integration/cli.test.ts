@@ -8,7 +8,7 @@ import { dir as tmpDir, type DirectoryResult } from 'tmp-promise';
 import { afterAll, afterEach, beforeAll, beforeEach, expect, it } from 'vitest';
 import { DEMO_USERS, startEmulator, type RunningEmulator } from '../../src/emulator/index.js';
 import { isMounted, unmountPath } from '../../src/fs/mountpoint.js';
-import { fuseMountsUnder, inCI, requireFuse, run, tempMountpoint, type RunResult, type TempMountpoint } from '../helpers/fuse.js';
+import { fuseMountsUnder, inCI, requireFuse, run, tempMountpoint, type RunResult, type TempMountpoint, testUser } from '../helpers/fuse.js';
 import { repoRoot } from '../helpers/transpile.js';
 
 const MAIN = join(repoRoot, 'dist/cli/main.js');
@@ -451,14 +451,3 @@ requireFuse()('xnatfs command line (dist/cli/main.js)', () => {
     expect((await exitOf(m)).code).toBe(0);
   });
 });
-
-/** `nobody` where it exists, else a system user created for the purpose. */
-async function testUser(): Promise<{ uid: number; gid: number }> {
-  for (const name of ['nobody', 'xnatfs-test']) {
-    const [u, g] = await Promise.all([run('id', ['-u', name]), run('id', ['-g', name])]);
-    if (u.code === 0 && g.code === 0) return { uid: Number(u.stdout), gid: Number(g.stdout) };
-  }
-  const add = await run('useradd', ['--system', '--no-create-home', 'xnatfs-test']);
-  if (add.code !== 0) throw new Error(`cannot create a test user: ${add.stderr}`);
-  return testUser();
-}
