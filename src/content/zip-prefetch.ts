@@ -1,6 +1,7 @@
 // Prefetch of many small files in one request: XNAT's `…/resources/R/files?format=zip`.
 // XNAT builds these zips on the fly and streams them (no Content-Length, data descriptors), so
-// the zip is held whole (in memory, or in a temporary file when large) and read through its central directory (yauzl: zip64,
+// members are handed out as the zip streams in (zip-stream.ts); the zip is also kept whole (in memory,
+// or in a temporary file when large) so that its central directory can serve what streaming could not (yauzl: zip64,
 // data descriptors and size validation that a hand-written parser would have to repeat). Each
 // member that matches a wanted file (same path, same listed size) is handed to that file's
 // download as its first source; the download still checks the MD5 digest, and any file the zip
@@ -13,6 +14,7 @@ import { promisify } from 'node:util';
 import { inflateRaw as inflateRawCb, inflateRawSync } from 'node:zlib';
 import createDebug from 'debug';
 import yauzl from 'yauzl';
+import { ZipStreamParser } from './zip-stream.js';
 import type { Owner, ReadResult, XnatApi } from '../xnat/types.js';
 
 const log = createDebug('xnatfs:zip');
@@ -21,6 +23,8 @@ const log = createDebug('xnatfs:zip');
 const MEMBERS_IN_FLIGHT = 16;
 /** Compressed members up to this size are inflated on the main thread. */
 const INLINE_INFLATE_BYTES = 64 * 1024;
+/** Members up to this size are handed out while the zip streams in. */
+const STREAMED_MEMBER_BYTES = 32 * 1024 * 1024;
 /** Zips up to this size are held in memory rather than spooled to disk. */
 const IN_MEMORY_ZIP_BYTES = 64 * 1024 * 1024;
 
@@ -55,8 +59,28 @@ export async function fetchZipMembers(
   const pending = new Map(wanted);
   try {
     const body = await client.downloadResourceZip(owner, resource, options.signal);
-    const { zip, buffer } = await receiveZip(body, tmpPath, options.inMemoryBytes ?? IN_MEMORY_ZIP_BYTES);
-    log('zip of %s received (%s)', resource, buffer ? 'in memory' : 'on disk');
+    // Members are handed out as they stream in; the complete zip is kept as well, in case the
+    // streaming parse gives up (then the central directory serves what is still pending).
+    const decoding: Array<Promise<void>> = [];
+    const parser = new ZipStreamParser((m) => {
+      const path = memberPath(m.name);
+      const w = path !== null ? pending.get(path) : undefined;
+      if (!w || w.size !== m.uncompressedSize || m.name.endsWith('/')) return;
+      pending.delete(path!);
+      decoding.push(
+        decode(m.name, m.method, m.raw, m.uncompressedSize).then(
+          (data) => w.resolve({ status: 200, start: 0, totalSize: data.length, lastModified: null, body: Readable.from([data]) }),
+          (err: unknown) => w.reject(err instanceof Error ? err : new Error(String(err))),
+        ),
+      );
+    }, STREAMED_MEMBER_BYTES);
+    const { zip, buffer } = await receiveZip(body, tmpPath, options.inMemoryBytes ?? IN_MEMORY_ZIP_BYTES, (chunk) => parser.push(chunk));
+    await Promise.all(decoding);
+    log('zip of %s received (%s); %d members streamed%s', resource, buffer ? 'in memory' : 'on disk', wanted.size - pending.size, parser.failed ? ', streaming gave up' : '');
+    if (pending.size === 0 || parser.done) {
+      zip.close();
+      return; // all delivered, or the rest is not in the zip
+    }
     try {
       await new Promise<void>((resolve, reject) => {
         // Members are unpacked several at a time: one after another, the per-member round trips
@@ -148,7 +172,12 @@ const ZIP_OPTIONS = { lazyEntries: true, autoClose: false, validateEntrySizes: t
  * The zip in memory while it is small (members are then unpacked without a trip to the disk
  * each), spooled to `tmpPath` once it grows past IN_MEMORY_ZIP_BYTES.
  */
-async function receiveZip(body: Readable, tmpPath: string, inMemoryBytes: number): Promise<{ zip: yauzl.ZipFile; buffer: Buffer | null }> {
+async function receiveZip(
+  body: Readable,
+  tmpPath: string,
+  inMemoryBytes: number,
+  onChunk: (chunk: Buffer) => void,
+): Promise<{ zip: yauzl.ZipFile; buffer: Buffer | null }> {
   const chunks: Buffer[] = [];
   let bytes = 0;
   let file: WriteStream | null = null;
@@ -160,6 +189,7 @@ async function receiveZip(body: Readable, tmpPath: string, inMemoryBytes: number
       }
       chunks.push(chunk);
       bytes += chunk.length;
+      onChunk(chunk);
       if (bytes > inMemoryBytes) {
         file = createWriteStream(tmpPath, { mode: 0o600 });
         for (const c of chunks.splice(0)) file.write(c);
@@ -191,13 +221,15 @@ async function memberBytes(zip: Buffer, entry: yauzl.Entry): Promise<Buffer> {
   const start = at + 30 + zip.readUInt16LE(at + 26) + zip.readUInt16LE(at + 28);
   const end = start + entry.compressedSize;
   if (end > zip.length) throw new Error(`${entry.fileName}: member runs past the end of the zip`);
-  const raw = zip.subarray(start, end);
+  return decode(entry.fileName, entry.compressionMethod, zip.subarray(start, end), entry.uncompressedSize);
+}
+
+/** Unpack a stored or deflated member and check its size. */
+async function decode(name: string, method: number, raw: Buffer, size: number): Promise<Buffer> {
+  if (method !== 0 && method !== 8) throw new Error(`${name}: compression method ${method} is not supported`);
   // Small members inflate inline (tens of microseconds): through the thread pool they would queue
   // behind the cache's disk writes. Large ones go to the pool, off the main thread.
-  const data =
-    entry.compressionMethod === 0 ? Buffer.from(raw) : raw.length <= INLINE_INFLATE_BYTES ? inflateRawSync(raw) : await inflateRaw(raw);
-  if (data.length !== entry.uncompressedSize) {
-    throw new Error(`${entry.fileName}: ${data.length} bytes unpacked, the zip says ${entry.uncompressedSize}`);
-  }
+  const data = method === 0 ? Buffer.from(raw) : raw.length <= INLINE_INFLATE_BYTES ? inflateRawSync(raw) : await inflateRaw(raw);
+  if (data.length !== size) throw new Error(`${name}: ${data.length} bytes unpacked, the zip says ${size}`);
   return data;
 }
