@@ -79,6 +79,7 @@ export class ContentStore {
    */
   private readonly memory: LRUCache<string, Buffer>;
   private nextFd = 10;
+  private readonly closing = new AbortController();
   stats = { downloads: 0, cacheHits: 0, prefetched: 0, zips: 0 };
 
   constructor(
@@ -202,7 +203,7 @@ export class ContentStore {
     }
     this.stats.zips++;
     const tmp = this.options.cache.partialPath(`zip-${resource.id}`);
-    void fetchZipMembers(this.client, resource.owner, resource.id, wanted, tmp).catch((err: unknown) => {
+    void fetchZipMembers(this.client, resource.owner, resource.id, wanted, tmp, { signal: this.closing.signal }).catch((err: unknown) => {
       log('zip prefetch of resource %s failed (%s); files are fetched one by one', resource.id, (err as Error).message);
     });
   }
@@ -228,6 +229,7 @@ export class ContentStore {
   }
 
   async close(): Promise<void> {
+    this.closing.abort(); // zips being fetched
     for (const a of this.active.values()) a.download.cancel();
     await this.idle().catch(() => undefined);
     for (const [fd] of this.handles) await this.release(fd);
