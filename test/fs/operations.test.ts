@@ -217,4 +217,20 @@ describe('fs operations over an in-memory XNAT', () => {
     expect(x.calls.filter((c) => c.startsWith('upload'))).toEqual([]);
     expect(await readdir(fs.spoolDir)).toEqual([]);
   });
+
+  it('at unmount, an upload that never succeeds is reported with its spool file, which is kept', async () => {
+    await fs.ops.mkdir!(`${E}/resources/RESULTS`, 0o755);
+    x.uploadFile = async () => { throw new XnatError('server', 'HTTP 503', 503); };
+    const path = `${E}/resources/RESULTS/files/kept.nii`;
+    const fd = await fs.ops.create!(path, 0o644);
+    await fs.ops.write!(path, fd, Buffer.from('do not lose me'), 14, 0);
+    expect(await errno(fs.ops.flush!(path, fd))).toBe('EIO');
+    await fs.ops.release!(path, fd);
+    const left = await fs.shutdown(300);
+    expect(left).toHaveLength(1);
+    expect(left[0]!.displayPath).toBe(path);
+    expect(left[0]!.lastError).toMatch(/503/);
+    const { readFile: read } = await import('node:fs/promises');
+    expect(await read(left[0]!.spoolPath, 'utf8')).toBe('do not lose me');
+  });
 });
