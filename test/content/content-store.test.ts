@@ -235,10 +235,10 @@ describe('fetchZipMembers', () => {
             for await (const c of r.body) parts.push(c as Buffer);
             got.set(path, Buffer.concat(parts));
           })(),
-          reject: (e: Error) => got.set(path, Buffer.from(`rejected: ${e.message}`)),
+          reject: (e: Error) => void got.set(path, Buffer.from(`rejected: ${e.message}`)),
         }]),
       );
-      wanted.set('missing.dcm', { size: 1, resolve: () => got.set('missing.dcm', Buffer.from('?')), reject: () => got.set('missing.dcm', Buffer.from('rejected')) });
+      wanted.set('missing.dcm', { size: 1, resolve: () => void got.set('missing.dcm', Buffer.from('?')), reject: () => void got.set('missing.dcm', Buffer.from('rejected')) });
       await fetchZipMembers(x, owner, 'DICOM', wanted as never, join(tmp.path, 'spool.zip'), { inMemoryBytes });
       await new Promise((r) => setTimeout(r, 50));
       for (const [path, data] of Object.entries(files)) expect(got.get(path)?.equals(data), path).toBe(true);
