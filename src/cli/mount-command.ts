@@ -136,8 +136,9 @@ export async function startMount(s: MountSettings, client?: XnatApi): Promise<Ru
   let fuse: FuseMount;
   try {
     stack = await createStack(xnat, s.stack);
+    for (const path of stack.resumedUploads) console.error(`xnatfs: uploading ${path}, left unfinished by an earlier mount`);
     if (stack.leftoverSpool.length > 0) {
-      console.error(`xnatfs: ${stack.leftoverSpool.length} file(s) from an earlier run never reached XNAT; they are kept in ${stack.spoolDir}`);
+      console.error(`xnatfs: ${stack.leftoverSpool.length} partly written file(s) from an earlier mount that was killed are kept in ${stack.spoolDir}; copy them again if you need them`);
     }
     fuse = await mountFuse(stack.ops, {
       mountpoint: s.mountpoint,

@@ -1,5 +1,7 @@
 // Uploads of spooled files, foreground (flush/fsync waits for them) and background retries for
 // the ones that failed: a spool file is deleted only once XNAT has the bytes, never before.
+import { readdir, readFile, stat, unlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import createDebug from 'debug';
 import pLimit, { type LimitFunction } from 'p-limit';
 import type { Owner, XnatApi } from '../xnat/types.js';
@@ -76,13 +78,39 @@ export class Uploader {
     // spool are what the user wrote, so later attempts replace whatever is there.
     const entry: Retry = { job: { ...job, overwrite: true }, timer: null, attempts: existing?.attempts ?? 0, lastError: messageOf(error), onSuccess };
     this.retrying.set(job.spoolPath, entry);
+    // A note beside the spool file says where it belongs, so that the next mount can finish the
+    // upload if this process is killed first (a batch job's wall time, a reboot).
+    void writeFile(noteOf(job.spoolPath), JSON.stringify({ server: this.client.baseUrl, job: entry.job }), { mode: 0o600 }).catch(() => undefined);
     this.schedule(entry);
+  }
+
+  /**
+   * Take up uploads that an earlier mount of the same server left unfinished: every spool file
+   * with a note naming this server. Returns the jobs taken up.
+   */
+  async resume(spoolDir: string, onSuccess: (job: UploadJob) => Promise<void>): Promise<UploadJob[]> {
+    const resumed: UploadJob[] = [];
+    for (const name of await readdir(spoolDir).catch(() => [] as string[])) {
+      if (!name.endsWith(NOTE_SUFFIX)) continue;
+      try {
+        const note = JSON.parse(await readFile(join(spoolDir, name), 'utf8')) as { server: string; job: UploadJob };
+        const spoolPath = join(spoolDir, name.slice(0, -NOTE_SUFFIX.length));
+        if (note.server !== this.client.baseUrl || (await stat(spoolPath)).size !== note.job.size) continue;
+        const job = { ...note.job, spoolPath };
+        this.retryInBackground(job, new Error('left by an earlier mount'), () => onSuccess(job));
+        resumed.push(job);
+      } catch (err) {
+        log('spool note %s unreadable: %s', name, messageOf(err));
+      }
+    }
+    return resumed;
   }
 
   /** Forget a queued retry (the file was deleted or rewritten). */
   cancel(spoolPath: string): void {
     const e = this.retrying.get(spoolPath);
     if (e?.timer) clearTimeout(e.timer);
+    if (e) void unlink(noteOf(spoolPath)).catch(() => undefined);
     this.retrying.delete(spoolPath);
   }
 
@@ -131,6 +159,7 @@ export class Uploader {
       await this.upload(entry.job);
       if (this.retrying.get(entry.job.spoolPath) !== entry) return; // superseded meanwhile
       this.retrying.delete(entry.job.spoolPath);
+      await unlink(noteOf(entry.job.spoolPath)).catch(() => undefined);
       await entry.onSuccess().catch(() => undefined);
       console.error(`xnatfs: uploaded ${entry.job.displayPath} after ${entry.attempts} background retr${entry.attempts === 1 ? 'y' : 'ies'}`);
     } catch (err) {
@@ -148,6 +177,13 @@ export class Uploader {
     this.running.add(settled);
     void settled.then(() => this.running.delete(settled));
   }
+}
+
+const NOTE_SUFFIX = '.upload.json';
+
+/** The note that says where a spool file belongs. */
+export function noteOf(spoolPath: string): string {
+  return `${spoolPath}${NOTE_SUFFIX}`;
 }
 
 function messageOf(err: unknown): string {

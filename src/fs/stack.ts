@@ -1,6 +1,6 @@
 // Builds the whole filesystem over one XNAT client: catalogue → content → fs operations.
 // The CLI mounts what this returns; tests drive `ops` directly without FUSE.
-import { mkdir, readdir } from 'node:fs/promises';
+import { mkdir, readdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Catalogue } from '../catalogue/catalogue.js';
 import { ContentStore, type PrefetchOptions } from '../content/content-store.js';
@@ -29,7 +29,9 @@ export interface XnatFsStack extends XnatFs {
   content: ContentStore;
   uploader: Uploader;
   spoolDir: string;
-  /** Spool files left by an earlier run (their uploads never finished). */
+  /** Uploads left unfinished by an earlier mount of this server, retried in the background. */
+  resumedUploads: string[];
+  /** Spool files of an earlier run that cannot be resumed (no note: never completely written). */
   leftoverSpool: string[];
   /** Wait (bounded) for pending uploads, stop downloads; returns uploads that never made it. */
   shutdown(uploadWaitMs: number): Promise<ReturnType<Uploader['pending']>>;
@@ -40,7 +42,7 @@ export async function createStack(client: XnatApi, o: StackOptions): Promise<Xna
   await cache.init();
   const spoolDir = join(o.cacheDir, 'spool');
   await mkdir(spoolDir, { recursive: true, mode: 0o700 });
-  const leftoverSpool = (await readdir(spoolDir)).map((n) => join(spoolDir, n));
+
   const catalogue = new Catalogue(client, { ttlMs: o.listingTtlMs });
   const content = new ContentStore(client, {
     server: client.baseUrl,
@@ -75,8 +77,18 @@ export async function createStack(client: XnatApi, o: StackOptions): Promise<Xna
     mountTime: new Date(),
     idleUploadMs: o.idleUploadMs ?? 1000,
   });
+  // Uploads an earlier mount of this server left unfinished are taken up again; spool files
+  // without a note (the process died while they were being written) are only reported.
+  const resumed = await uploader.resume(spoolDir, async (job) => {
+    await unlink(job.spoolPath).catch(() => undefined);
+  });
+  const resumedSpools = new Set(resumed.map((j) => j.spoolPath));
+  const leftoverSpool = (await readdir(spoolDir))
+    .map((n) => join(spoolDir, n))
+    .filter((p) => !p.endsWith('.upload.json') && !resumedSpools.has(p));
   return {
     ...fs,
+    resumedUploads: resumed.map((j) => j.displayPath),
     catalogue,
     content,
     uploader,
