@@ -66,7 +66,12 @@ type Handle =
 interface FolderState {
   opened: Set<string>;
   prefetched: boolean;
+  /** When the folder was last listed (0: never). */
+  listedAt: number;
 }
+
+/** A file opened this soon after its folder was listed starts the folder's prefetch at once. */
+const LISTED_THEN_OPENED_MS = 10_000;
 
 export class ContentStore {
   private readonly handles = new Map<number, Handle>();
@@ -153,21 +158,20 @@ export class ContentStore {
   }
 
   /**
-   * Tell the store that `ref` was opened in `folder`. The second distinct file opened in a folder
-   * starts the prefetch of the rest: one zip of the resource when there are many files and the
-   * resource is small enough, otherwise file by file in parallel.
+   * Tell the store that `ref` was opened in `folder`. A file opened right after its folder was
+   * listed, or the second distinct file opened in a folder, starts the prefetch of the rest: one
+   * zip of the resource when there are many files and the resource is small enough, otherwise
+   * file by file in parallel.
    */
   noteOpen(folder: FolderContext, ref: FileRef): void {
     const p = this.options.prefetch;
     if (!p.enabled) return;
-    let state = this.folders.get(folder.key);
-    if (!state) {
-      if (this.folders.size > 10_000) this.folders.clear();
-      state = { opened: new Set(), prefetched: false };
-      this.folders.set(folder.key, state);
-    }
+    const state = this.folderState(folder.key);
     state.opened.add(ref.path);
-    if (state.prefetched || state.opened.size < 2) return;
+    // A program that lists a folder and then opens a file in it (dcm2niix, cp -r, find) is
+    // reading it through: start at once. Otherwise wait for a second file.
+    const walking = Date.now() - state.listedAt < LISTED_THEN_OPENED_MS;
+    if (state.prefetched || state.opened.size < (walking ? 1 : 2)) return;
     state.prefetched = true;
     let budget = p.maxFolderBytes;
     const queue: FileRef[] = [];
@@ -182,6 +186,21 @@ export class ContentStore {
     log('prefetch %s: %d files, %d bytes%s', folder.key, queue.length, p.maxFolderBytes - budget, byZip ? ' (one zip)' : '');
     if (byZip) this.prefetchByZip(folder.resource, queue);
     else for (const s of queue) void this.prefetchLimit(() => this.prefetchOne(s));
+  }
+
+  /** Tell the store that a folder was listed (readdir). */
+  noteListed(folderKey: string): void {
+    if (this.options.prefetch.enabled) this.folderState(folderKey).listedAt = Date.now();
+  }
+
+  private folderState(key: string): FolderState {
+    let state = this.folders.get(key);
+    if (!state) {
+      if (this.folders.size > 10_000) this.folders.clear();
+      state = { opened: new Set(), prefetched: false, listedAt: 0 };
+      this.folders.set(key, state);
+    }
+    return state;
   }
 
   private async prefetchOne(ref: FileRef): Promise<void> {

@@ -76,6 +76,7 @@ export function createReadOperations(ctx: FsContext): Required<Pick<FsOps, 'geta
       const names = await ctx.catalogue.list(node).catch((err: unknown) => {
         throw toFsError(err, path);
       });
+      if (node.kind === 'folder') ctx.content.noteListed(folderKey(node, path));
       // Attributes with the names give `find` and `ls` each entry's type without a stat apiece.
       const dir = dirStat(ctx);
       const stats =
@@ -100,7 +101,7 @@ export function createReadOperations(ctx: FsContext): Required<Pick<FsOps, 'geta
       const folderPath = dirname(path);
       ctx.content.noteOpen(
         {
-          key: `${ownerKey(node.owner)}:${node.resource.id}:${folderPath}`,
+          key: folderKey(node, folderPath),
           siblings: () => siblingsOf(ctx, folderPath),
           resource: {
             owner: node.owner,
@@ -129,6 +130,11 @@ export function createReadOperations(ctx: FsContext): Required<Pick<FsOps, 'geta
       return statfsOf();
     },
   };
+}
+
+/** Identifies a folder inside a resource for the content store's prefetch bookkeeping. */
+function folderKey(node: { owner: FileNode['owner']; resource: FileNode['resource'] }, folderPath: string): string {
+  return `${ownerKey(node.owner)}:${node.resource.id}:${folderPath}`;
 }
 
 /** Files of an already-resolved folder, in listing order (cached: no request). */

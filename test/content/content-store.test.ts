@@ -181,6 +181,26 @@ describe('ContentStore', () => {
     expect(x.calls.filter((c) => c.startsWith('get'))).toHaveLength(3);
   });
 
+  it('a file opened right after its folder was listed starts the prefetch at once', async () => {
+    const x = new MemoryXnat();
+    const refs = Array.from({ length: 5 }, (_, i) => refFor(x, `l/${i}.dcm`, Buffer.alloc(100, i)));
+    const store = make(x, true);
+    const folder = { key: 'listed', siblings: () => refs, resource: { owner, id: 'R', totalBytes: 500 } };
+    store.noteListed('listed');
+    const fd = await store.open(refs[0]!);
+    store.noteOpen(folder, refs[0]!);
+    await store.release(fd);
+    await store.idle();
+    expect(store.stats.prefetched).toBe(4);
+    // without a listing, one open is not enough
+    const other = new MemoryXnat();
+    const refs2 = Array.from({ length: 5 }, (_, i) => refFor(other, `m/${i}.dcm`, Buffer.alloc(100, i)));
+    const store2 = make(other, true);
+    store2.noteOpen({ ...folder, key: 'unlisted', siblings: () => refs2 }, refs2[0]!);
+    await store2.idle();
+    expect(store2.stats.prefetched).toBe(0);
+  });
+
   it('falls back to one GET per file when the zip fails', async () => {
     const x = new MemoryXnat();
     const refs = Array.from({ length: 20 }, (_, i) => refFor(x, `f/${i}.dcm`, Buffer.alloc(100, i)));
