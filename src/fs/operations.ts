@@ -78,15 +78,25 @@ export function createOperations(ctx: WriteContext): XnatFs {
     const spool = await tmpFile({ tmpdir: ctx.spoolDir, prefix: 'spool-', postfix: `-${basename(path).slice(-60)}`, mode: 0o600, keep: true, discardDescriptor: true });
     const f: PendingFile = {
       path, target, spoolPath: spool.path, fh: null, size: 0, mtime: new Date(), opens: 0,
-      dirty: !lazyFromServer, deleted: false, overwrite, lazyFromServer, uploading: null, retrying: false, idleUpload: null,
+      dirty: !lazyFromServer, deleted: false, overwrite, lazyFromServer, populating: null, uploading: null, retrying: false, idleUpload: null,
     };
     overlay.addFile(f);
     return f;
   }
 
-  /** Fill a lazily-created spool with the server's bytes (append, O_RDWR without truncation). */
-  async function populate(f: PendingFile): Promise<void> {
-    if (!f.lazyFromServer) return;
+  /**
+   * Fill a lazily-created spool with the server's bytes (append, O_RDWR without truncation).
+   * Once per file: concurrent writers share one fill, so none of them is overwritten by it.
+   */
+  function populate(f: PendingFile): Promise<void> {
+    if (!f.lazyFromServer) return Promise.resolve();
+    f.populating ??= fill(f).finally(() => {
+      f.populating = null;
+    });
+    return f.populating;
+  }
+
+  async function fill(f: PendingFile): Promise<void> {
     const node = await serverNode(f.path);
     f.lazyFromServer = false;
     if (!node || node.kind !== 'file') return;
@@ -243,6 +253,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
       if (!writable) return read.open(path, flags);
       refuseReadOnly(path, 'write');
       const pending = await pendingForServerFile(path);
+      if (pending.populating) await pending.populating;
       if (flags & constants.O_TRUNC) {
         pending.lazyFromServer = false;
         pending.size = 0;
@@ -297,6 +308,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
     async truncate(path, size) {
       refuseReadOnly(path, 'truncate');
       const f = overlay.files.get(path) ?? (await pendingForServerFile(path));
+      if (f.populating) await f.populating;
       if (size === 0) f.lazyFromServer = false;
       else await populate(f);
       await truncatePath(f.spoolPath, size);

@@ -32,6 +32,8 @@ export interface PendingFile {
   overwrite: boolean;
   /** Spool holds no bytes yet but stands for the server's current file (filled on first need). */
   lazyFromServer: boolean;
+  /** The fill of a lazy spool in progress. */
+  populating: Promise<void> | null;
   /** Foreground upload in progress. */
   uploading: Promise<void> | null;
   /** Handed to the uploader's background retries. */

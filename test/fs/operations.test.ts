@@ -138,6 +138,19 @@ describe('fs operations over an in-memory XNAT', () => {
     expect(await readFile(path)).toEqual(Buffer.from('hello world'));
   });
 
+  it('concurrent writes into a file fetched from XNAT all land (one fill of the spool)', async () => {
+    const path = `${NOTES}/sub dir/a#b.txt`; // "hello"
+    const fd = await fs.ops.open!(path, constants.O_WRONLY);
+    await Promise.all([
+      fs.ops.write!(path, fd, Buffer.from('J'), 1, 0),
+      fs.ops.write!(path, fd, Buffer.from('!'), 1, 4),
+      fs.ops.write!(path, fd, Buffer.from('+more'), 5, 5),
+    ]);
+    await fs.ops.flush!(path, fd);
+    await fs.ops.release!(path, fd);
+    expect((await readFile(path)).toString()).toBe('Jell!+more');
+  });
+
   it('returns EIO when the upload fails, keeps the spool and uploads it once XNAT recovers', async () => {
     await fs.ops.mkdir!(`${E}/resources/RESULTS`, 0o755);
     const orig = x.uploadFile.bind(x);
