@@ -95,6 +95,9 @@ export class Catalogue {
   /** Resolved paths, so repeated stats of the same path skip the walk. Cleared on any invalidation. */
   private readonly resolved = new Map<string, Node>();
   private readonly maxResolved = 200_000;
+  private readonly keepResolved: boolean;
+  /** Bumped by every invalidation, so a walk that started before it stores nothing stale. */
+  private resolvedGeneration = 0;
 
   constructor(
     private readonly client: XnatApi,
@@ -102,7 +105,8 @@ export class Catalogue {
   ) {
     this.listings = new ListingCache({ ttlMs: options.ttlMs, maxEntries: options.maxListings ?? 20_000 });
     // Resolved nodes hold references into listings, so they may live no longer than those.
-    setInterval(() => this.resolved.clear(), options.ttlMs).unref();
+    this.keepResolved = options.ttlMs > 0;
+    if (this.keepResolved) setInterval(() => this.resolved.clear(), options.ttlMs).unref();
   }
 
   // ---- listings (cached, single-flight) ----
@@ -177,6 +181,11 @@ export class Catalogue {
 
   invalidateResources(owner: Owner): void {
     this.listings.invalidate(`resources:${ownerKey(owner)}`);
+    this.forgetResolved();
+  }
+
+  private forgetResolved(): void {
+    this.resolvedGeneration++;
     this.resolved.clear();
   }
 
@@ -185,7 +194,7 @@ export class Catalogue {
     else this.listings.invalidate(`files:${ownerKey(owner)}:`, true);
     if (owner.level === 'scan') this.listings.invalidate(`scanfiles:${owner.project}:${owner.experiment}`);
     this.listings.invalidate(`resources:${ownerKey(owner)}`);
-    this.resolved.clear();
+    this.forgetResolved();
   }
 
   // ---- path resolution ----
@@ -194,6 +203,7 @@ export class Catalogue {
   async resolve(path: string): Promise<Node> {
     const cached = this.resolved.get(path);
     if (cached) return cached;
+    const generation = this.resolvedGeneration;
     const components = path.split('/').filter((c) => c !== '');
     // Start from the nearest ancestor resolved before (stat after readdir: the parent).
     let start = components.length - 1;
@@ -209,6 +219,7 @@ export class Catalogue {
       if (!child) throw new FsError('ENOENT', `${path}: no such entry`);
       node = child;
     }
+    if (!this.keepResolved || generation !== this.resolvedGeneration) return node; // invalidated meanwhile
     if (this.resolved.size >= this.maxResolved) this.resolved.clear();
     this.resolved.set(path, node);
     return node;

@@ -16,8 +16,8 @@ interface Boxed {
 
 export class ListingCache {
   private readonly cache: LRUCache<string, Boxed>;
-  private readonly inFlight = new Map<string, { generation: number; promise: Promise<unknown> }>();
-  private generation = 0;
+  /** Loads under way; `stale` once an invalidation hit their key while they ran. */
+  private readonly inFlight = new Map<string, { stale: boolean; promise: Promise<unknown> }>();
   loads = 0;
 
   constructor(options: ListingCacheOptions) {
@@ -28,13 +28,13 @@ export class ListingCache {
     const hit = this.cache.get(key);
     if (hit) return Promise.resolve(hit.value as T);
     const pending = this.inFlight.get(key);
-    if (pending && pending.generation === this.generation) return pending.promise as Promise<T>;
-    const generation = this.generation;
+    if (pending && !pending.stale) return pending.promise as Promise<T>;
     this.loads++;
+    const entry = { stale: false, promise: Promise.resolve() as Promise<unknown> };
     const promise = load().then(
       (value) => {
-        // A write may have invalidated this key while the load was in flight: don't store stale data.
-        if (generation === this.generation) this.cache.set(key, { value });
+        // A write invalidated this key while the load was in flight: don't store what it read.
+        if (!entry.stale) this.cache.set(key, { value });
         this.clearInFlight(key, promise);
         return value;
       },
@@ -43,7 +43,8 @@ export class ListingCache {
         throw err;
       },
     );
-    this.inFlight.set(key, { generation, promise });
+    entry.promise = promise;
+    this.inFlight.set(key, entry);
     return promise;
   }
 
@@ -56,18 +57,19 @@ export class ListingCache {
     this.cache.set(key, { value });
   }
 
-  /** Drop one key, or every key starting with a prefix. */
+  /** Drop one key, or every key starting with a prefix; loads of those keys under way go stale. */
   invalidate(keyOrPrefix: string, prefix = false): void {
-    this.generation++;
+    const hit = (key: string): boolean => (prefix ? key.startsWith(keyOrPrefix) : key === keyOrPrefix);
+    for (const [key, entry] of this.inFlight) if (hit(key)) entry.stale = true;
     if (!prefix) {
       this.cache.delete(keyOrPrefix);
       return;
     }
-    for (const key of [...this.cache.keys()]) if (key.startsWith(keyOrPrefix)) this.cache.delete(key);
+    for (const key of [...this.cache.keys()]) if (hit(key)) this.cache.delete(key);
   }
 
   clear(): void {
-    this.generation++;
+    for (const entry of this.inFlight.values()) entry.stale = true;
     this.cache.clear();
   }
 

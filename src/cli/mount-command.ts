@@ -33,8 +33,8 @@ Options:
   --max-concurrency N    HTTP requests in flight at once (default 8)
   --no-prefetch          don't fetch the rest of a folder once a program reads through it
   --prefetch-concurrency N  parallel prefetch downloads (default 12)
-  --op-timeout SECONDS   answer ETIMEDOUT when XNAT is silent this long (default 120; uploads
-                         on close and fsync are never cut short)
+  --op-timeout SECONDS   answer ETIMEDOUT when a listing takes this long (default 120; reads,
+                         writes and uploads are bounded by the HTTP timeouts instead)
   --upload-wait SECONDS  at unmount, how long to wait for uploads still pending (default 300)
   --ca-file FILE         trust this extra CA certificate (PEM); TLS is always verified
   --allow-other          let other users see the mount (needs user_allow_other in /etc/fuse.conf)
@@ -149,8 +149,9 @@ export async function startMount(s: MountSettings, client?: XnatApi): Promise<Ru
       bigWrites: true,
       allowOther: s.allowOther,
       opTimeoutMs: s.opTimeoutMs,
-      // Uploads happen inside these: a large result must not be cut short by the op timeout.
-      opTimeouts: { flush: false, fsync: false, release: false, rename: false },
+      // Data operations wait for whole transfers (a read at EOF for the download and its digest,
+      // a flush for the upload): the HTTP layer's own timeouts bound them, not the op timeout.
+      opTimeouts: { open: false, create: false, read: false, write: false, truncate: false, ftruncate: false, flush: false, fsync: false, release: false, rename: false },
     });
   } catch (err) {
     await stack?.shutdown(0).catch(() => undefined);

@@ -277,8 +277,10 @@ export class Download {
       if (this.queuedBytes > MAX_QUEUED_BYTES) await this.writing;
     }
     if (skip > 0) throw new XnatError('network', `${this.ref.path}: body ended before byte ${start}`);
-    if (res.totalSize !== null && this.received < res.totalSize) {
-      throw new XnatError('network', `${this.ref.path}: connection closed after ${this.received} of ${res.totalSize} bytes`);
+    // The server's length, else the listed size: a body cut short is never taken for the file.
+    const expected = res.totalSize ?? this.ref.size;
+    if (this.received < expected) {
+      throw new XnatError('network', `${this.ref.path}: connection closed after ${this.received} of ${expected} bytes`);
     }
   }
 

@@ -72,6 +72,8 @@ class WorkerMd5 implements Md5 {
     this.w.postMessage({ type: 'update', id: this.id, data: copy.buffer }, [copy.buffer]);
   }
   digest(): Promise<string> {
+    // The worker this hash was fed to died: its state is gone (the download fails, never hangs).
+    if (worker !== this.w) return Promise.reject(new Error('MD5 worker exited while hashing'));
     return new Promise((resolve, reject) => {
       waiting.set(this.id, { resolve, reject });
       this.w.ref();

@@ -74,9 +74,11 @@ export class Uploader {
   retryInBackground(job: UploadJob, error: unknown, onSuccess: () => Promise<void>): void {
     const existing = this.retrying.get(job.spoolPath);
     if (existing?.timer) clearTimeout(existing.timer);
-    // Our own earlier attempt may have landed before the connection failed: the bytes in the
-    // spool are what the user wrote, so later attempts replace whatever is there.
-    const entry: Retry = { job: { ...job, overwrite: true }, timer: null, attempts: existing?.attempts ?? 0, lastError: messageOf(error), onSuccess };
+    // After a failed connection our own attempt may have landed: later attempts replace it. But
+    // when XNAT kept someone else's file ("duplicates"), retries must not overwrite it: they keep
+    // failing until that file is gone, and the spool stays (listed at unmount).
+    const duplicate = error instanceof XnatError && error.kind === 'duplicate';
+    const entry: Retry = { job: { ...job, overwrite: duplicate ? job.overwrite : true }, timer: null, attempts: existing?.attempts ?? 0, lastError: messageOf(error), onSuccess };
     this.retrying.set(job.spoolPath, entry);
     // A note beside the spool file says where it belongs, so that the next mount can finish the
     // upload if this process is killed first (a batch job's wall time, a reboot).

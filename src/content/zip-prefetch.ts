@@ -181,10 +181,12 @@ async function receiveZip(
   const chunks: Buffer[] = [];
   let bytes = 0;
   let file: WriteStream | null = null;
+  let writeError: Error | null = null;
   try {
     for await (const chunk of body as AsyncIterable<Buffer>) {
       if (file) {
-        if (!file.write(chunk)) await once(file, 'drain');
+        if (writeError) throw writeError;
+        if (!file.write(chunk)) await Promise.race([once(file, 'drain'), once(file, 'close')]);
         continue;
       }
       chunks.push(chunk);
@@ -192,6 +194,8 @@ async function receiveZip(
       onChunk(chunk);
       if (bytes > inMemoryBytes) {
         file = createWriteStream(tmpPath, { mode: 0o600 });
+        // Without a listener a write error (a full disk) would be an uncaught exception.
+        file.on('error', (err) => (writeError ??= err));
         for (const c of chunks.splice(0)) file.write(c);
       }
     }
@@ -207,7 +211,7 @@ async function receiveZip(
     return { zip, buffer };
   }
   const f = file;
-  await new Promise<void>((resolve, reject) => f.end((err?: Error | null) => (err ? reject(err) : resolve())));
+  await new Promise<void>((resolve, reject) => f.end((err?: Error | null) => (err ?? writeError ? reject(err ?? writeError) : resolve())));
   const zip = await new Promise<yauzl.ZipFile>((resolve, reject) =>
     yauzl.open(tmpPath, ZIP_OPTIONS, (err, z) => (err ? reject(err) : resolve(z))),
   );

@@ -55,9 +55,14 @@ export class ZipStreamParser {
   private append(chunk: Buffer): void {
     if (this.end + chunk.length > this.store.length) {
       const needed = this.length + chunk.length;
-      const grown = Buffer.allocUnsafe(Math.max(needed, this.store.length * 2, 64 * 1024));
-      this.store.copy(grown, 0, this.start, this.end);
-      this.store = grown;
+      if (needed <= this.store.length) {
+        // Room once the consumed bytes are dropped: move the rest to the front.
+        this.store.copy(this.store, 0, this.start, this.end);
+      } else {
+        const grown = Buffer.allocUnsafe(Math.max(needed * 2, 64 * 1024));
+        this.store.copy(grown, 0, this.start, this.end);
+        this.store = grown;
+      }
       this.end = this.length;
       this.start = 0;
     }

@@ -4,7 +4,7 @@
 // returned, so uploading there would hide failures from `cp`). A failed upload returns EIO,
 // keeps the spool file and retries it in the background. See doc/SEMANTICS.md.
 import { constants } from 'node:fs';
-import { open, truncate as truncatePath, unlink as unlinkPath } from 'node:fs/promises';
+import { open, truncate as truncatePath, unlink as unlinkPath, type FileHandle } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import createDebug from 'debug';
 import { file as tmpFile } from 'tmp-promise';
@@ -77,7 +77,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
     // in the cache dir (~/.cache/xnatfs by default). keep: the spool outlives this call.
     const spool = await tmpFile({ tmpdir: ctx.spoolDir, prefix: 'spool-', postfix: `-${basename(path).slice(-60)}`, mode: 0o600, keep: true, discardDescriptor: true });
     const f: PendingFile = {
-      path, target, spoolPath: spool.path, fh: null, size: 0, mtime: new Date(), opens: 0,
+      path, target, spoolPath: spool.path, fh: null, fhOpening: null, size: 0, mtime: new Date(), opens: 0,
       dirty: !lazyFromServer, deleted: false, overwrite, lazyFromServer, populating: null, uploading: null, retrying: false, idleUpload: null,
     };
     overlay.addFile(f);
@@ -121,9 +121,10 @@ export function createOperations(ctx: WriteContext): XnatFs {
     }
   }
 
-  async function handleOf(f: PendingFile): Promise<NonNullable<PendingFile['fh']>> {
-    f.fh ??= await open(f.spoolPath, 'r+');
-    return f.fh;
+  /** The spool file's handle, opened once however many reads and writes arrive together. */
+  function handleOf(f: PendingFile): Promise<FileHandle> {
+    f.fhOpening ??= open(f.spoolPath, 'r+').then((fh) => (f.fh = fh));
+    return f.fhOpening;
   }
 
   function jobOf(f: PendingFile): UploadJob {
@@ -341,8 +342,9 @@ export function createOperations(ctx: WriteContext): XnatFs {
       const f = h.file;
       f.opens--;
       if (f.opens > 0) return;
-      const fh = f.fh;
+      const fh = f.fh ?? (f.fhOpening ? await f.fhOpening.catch(() => null) : null);
       f.fh = null;
+      f.fhOpening = null;
       await fh?.close().catch(() => undefined);
       if (f.dirty) {
         // Written through a path that never flushed (e.g. mmap): upload now, report in the log.

@@ -20,6 +20,7 @@ export interface PendingFile {
   spoolPath: string;
   /** Open on the spool file while handles are open. */
   fh: FileHandle | null;
+  fhOpening: Promise<FileHandle> | null;
   size: number;
   mtime: Date;
   /** Handles open on this file. */

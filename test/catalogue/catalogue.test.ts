@@ -117,3 +117,24 @@ describe('Catalogue path resolution', () => {
     expect(names).toEqual(['0000.dcm', '0001.dcm', '0002.dcm']);
   });
 });
+
+describe('ListingCache invalidation', () => {
+  it('an invalidation spoils only the loads of its own key', async () => {
+    const { ListingCache } = await import('../../src/catalogue/listing-cache.js');
+    const cache = new ListingCache({ ttlMs: 60_000, maxEntries: 100 });
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let loadsA = 0;
+    let loadsB = 0;
+    const a = cache.get('a', async () => { loadsA++; await gate; return 'A'; });
+    const b = cache.get('b', async () => { loadsB++; await gate; return 'B'; });
+    cache.invalidate('b');
+    release();
+    expect(await a).toBe('A');
+    expect(await b).toBe('B');
+    await cache.get('a', async () => { loadsA++; return 'A2'; });
+    expect(loadsA).toBe(1); // kept: another key's invalidation does not spoil it
+    expect(await cache.get('b', async () => { loadsB++; return 'B2'; })).toBe('B2');
+    expect(loadsB).toBe(2); // reloaded: its load was in flight when it was invalidated
+  });
+});

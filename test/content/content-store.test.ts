@@ -98,6 +98,25 @@ describe('ContentStore', () => {
     expect(await store.read(fd2, Buffer.alloc(20_000), 20_000, 0)).toBe(10_000);
   });
 
+  it('without a digest or a length from the server, a body shorter than listed is an error, not a file', async () => {
+    const x = new MemoryXnat();
+    const ref = refFor(x, 'nodigest.bin', Buffer.alloc(1000, 5), false);
+    const orig = x.readFile.bind(x);
+    let cut = 3;
+    x.readFile = async (f, o) => {
+      const r = await orig(f, o);
+      if (cut-- <= 0) return r;
+      const parts: Buffer[] = [];
+      for await (const c of r.body) parts.push(c as Buffer);
+      const { Readable } = await import('node:stream');
+      return { ...r, totalSize: null, body: Readable.from([Buffer.concat(parts).subarray(0, 600)]) };
+    };
+    const store = make(x);
+    const fd = await store.open(ref);
+    // three short bodies, then the whole file: retried until complete
+    expect((await readAll(store, fd, 1000)).equals(Buffer.alloc(1000, 5))).toBe(true);
+  });
+
   it('rejects bytes whose MD5 differs from the listed digest', async () => {
     const x = new MemoryXnat();
     const ref = { ...refFor(x, 'd.bin', Buffer.alloc(1000, 9)), digest: '0'.repeat(32) };

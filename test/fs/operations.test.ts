@@ -178,6 +178,12 @@ describe('fs operations over an in-memory XNAT', () => {
     await fs.ops.write!(path, fd, Buffer.from('mine'), 4, 0);
     expect(await errno(fs.ops.flush!(path, fd))).toBe('EIO');
     await fs.ops.release!(path, fd);
+    // background retries never turn it into an overwrite: their file stays, ours stays spooled
+    const left = await fs.shutdown(300);
+    expect(x.calls.filter((c) => c === 'upload fresh.txt').length).toBeGreaterThan(1);
+    expect(left.map((l) => l.displayPath)).toEqual([path]);
+    const stored = [...x.resources.get('e/XNAT_E00001')!.find((r) => r.resource.label === 'NOTES')!.files].find(([p]) => p === 'fresh.txt')![1];
+    expect(stored.toString()).toBe('someone else');
   });
 
   it('unlink deletes on XNAT; rmdir of a non-empty resource is ENOTEMPTY, of an empty one deletes it', async () => {
