@@ -24,6 +24,8 @@ export interface UploadJob {
 
 interface Retry {
   job: UploadJob;
+  /** The attempt under way. */
+  running?: Promise<void>;
   timer: NodeJS.Timeout | null;
   attempts: number;
   lastError: string;
@@ -108,12 +110,17 @@ export class Uploader {
     return resumed;
   }
 
-  /** Forget a queued retry (the file was deleted or rewritten). */
-  cancel(spoolPath: string): void {
+  /**
+   * Forget a queued retry (the file was deleted, renamed or rewritten). Resolves once an attempt
+   * already under way has ended, so the caller knows whether it landed (it then checks XNAT).
+   */
+  async cancel(spoolPath: string): Promise<void> {
     const e = this.retrying.get(spoolPath);
-    if (e?.timer) clearTimeout(e.timer);
-    if (e) void unlink(noteOf(spoolPath)).catch(() => undefined);
+    if (!e) return;
+    if (e.timer) clearTimeout(e.timer);
     this.retrying.delete(spoolPath);
+    await unlink(noteOf(spoolPath)).catch(() => undefined);
+    await e.running?.catch(() => undefined);
   }
 
   isRetrying(spoolPath: string): boolean {
@@ -158,7 +165,8 @@ export class Uploader {
   private async attempt(entry: Retry): Promise<void> {
     entry.attempts++;
     try {
-      await this.upload(entry.job);
+      entry.running = this.upload(entry.job);
+      await entry.running;
       if (this.retrying.get(entry.job.spoolPath) !== entry) return; // superseded meanwhile
       this.retrying.delete(entry.job.spoolPath);
       await unlink(noteOf(entry.job.spoolPath)).catch(() => undefined);

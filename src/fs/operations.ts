@@ -136,11 +136,16 @@ export function createOperations(ctx: WriteContext): XnatFs {
 
   /** Upload if changed; on failure hand over to background retries and answer EIO. */
   async function sync(f: PendingFile): Promise<void> {
-    while (f.uploading) await f.uploading.catch(() => undefined);
-    if (!f.dirty || f.deleted) return; // unlinked while open: its bytes go nowhere, as on a disk
-    if (f.retrying) {
-      ctx.uploader.cancel(f.spoolPath);
+    for (;;) {
+      while (f.uploading) await f.uploading.catch(() => undefined);
+      if (!f.dirty || f.deleted) return; // unlinked while open: its bytes go nowhere, as on a disk
+      if (!f.retrying) break;
+      // Take the upload back from the background; concurrent syncs wait on this too.
       f.retrying = false;
+      const cancelled = ctx.uploader.cancel(f.spoolPath);
+      f.uploading = cancelled;
+      await cancelled;
+      if (f.uploading === cancelled) f.uploading = null;
     }
     f.dirty = false;
     const job = jobOf(f);
@@ -430,15 +435,19 @@ export function createOperations(ctx: WriteContext): XnatFs {
     async unlink(path) {
       refuseReadOnly(path, 'unlink');
       const f = overlay.files.get(path);
-      const node = await serverNode(path);
+      let node = await serverNode(path);
       if (f) {
         if (f.idleUpload) clearTimeout(f.idleUpload);
         f.idleUpload = null;
         f.deleted = true;
         f.retrying = false;
-        ctx.uploader.cancel(f.spoolPath);
         overlay.removeFile(path);
+        // An upload under way may still land: let it end, then delete whatever XNAT has.
+        await ctx.uploader.cancel(f.spoolPath);
+        while (f.uploading) await f.uploading.catch(() => undefined);
         if (f.opens === 0) await unlinkPath(f.spoolPath).catch(() => undefined);
+        ctx.catalogue.invalidateFiles(f.target.owner);
+        node = await serverNode(path);
         if (!node) return;
       }
       if (!node) throw new FsError('ENOENT', `${path}: no such file`);
@@ -468,33 +477,45 @@ export function createOperations(ctx: WriteContext): XnatFs {
       const destNode = await serverNode(dest);
       if (destNode && destNode.kind !== 'file') throw new FsError('EISDIR', `${dest}: is a folder`);
       const target: Target = { ...destTarget, components: [...destTarget.components, basename(dest)] };
-      // The bytes move as a pending file at the destination, uploaded now (rename(2) is expected
-      // to be durable when it returns), then the source goes.
+      // The bytes are uploaded under the new name first (rename(2) is expected to be durable when
+      // it returns); only once XNAT has them does the old name go. A failure leaves src as it was.
       const f = pending ?? (await pendingForServerFile(src));
+      while (f.uploading) await f.uploading.catch(() => undefined);
       await populate(f);
-      ctx.uploader.cancel(f.spoolPath);
+      const wasDirty = f.dirty;
+      f.dirty = false; // writes arriving during the upload set it again
+      const srcTarget = f.target;
+      try {
+        await ctx.uploader.upload({
+          owner: target.owner, resource: target.resourceLabel, path: relPath(target), spoolPath: f.spoolPath,
+          size: f.size, overwrite: destNode !== null, displayPath: dest,
+        });
+      } catch (err) {
+        f.dirty ||= wasDirty;
+        throw toFsError(err, `rename ${src} → ${dest}: upload under the new name`);
+      }
+      await ctx.uploader.cancel(f.spoolPath); // a retry of the old name must not land later
       f.retrying = false;
       if (f.idleUpload) clearTimeout(f.idleUpload);
       f.idleUpload = null;
-      overlay.removeFile(src);
       const displaced = overlay.files.get(dest);
-      if (displaced) {
+      if (displaced && displaced !== f) {
         displaced.deleted = true;
         overlay.removeFile(dest);
-        ctx.uploader.cancel(displaced.spoolPath);
+        await ctx.uploader.cancel(displaced.spoolPath);
         await settle(displaced);
       }
-      const srcWasOnServer = pending ? pending.overwrite : true;
-      const srcTarget = f.target;
+      overlay.removeFile(src);
       f.path = dest;
       f.target = target;
-      f.overwrite = destNode !== null;
-      f.dirty = true;
+      f.overwrite = true;
       overlay.addFile(f);
-      await sync(f);
-      if (srcWasOnServer) {
+      // Whatever XNAT holds under the old name (the original, or an upload of it that landed) goes.
+      ctx.catalogue.invalidateFiles(srcTarget.owner);
+      const old = await serverNode(src);
+      if (old?.kind === 'file') {
         try {
-          await ctx.client.deleteFile(srcTarget.owner, srcTarget.resourceLabel, relPath(srcTarget));
+          await ctx.client.deleteFile(old.owner, old.resource.id, old.entry.path);
         } catch (err) {
           if (!(err instanceof XnatError && err.kind === 'not-found')) throw toFsError(err, `removing ${src} after copying it to ${dest}`);
         } finally {

@@ -262,4 +262,23 @@ describe('fs operations over an in-memory XNAT', () => {
     expect(await readFile(path)).toEqual(Buffer.from('do not lose me'));
     expect(await readdir(fs.spoolDir)).toEqual([]);
   });
+
+  it('a rename whose upload fails leaves the source as it was', async () => {
+    await fs.ops.mkdir!(`${E}/resources/RESULTS`, 0o755);
+    const orig = x.uploadFile.bind(x);
+    x.uploadFile = async () => { throw new XnatError('server', 'HTTP 500', 500); };
+    const src = `${E}/resources/RESULTS/files/a.nii`;
+    const fd = await fs.ops.create!(src, 0o644);
+    await fs.ops.write!(src, fd, Buffer.from('only copy'), 9, 0);
+    expect(await errno(fs.ops.flush!(src, fd))).toBe('EIO');
+    await fs.ops.release!(src, fd);
+    x.uploadFile = async () => { throw new XnatError('forbidden', 'no edit rights', 403); };
+    expect(await errno(fs.ops.rename!(src, `${E}/resources/RESULTS/files/b.nii`))).toBe('EACCES');
+    expect((await fs.ops.getattr!(src)).size).toBe(9);
+    expect(fs.uploader.pending().map((p) => p.displayPath)).toEqual([src]);
+    x.uploadFile = orig;
+    expect(await fs.shutdown(5000)).toEqual([]);
+    fs = await build();
+    expect(await readFile(src)).toEqual(Buffer.from('only copy'));
+  });
 });
