@@ -5,6 +5,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, readdir, rename, rm, stat, chmod, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import createDebug from 'debug';
+import { orphanedFolders } from './process-dirs.js';
 import { LRUCache } from 'lru-cache';
 
 const log = createDebug('xnatfs:cache');
@@ -22,7 +23,7 @@ export class DiskCache {
 
   constructor(readonly options: DiskCacheOptions) {
     this.objectsDir = join(options.dir, 'objects');
-    this.partialDir = join(options.dir, 'partial');
+    this.partialDir = join(options.dir, 'partial', String(process.pid));
     this.index = new LRUCache<string, number>({
       maxSize: Math.max(1, options.maxBytes),
       sizeCalculation: (size) => Math.max(1, size),
@@ -43,8 +44,11 @@ export class DiskCache {
     await mkdir(this.options.dir, { recursive: true, mode: 0o700 });
     await chmod(this.options.dir, 0o700);
     await mkdir(this.objectsDir, { recursive: true, mode: 0o700 });
-    // Partial downloads of an earlier run are useless: their writer is gone.
-    await rm(this.partialDir, { recursive: true, force: true });
+    // Partial downloads of ended mounts are useless: their writer is gone. Those of a mount of
+    // the same server still running are its own business.
+    const partialRoot = join(this.options.dir, 'partial');
+    await mkdir(partialRoot, { recursive: true, mode: 0o700 });
+    for (const dir of await orphanedFolders(partialRoot)) await rm(dir, { recursive: true, force: true });
     await mkdir(this.partialDir, { recursive: true, mode: 0o700 });
     const names = await readdir(this.objectsDir);
     let bytes = 0;
@@ -71,7 +75,7 @@ export class DiskCache {
 
   /** A fresh path to download into; commit() moves it into the cache. */
   partialPath(key: string): string {
-    return join(this.partialDir, `${key}.${process.pid}.${++this.partialSeq}`);
+    return join(this.partialDir, `${key}.${++this.partialSeq}`);
   }
 
   /**

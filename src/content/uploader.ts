@@ -89,8 +89,8 @@ export class Uploader {
   }
 
   /**
-   * Take up uploads that an earlier mount of the same server left unfinished: every spool file
-   * with a note naming this server. Returns the jobs taken up.
+   * Take up uploads that an ended mount of the same server left unfinished in `spoolDir`: every
+   * spool file with a note naming this server. Returns the jobs taken up.
    */
   async resume(spoolDir: string, onSuccess: (job: UploadJob) => Promise<void>): Promise<UploadJob[]> {
     const resumed: UploadJob[] = [];

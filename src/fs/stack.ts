@@ -1,11 +1,12 @@
 // Builds the whole filesystem over one XNAT client: catalogue → content → fs operations.
 // The CLI mounts what this returns; tests drive `ops` directly without FUSE.
-import { mkdir, readdir, unlink } from 'node:fs/promises';
+import { mkdir, readdir, rm, rmdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Catalogue } from '../catalogue/catalogue.js';
 import { ContentStore, type PrefetchOptions } from '../content/content-store.js';
 import { DiskCache } from '../content/disk-cache.js';
 import { Uploader, type UploadJob } from '../content/uploader.js';
+import { orphanedFolders, ownFolder } from '../content/process-dirs.js';
 import type { XnatApi } from '../xnat/types.js';
 import { createOperations, type XnatFs } from './operations.js';
 
@@ -40,8 +41,10 @@ export interface XnatFsStack extends XnatFs {
 export async function createStack(client: XnatApi, o: StackOptions): Promise<XnatFsStack> {
   const cache = new DiskCache({ dir: o.cacheDir, maxBytes: o.cacheBytes });
   await cache.init();
-  const spoolDir = join(o.cacheDir, 'spool');
-  await mkdir(spoolDir, { recursive: true, mode: 0o700 });
+  const spoolRoot = join(o.cacheDir, 'spool');
+  await mkdir(spoolRoot, { recursive: true, mode: 0o700 });
+  const orphans = await orphanedFolders(spoolRoot);
+  const spoolDir = await ownFolder(spoolRoot);
 
   const catalogue = new Catalogue(client, { ttlMs: o.listingTtlMs });
   const content = new ContentStore(client, {
@@ -77,15 +80,22 @@ export async function createStack(client: XnatApi, o: StackOptions): Promise<Xna
     mountTime: new Date(),
     idleUploadMs: o.idleUploadMs ?? 1000,
   });
-  // Uploads an earlier mount of this server left unfinished are taken up again; spool files
+  // Uploads that ended mounts of this server left unfinished are taken up again; spool files
   // without a note (the process died while they were being written) are only reported.
-  const resumed = await uploader.resume(spoolDir, async (job) => {
-    await unlink(job.spoolPath).catch(() => undefined);
-  });
-  const resumedSpools = new Set(resumed.map((j) => j.spoolPath));
-  const leftoverSpool = (await readdir(spoolDir))
-    .map((n) => join(spoolDir, n))
-    .filter((p) => !p.endsWith('.upload.json') && !resumedSpools.has(p));
+  const resumed: UploadJob[] = [];
+  const leftoverSpool: string[] = [];
+  for (const dir of orphans) {
+    const own = dir === spoolDir; // an earlier mount in this same process
+    const jobs = await uploader.resume(dir, async (job) => {
+      await unlink(job.spoolPath).catch(() => undefined);
+      if (!own) await rmdir(dir).catch(() => undefined); // once empty
+    });
+    resumed.push(...jobs);
+    const taken = new Set(jobs.map((j) => j.spoolPath));
+    const left = (await readdir(dir)).map((n) => join(dir, n)).filter((p) => !p.endsWith('.upload.json') && !taken.has(p));
+    leftoverSpool.push(...left);
+    if (!own && jobs.length === 0 && left.length === 0) await rm(dir, { recursive: true, force: true });
+  }
   return {
     ...fs,
     resumedUploads: resumed.map((j) => j.displayPath),

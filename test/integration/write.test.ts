@@ -106,15 +106,15 @@ requireFuse()('writing through the mount', () => {
     const cp = await run('cp', [src, at(`${EXP}/resources/RESULTS/files/precious.bin`)]);
     expect(cp.code).not.toBe(0);
     expect(cp.stderr).toMatch(/Input\/output error/);
-    const spool = (await readdir(join(x.cacheDir, 'spool'))).filter((n) => !n.endsWith('.upload.json'));
+    const spool = (await readdir(x.mount.stack.spoolDir)).filter((n) => !n.endsWith('.upload.json'));
     expect(spool.length).toBe(1);
-    expect(await md5File(join(x.cacheDir, 'spool', spool[0]!))).toBe(await md5File(src));
+    expect(await md5File(join(x.mount.stack.spoolDir, spool[0]!))).toBe(await md5File(src));
     x.emulator.clearFaults();
     const deadline = Date.now() + 30_000;
     while (stored('RESULTS', 'precious.bin') === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
     expect(await md5File(stored('RESULTS', 'precious.bin')!)).toBe(await md5File(src));
-    while ((await readdir(join(x.cacheDir, 'spool'))).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-    expect(await readdir(join(x.cacheDir, 'spool'))).toEqual([]);
+    while ((await readdir(x.mount.stack.spoolDir)).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    expect(await readdir(x.mount.stack.spoolDir)).toEqual([]);
   });
 
   it('a read-only mount refuses writes with EROFS', async () => {
