@@ -184,6 +184,66 @@ export class Catalogue {
     this.forgetResolved();
   }
 
+  /**
+   * After our own DELETE of a file: take it out of the cached tree instead of listing the whole
+   * resource again (rm -r of N files would otherwise cost N listings of N rows). Its folders stay,
+   * empty, as on a disk. Without a cached tree, the listings are simply dropped.
+   */
+  forgetFile(owner: Owner, resource: Resource, components: readonly string[]): void {
+    const tree = this.peekFileTree(owner, resource);
+    const name = components[components.length - 1];
+    const folder = tree && name !== undefined ? lookupInTree(tree, components.slice(0, -1)) : null;
+    const entry = folder && isTreeDir(folder) ? folder.files.get(name!) : undefined;
+    if (!tree || !folder || !isTreeDir(folder) || !entry) {
+      this.invalidateFiles(owner, resource);
+      return;
+    }
+    folder.files.delete(name!);
+    let dir: TreeDir | null = tree;
+    dir.totalSize -= entry.size;
+    for (const c of components.slice(0, -1)) {
+      dir = dir.dirs.get(c) ?? null;
+      if (!dir) break;
+      dir.totalSize -= entry.size;
+    }
+    // The raw bulk listing would bring the file back when the tree is next built from it.
+    if (owner.level === 'scan') {
+      const bulk = this.listings.peek<Map<string, FileEntry[]> | null>(`scanfiles:${owner.project}:${owner.experiment}`);
+      const key = `${owner.scan}\n${resource.label}`;
+      const group = bulk?.get(key);
+      if (group) bulk!.set(key, group.filter((f) => f !== entry));
+    }
+    this.forgetResolved();
+  }
+
+  /** After rmdir of an emptied folder inside files/: take it out of the cached tree too. */
+  forgetFolder(owner: Owner, resource: Resource, components: readonly string[]): void {
+    const tree = this.peekFileTree(owner, resource);
+    const parent = tree ? lookupInTree(tree, components.slice(0, -1)) : null;
+    if (parent && isTreeDir(parent)) parent.dirs.delete(components[components.length - 1]!);
+    this.forgetResolved();
+  }
+
+  /**
+   * Listed paths of a resource that start with `path` (XNAT deletes by prefix), from the cached
+   * tree: only the folder holding `path` can have such names. undefined without a cached tree.
+   */
+  pathsStartingWith(owner: Owner, resource: Resource, components: readonly string[], path: string): string[] | undefined {
+    const tree = this.peekFileTree(owner, resource);
+    const folder = tree ? lookupInTree(tree, components.slice(0, -1)) : null;
+    if (!folder || !isTreeDir(folder)) return undefined;
+    const out: string[] = [];
+    const walk = (d: TreeDir): void => {
+      for (const f of d.files.values()) out.push(f.path);
+      for (const sub of d.dirs.values()) walk(sub);
+    };
+    for (const f of folder.files.values()) if (f.path.startsWith(path)) out.push(f.path);
+    for (const [name, sub] of folder.dirs) {
+      if (unescapeName(name).startsWith(components.length > 0 ? unescapeName(components[components.length - 1]!) : '')) walk(sub);
+    }
+    return out.filter((p) => p.startsWith(path));
+  }
+
   private forgetResolved(): void {
     this.resolvedGeneration++;
     this.resolved.clear();

@@ -410,7 +410,9 @@ export function createOperations(ctx: WriteContext): XnatFs {
       if (node.kind === 'folder') {
         if (node.tree.files.size > 0 || node.tree.dirs.size > 0) throw new FsError('ENOTEMPTY', `${path}: folder not empty`);
         overlay.removeDir(path);
-        return; // files/ of an empty resource, or a folder emptied by our own deletes
+        // files/ of an empty resource stays; a folder emptied by our own deletes goes
+        if (node.components.length > 0) ctx.catalogue.forgetFolder(node.owner, node.resource, node.components);
+        return;
       }
       if (node.kind === 'resource') {
         const tree = await ctx.catalogue.fileTree(node.owner, node.resource).catch((err: unknown) => {
@@ -453,12 +455,14 @@ export function createOperations(ctx: WriteContext): XnatFs {
       if (!node) throw new FsError('ENOENT', `${path}: no such file`);
       if (node.kind !== 'file') throw new FsError('EISDIR', `${path}: is a folder`);
       try {
-        await ctx.client.deleteFile(node.owner, node.resource.id, node.entry.path);
+        const known = ctx.catalogue.pathsStartingWith(node.owner, node.resource, node.components, node.entry.path);
+        await ctx.client.deleteFile(node.owner, node.resource.id, node.entry.path, known);
       } catch (err) {
-        throw toFsError(err, `rm ${path}`);
-      } finally {
         ctx.catalogue.invalidateFiles(node.owner, node.resource);
+        if (err instanceof XnatError && err.kind === 'conflict') throw new FsError('EPERM', `rm ${path}: ${err.message}`, { cause: err });
+        throw toFsError(err, `rm ${path}`);
       }
+      ctx.catalogue.forgetFile(node.owner, node.resource, node.components);
       keepEmptyParents(path, { owner: node.owner, resourceLabel: node.resource.label, components: node.components });
     },
 

@@ -301,15 +301,15 @@ export class XnatClient implements XnatApi {
    * listed first: a folder is deleted as "path/", and a file with prefix siblings is refused
    * rather than risk deleting them.
    */
-  async deleteFile(owner: Owner, resource: string, path: string): Promise<void> {
+  async deleteFile(owner: Owner, resource: string, path: string, knownPaths?: readonly string[]): Promise<void> {
     let target = path;
     if (!path.endsWith('/')) {
-      const entries = await this.listFiles(owner, resource);
-      const exact = entries.some((f) => f.path === path);
-      const inside = entries.some((f) => f.path.startsWith(`${path}/`));
+      const paths = knownPaths ?? (await this.listFiles(owner, resource)).map((f) => f.path);
+      const exact = paths.includes(path);
+      const inside = paths.some((p) => p.startsWith(`${path}/`));
       if (!exact && inside) target = `${path}/`;
       else if (exact) {
-        const others = entries.filter((f) => f.path !== path && f.path.startsWith(path)).map((f) => f.path);
+        const others = paths.filter((p) => p !== path && p.startsWith(path));
         if (others.length > 0) {
           throw new XnatError(
             'conflict',

@@ -165,8 +165,12 @@ export interface XnatApi {
   createResource(owner: Owner, label: string): Promise<void>;
   /** Multipart PUT of a local file. Throws XnatError('duplicate') if XNAT kept an old copy. */
   uploadFile(owner: Owner, resource: string, path: string, options: UploadOptions): Promise<void>;
-  /** DELETE a file or a whole folder inside a resource. */
-  deleteFile(owner: Owner, resource: string, path: string): Promise<void>;
+  /**
+   * DELETE a file or a whole folder inside a resource. XNAT deletes by prefix, so the client
+   * refuses ('conflict') when other files start with `path`; `knownPaths` (every listed path
+   * that starts with `path`) spares it a listing of the resource to find out.
+   */
+  deleteFile(owner: Owner, resource: string, path: string, knownPaths?: readonly string[]): Promise<void>;
   deleteResource(owner: Owner, resource: string): Promise<void>;
   /** Log out (DELETE /data/JSESSION) and close pooled connections. */
   close(): Promise<void>;

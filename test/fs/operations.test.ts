@@ -281,4 +281,21 @@ describe('fs operations over an in-memory XNAT', () => {
     fs = await build();
     expect(await readFile(src)).toEqual(Buffer.from('only copy'));
   });
+
+  it('rm -r of a folder costs one DELETE per file and no listing per file; the folder then goes', async () => {
+    x = sampleArchive(50);
+    await fs.shutdown(100);
+    fs = await build();
+    const dir = `${E}/scans/4-Ax_3D_T1/resources/DICOM/files`;
+    const { names } = await fs.ops.readdir!(dir);
+    const before = x.calls.length;
+    for (const n of names.filter((n) => n.endsWith('.dcm'))) await fs.ops.unlink!(`${dir}/${n}`);
+    const during = x.calls.slice(before);
+    expect(during.filter((c) => c.startsWith('delete'))).toHaveLength(50);
+    expect(during.filter((c) => !c.startsWith('delete'))).toEqual([]);
+    expect((await fs.ops.readdir!(dir)).names).toEqual(['.', '..']);
+    await fs.ops.rmdir!(dir); // files/ of an emptied resource: allowed, nothing to do
+    await fs.ops.rmdir!(`${E}/scans/4-Ax_3D_T1/resources/DICOM`);
+    expect((await fs.ops.readdir!(`${E}/scans/4-Ax_3D_T1/resources`)).names).toEqual(['.', '..']);
+  });
 });

@@ -123,7 +123,7 @@ export class MemoryXnat implements XnatApi {
     if (r) r.files.set(path, data);
     else this.addFile(owner, resource, path, data);
   }
-  async deleteFile(owner: Owner, resource: string, path: string) {
+  async deleteFile(owner: Owner, resource: string, path: string, _knownPaths?: readonly string[]) {
     this.calls.push(`delete ${path}`);
     const r = this.findResource(owner, resource);
     let n = 0;
