@@ -61,7 +61,9 @@ export class Session {
     return this.withSession<HttpResponse>(req, async (r) => {
       const res = await this.http.request(r);
       await this.storeCookies(res.headers);
-      if (res.status === 200 && isHtml(res.headers)) {
+      // XNAT sends files as attachments; its login page never is one.
+      const attachment = /attachment/i.test(headerValue(res.headers, 'content-disposition') ?? '');
+      if (res.status === 200 && isHtml(res.headers) && !attachment) {
         // Peek without losing bytes: an HTML file in a resource is legitimate content.
         const { head, body } = await peek(res.body, PEEK_BYTES);
         if (isLoginPage(head.toString('utf8'))) {
