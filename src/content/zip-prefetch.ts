@@ -54,11 +54,14 @@ export async function fetchZipMembers(
   resource: string,
   wanted: Map<string, WantedMember>,
   tmpPath: string,
-  options: { signal?: AbortSignal; inMemoryBytes?: number } = {},
+  options: { signal?: AbortSignal; inMemoryBytes?: number; compression?: number } = {},
 ): Promise<void> {
   const pending = new Map(wanted);
   try {
-    const body = await client.downloadResourceZip(owner, resource, options.signal);
+    const body = await client.downloadResourceZip(owner, resource, {
+      ...(options.signal ? { signal: options.signal } : {}),
+      ...(options.compression !== undefined ? { compression: options.compression } : {}),
+    });
     // Members are handed out as they stream in; the complete zip is kept as well, in case the
     // streaming parse gives up (then the central directory serves what is still pending).
     const decoding: Array<Promise<void>> = [];

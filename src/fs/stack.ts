@@ -15,7 +15,7 @@ export interface StackOptions {
   cacheBytes: number;
   listingTtlMs: number;
   readOnly: boolean;
-  /** Defaults: on, 12 parallel, zip for ≥ 16 files of a resource ≤ 256 MiB. */
+  /** Defaults: on, 12 parallel, zip (stored, not deflated) for ≥ 16 files of a resource ≤ 256 MiB. */
   prefetch?: Partial<PrefetchOptions>;
   uploadConcurrency: number;
   /** Background retry delays for failed uploads. */
@@ -59,6 +59,7 @@ export async function createStack(client: XnatApi, o: StackOptions): Promise<Xna
       maxFolderBytes: Math.min(2 ** 30, Math.floor(o.cacheBytes / 4)),
       zipMinFiles: 16,
       zipMaxBytes: Math.min(256 * 2 ** 20, Math.floor(o.cacheBytes / 4)),
+      zipCompression: 0,
       ...o.prefetch,
     },
   });

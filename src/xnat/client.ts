@@ -222,8 +222,9 @@ export class XnatClient implements XnatApi {
     return { status: 200, start: 0, totalSize: length, lastModified, body };
   }
 
-  async downloadResourceZip(owner: Owner, resource: string, signal?: AbortSignal): Promise<Readable> {
-    const req: HttpRequest = { method: 'GET', path: `${filesPath(owner, resource)}?format=zip`, ...(signal ? { signal } : {}) };
+  async downloadResourceZip(owner: Owner, resource: string, options: { signal?: AbortSignal; compression?: number } = {}): Promise<Readable> {
+    const level = options.compression !== undefined ? `&compression=${Math.max(0, Math.min(9, Math.round(options.compression)))}` : '';
+    const req: HttpRequest = { method: 'GET', path: `${filesPath(owner, resource)}?format=zip${level}`, ...(options.signal ? { signal: options.signal } : {}) };
     const res = await this.session.request(req);
     if (res.status !== 200) throw await this.failure(req, res.status, res.headers, res.body);
     return this.guardBody(res.body, req);

@@ -159,8 +159,11 @@ export interface XnatApi {
    */
   listAllScanFiles(project: string, experiment: string): Promise<Array<FileEntry & { scan: string }>>;
   readFile(file: FileRef, options?: ReadOptions): Promise<ReadResult>;
-  /** Streams `…/resources/{R}/files?format=zip`; the caller checks members against the listing. */
-  downloadResourceZip(owner: Owner, resource: string, signal?: AbortSignal): Promise<Readable>;
+  /**
+   * Streams `…/resources/{R}/files?format=zip` (with `&compression=0-9` when given); the caller
+   * checks members against the listing.
+   */
+  downloadResourceZip(owner: Owner, resource: string, options?: { signal?: AbortSignal; compression?: number }): Promise<Readable>;
   /** PUT …/resources/{label}. Throws XnatError('conflict') when it exists. */
   createResource(owner: Owner, label: string): Promise<void>;
   /** Multipart PUT of a local file. Throws XnatError('duplicate') if XNAT kept an old copy. */

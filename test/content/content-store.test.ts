@@ -42,7 +42,7 @@ describe('ContentStore', () => {
   const make = (x: MemoryXnat, prefetch = false) => new ContentStore(x, {
     server: x.baseUrl, cache,
     download: { maxAttempts: 4, retryDelayMs: 1 },
-    prefetch: { enabled: prefetch, concurrency: 4, maxFileBytes: 1 << 20, maxFolderBytes: 1 << 24, zipMinFiles: 1000, zipMaxBytes: 1 << 24 },
+    prefetch: { enabled: prefetch, concurrency: 4, maxFileBytes: 1 << 20, maxFolderBytes: 1 << 24, zipMinFiles: 1000, zipMaxBytes: 1 << 24, zipCompression: 0 },
   });
 
   it('streams a file and then serves it from the 0700 disk cache without a request', async () => {
@@ -178,7 +178,7 @@ describe('ContentStore', () => {
     };
     const store = new ContentStore(x, {
       server: x.baseUrl, cache, download: { maxAttempts: 2, retryDelayMs: 1 },
-      prefetch: { enabled: true, concurrency: 4, maxFileBytes: 1 << 20, maxFolderBytes: 1 << 24, zipMinFiles: 8, zipMaxBytes: 1 << 24 },
+      prefetch: { enabled: true, concurrency: 4, maxFileBytes: 1 << 20, maxFolderBytes: 1 << 24, zipMinFiles: 8, zipMaxBytes: 1 << 24, zipCompression: 0 },
     });
     for (const r of refs.slice(0, 2)) {
       const fd = await store.open(r);
@@ -225,7 +225,7 @@ describe('ContentStore', () => {
     const refs = Array.from({ length: 20 }, (_, i) => refFor(x, `f/${i}.dcm`, Buffer.alloc(100, i)));
     const store = new ContentStore(x, {
       server: x.baseUrl, cache, download: { maxAttempts: 2, retryDelayMs: 1 },
-      prefetch: { enabled: true, concurrency: 4, maxFileBytes: 1 << 20, maxFolderBytes: 1 << 24, zipMinFiles: 8, zipMaxBytes: 1 << 24 },
+      prefetch: { enabled: true, concurrency: 4, maxFileBytes: 1 << 20, maxFolderBytes: 1 << 24, zipMinFiles: 8, zipMaxBytes: 1 << 24, zipCompression: 0 },
     });
     for (const r of refs.slice(0, 2)) {
       const fd = await store.open(r);
