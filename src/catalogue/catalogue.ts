@@ -344,9 +344,7 @@ export class Catalogue {
         if (fixed('resources')) return { kind: 'resources', owner: { level: 'project', project: node.project } };
         return null;
       case 'subjects': {
-        const label = unescapeName(name);
-        const list = await this.subjects(node.project);
-        const s = list.find((x) => x.label === label) ?? list.find((x) => x.id === label);
+        const s = byLabelOrId(await this.subjects(node.project), unescapeName(name));
         return s ? { kind: 'subject', project: node.project, subject: s } : null;
       }
       case 'subject':
@@ -355,9 +353,7 @@ export class Catalogue {
           return { kind: 'resources', owner: { level: 'subject', project: node.project, subject: node.subject.id } };
         return null;
       case 'experiments': {
-        const label = unescapeName(name);
-        const list = await this.experiments(node.project, node.subject);
-        const e = list.find((x) => x.label === label) ?? list.find((x) => x.id === label);
+        const e = byLabelOrId(await this.experiments(node.project, node.subject), unescapeName(name));
         return e ? { kind: 'experiment', project: node.project, experiment: e } : null;
       }
       case 'experiment': {
@@ -388,9 +384,7 @@ export class Catalogue {
             }
           : null;
       case 'assessors': {
-        const label = unescapeName(name);
-        const list = await this.assessors(node.project, node.experiment);
-        const a = list.find((x) => x.label === label) ?? list.find((x) => x.id === label);
+        const a = byLabelOrId(await this.assessors(node.project, node.experiment), unescapeName(name));
         return a ? { kind: 'assessor', project: node.project, experiment: node.experiment, assessor: a } : null;
       }
       case 'assessor':
@@ -401,9 +395,7 @@ export class Catalogue {
             }
           : null;
       case 'resources': {
-        const label = unescapeName(name);
-        const list = await this.resources(node.owner);
-        const r = list.find((x) => x.label === label) ?? list.find((x) => x.id === label);
+        const r = byLabelOrId(await this.resources(node.owner), unescapeName(name));
         return r ? { kind: 'resource', owner: node.owner, resource: r } : null;
       }
       case 'resource':
@@ -418,6 +410,11 @@ export class Catalogue {
       }
     }
   }
+}
+
+/** Listed by label; the accession id (or a resource's numeric id) resolves too, unlisted. */
+function byLabelOrId<T extends { label: string; id: string }>(list: readonly T[], name: string): T | undefined {
+  return list.find((x) => x.label === name) ?? list.find((x) => x.id === name);
 }
 
 export function isDir(node: Node): node is DirNode {

@@ -182,7 +182,8 @@ export class ContentStore {
     const queue: FileRef[] = [];
     for (const s of folder.siblings()) {
       if (state.opened.has(s.path) || s.size === 0 || s.size > p.maxFileBytes) continue;
-      if (this.options.cache.lookup(this.keyOf(s)) || this.active.has(this.keyOf(s))) continue;
+      const key = this.keyOf(s);
+      if (this.memory.has(key) || this.active.has(key) || this.options.cache.lookup(key)) continue;
       if (budget - s.size < 0) break;
       budget -= s.size;
       queue.push(s);

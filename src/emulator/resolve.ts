@@ -102,10 +102,7 @@ export function resolveArchive(rawSegs: string[], store: ArchiveStore, auth: Aut
       hideUnreadable(p);
       const ekey = at(i + 1)!;
       let e: ExperimentNode | undefined;
-      for (const s of p.subjects.values()) {
-        e = s.experiments.get(ekey) ?? [...s.experiments.values()].find((x) => x.id === ekey);
-        if (e) break;
-      }
+      for (const s of p.subjects.values()) if ((e = findExperiment(s, ekey))) break;
       if (!e) throw new HttpError(404, `Unable to identify experiment ${ekey}`);
       scope.subject = e.subject;
       scope.experiment = e;
@@ -150,9 +147,14 @@ export function resolveArchive(rawSegs: string[], store: ArchiveStore, auth: Aut
   return null;
 }
 
-/** A subject's experiment by label or accession id; 404 as XNAT words it. */
+/** A subject's experiment by label or accession id. */
+function findExperiment(subj: SubjectNode, key: string): ExperimentNode | undefined {
+  return subj.experiments.get(key) ?? [...subj.experiments.values()].find((x) => x.id === key);
+}
+
+/** The same, or 404 as XNAT words it. */
 function experimentOf(subj: SubjectNode, key: string): ExperimentNode {
-  const e = subj.experiments.get(key) ?? [...subj.experiments.values()].find((x) => x.id === key);
+  const e = findExperiment(subj, key);
   if (!e) throw new HttpError(404, `Unable to identify experiment ${key}`);
   return e;
 }
