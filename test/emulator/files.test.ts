@@ -154,6 +154,20 @@ describe('zip downloads', () => {
     expect(await unzipList(proj.body)).toEqual(['DEMO/resources/protocols/files/mri/protocol.pdf', 'DEMO/resources/protocols/files/README.txt']);
   });
 
+  it('a stored zip (small members read ahead) carries the same bytes as a deflated one', async () => {
+    const dir = await mkdtemp(path.join(work, 'z'));
+    for (const level of ['0', '6']) {
+      const zp = path.join(dir, `${level}.zip`);
+      await writeFile(zp, (await get(emu, `/data/experiments/XNAT_E00001/scans/ALL/files?format=zip&compression=${level}`)).body);
+      await run('unzip', ['-q', zp, '-d', path.join(dir, level)]);
+    }
+    const { stdout } = await run('diff', ['-r', path.join(dir, '0'), path.join(dir, '6')]);
+    expect(stdout).toBe('');
+    const { stdout: listing } = await run('unzip', ['-v', path.join(dir, '0.zip')]);
+    expect(listing).toMatch(/Stored/);
+    expect(listing).not.toMatch(/Defl/);
+  });
+
   it('404 when there is nothing to zip', async () => {
     expect((await get(emu, '/data/experiments/XNAT_E00003/files?format=zip')).status).toBe(404);
   });

@@ -118,7 +118,7 @@ describe('zip writer and reader', () => {
     function* entries() {
       for (let i = 0; i < n; i++) yield { name: `f${i}`, size: 1, mtime, open: () => Readable.from([Buffer.from('x')]) };
     }
-    await writeZip(async (b) => void chunks.push(Buffer.from(b)), entries(), 0);
+    await writeZip(async (b) => void chunks.push(Buffer.from(b)), [...entries()], 0);
     const p = path.join(work, 'many.zip');
     await writeFile(p, Buffer.concat(chunks));
     const { stdout } = await run('unzip', ['-Z1', p], { maxBuffer: 64 * 1024 * 1024 });
