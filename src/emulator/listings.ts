@@ -90,11 +90,9 @@ export async function listExperiments(ctx: Ctx, scope: Scope): Promise<void> {
   for (const s of subjects) {
     for (const e of s.experiments.values()) {
       if (xsiType && e.xsiType !== xsiType) continue;
-      const r: Row = { ID: e.id, project: s.project.id, date: e.date, xsiType: e.xsiType, label: e.label, insert_date: e.insertDate };
-      if (global) {
-        r.subject_ID = s.id;
-        r.subject_label = s.label;
-      }
+      // subject_ID/subject_label: default columns of the global list only; elsewhere on request
+      // (`columns=`, XMLPathShortcuts EXPERIMENT_DATA).
+      const r: Row = { ID: e.id, project: s.project.id, date: e.date, xsiType: e.xsiType, label: e.label, insert_date: e.insertDate, subject_ID: s.id, subject_label: s.label };
       r.URI = `/data/experiments/${e.id}`;
       rows.push(r);
     }
@@ -104,7 +102,7 @@ export async function listExperiments(ctx: Ctx, scope: Scope): Promise<void> {
     : ['ID', 'project', 'date', 'xsiType', 'label', 'insert_date', 'URI'];
   const meta: Array<[string, string]> = global ? [['totalRecords', ''], ['title', 'Matching experiments']] : [['totalRecords', '']];
   const t: Table = { columns, rows, meta };
-  await sendTable(ctx, page(ctx, applyTableParams(t, ctx.query, { allowColumns: true })));
+  await sendTable(ctx, page(ctx, applyTableParams(t, ctx.query, { allowColumns: true, extraColumns: ['subject_ID', 'subject_label'] })));
 }
 
 export async function listScans(ctx: Ctx, scope: Scope): Promise<void> {

@@ -101,6 +101,12 @@ describe('subjects and experiments', () => {
     expect(byLabel.map((e) => e.ID)).toEqual(['XNAT_E00001']); // the assessor is not an experiment here
   });
 
+  it('gives subject_ID under a project only when columns= asks for it (an EXPERIMENT_DATA shortcut)', async () => {
+    const r = await rows(emu, '/data/projects/DEMO/experiments?columns=ID,label,subject_ID');
+    expect(r.map((e) => [e.label, e.subject_ID])).toEqual([['SUBJ01_MR1', 'XNAT_S00001'], ['SUBJ02_MR1', 'XNAT_S00002']]);
+    expect(Object.keys(r[0]!).sort()).toEqual(['ID', 'URI', 'label', 'subject_ID']);
+  });
+
   it('global experiments carry subject columns and the title meta', async () => {
     const r = await get(emu, '/data/experiments?columns=ID,label,subject_label');
     const rs = r.json().ResultSet;
