@@ -1,14 +1,19 @@
-// File bytes for open handles: from the disk cache when present, otherwise from a download
-// that readers follow as it arrives. One download per file however many handles read it.
+// File bytes for open handles: from memory or the disk cache when present, otherwise from a
+// download that readers follow as it arrives. One download per file however many handles read it.
 // Prefetch: once a second file of the same folder is opened (dcm2niix, cp -r, find -exec cat
-// read folders through), the rest of the folder is fetched in parallel into the disk cache.
+// read folders through), the rest of the folder is fetched: many small files as one zip of the
+// resource, whose members land in memory (and on disk later, when the mount is quiet), otherwise
+// file by file in parallel into the disk cache.
+import { createHash } from 'node:crypto';
 import { open, unlink, type FileHandle } from 'node:fs/promises';
+import { Readable } from 'node:stream';
 import createDebug from 'debug';
 import { LRUCache } from 'lru-cache';
 import pLimit, { type LimitFunction } from 'p-limit';
-import type { FileRef, Owner, ReadResult, XnatApi } from '../xnat/types.js';
+import { XnatError, type FileRef, type Owner, type ReadResult, type XnatApi } from '../xnat/types.js';
 import { DiskCache } from './disk-cache.js';
 import { Download, type DownloadOptions, type FirstSource } from './download.js';
+import { WriteBehind } from './write-behind.js';
 import { fetchZipMembers, type WantedMember } from './zip-prefetch.js';
 
 const log = createDebug('xnatfs:content');
@@ -66,6 +71,8 @@ type Handle =
   | { kind: 'memory'; buf: Buffer }
   | { kind: 'cached'; fh: FileHandle }
   | { kind: 'download'; key: string; active: Active }
+  /** A small file on its way in a prefetch zip. */
+  | { kind: 'incoming'; key: string; ref: FileRef; member: Promise<Buffer> }
   | { kind: 'empty' };
 
 interface FolderState {
@@ -74,6 +81,9 @@ interface FolderState {
   /** When the folder was last listed (0: never). */
   listedAt: number;
 }
+
+/** Zip members wait this long after the last open or read before they are written to disk. */
+const WRITE_BEHIND_IDLE_MS = 100;
 
 /** A file opened this soon after its folder was listed starts the folder's prefetch at once. */
 const LISTED_THEN_OPENED_MS = 10_000;
@@ -88,6 +98,10 @@ export class ContentStore {
    * read and a close on the disk thread pool, which dominate once the network is hidden.
    */
   private readonly memory: LRUCache<string, Buffer>;
+  /** Small files coming in a zip being received (rejected when the zip does not deliver them). */
+  private readonly incoming = new Map<string, Promise<Buffer>>();
+  private readonly zipsInFlight = new Set<Promise<void>>();
+  private readonly writeBehind: WriteBehind;
   private nextFd = 10;
   private readonly closing = new AbortController();
   stats = { downloads: 0, cacheHits: 0, prefetched: 0, zips: 0 };
@@ -97,7 +111,9 @@ export class ContentStore {
     private readonly options: ContentStoreOptions,
   ) {
     this.prefetchLimit = pLimit(Math.max(1, options.prefetch.concurrency));
-    this.memory = new LRUCache<string, Buffer>({ maxSize: options.memoryBytes ?? 64 * 1024 * 1024, sizeCalculation: (b) => Math.max(1, b.length) });
+    const memoryBytes = options.memoryBytes ?? 64 * 1024 * 1024;
+    this.memory = new LRUCache<string, Buffer>({ maxSize: memoryBytes, sizeCalculation: (b) => Math.max(1, b.length) });
+    this.writeBehind = new WriteBehind(options.cache, { idleMs: WRITE_BEHIND_IDLE_MS, maxPendingBytes: memoryBytes });
   }
 
   keyOf(ref: FileRef): string {
@@ -110,11 +126,17 @@ export class ContentStore {
       this.handles.set(fd, { kind: 'empty' });
       return fd;
     }
+    this.writeBehind.touch();
     const key = this.keyOf(ref);
-    const inMemory = this.memory.get(key);
+    const inMemory = this.memory.get(key) ?? this.writeBehind.get(key);
     if (inMemory) {
       this.stats.cacheHits++;
       this.handles.set(fd, { kind: 'memory', buf: inMemory });
+      return fd;
+    }
+    const member = this.incoming.get(key);
+    if (member) {
+      this.handles.set(fd, { kind: 'incoming', key, ref, member });
       return fd;
     }
     const cached = this.options.cache.lookup(key);
@@ -137,6 +159,7 @@ export class ContentStore {
   async read(fd: number, buf: Buffer, len: number, pos: number): Promise<number> {
     const h = this.handles.get(fd);
     if (!h) throw Object.assign(new Error(`read on unknown handle ${fd}`), { code: 'EBADF' });
+    this.writeBehind.touch();
     switch (h.kind) {
       case 'empty':
         return 0;
@@ -148,6 +171,21 @@ export class ContentStore {
       }
       case 'download':
         return h.active.download.read(buf, len, pos);
+      case 'incoming': {
+        const data = await h.member.catch(() => null);
+        // Another read of this handle may have moved it on meanwhile.
+        if (this.handles.get(fd) === h) {
+          if (data) {
+            this.handles.set(fd, { kind: 'memory', buf: data });
+          } else {
+            // Not in the zip after all: a GET of its own (shared with the fallback prefetch).
+            const active = this.startDownload(h.key, h.ref);
+            active.refs++;
+            this.handles.set(fd, { kind: 'download', key: h.key, active });
+          }
+        }
+        return this.read(fd, buf, len, pos);
+      }
     }
   }
 
@@ -183,7 +221,7 @@ export class ContentStore {
     for (const s of folder.siblings()) {
       if (state.opened.has(s.path) || s.size === 0 || s.size > p.maxFileBytes) continue;
       const key = this.keyOf(s);
-      if (this.memory.has(key) || this.active.has(key) || this.options.cache.lookup(key)) continue;
+      if (this.memory.has(key) || this.active.has(key) || this.incoming.has(key) || this.writeBehind.get(key) || this.options.cache.lookup(key)) continue;
       if (budget - s.size < 0) break;
       budget -= s.size;
       queue.push(s);
@@ -219,18 +257,56 @@ export class ContentStore {
     const wanted = new Map<string, WantedMember>();
     for (const ref of refs) {
       let settle!: Pick<WantedMember, 'resolve' | 'reject'>;
-      const member = new Promise<ReadResult>((resolve, reject) => (settle = { resolve, reject }));
+      const member = new Promise<Buffer | Readable>((resolve, reject) => (settle = { resolve, reject }));
       member.catch(() => undefined);
       wanted.set(ref.path, { size: ref.size, ...settle });
       const key = this.keyOf(ref);
+      this.stats.prefetched++;
+      if (ref.size <= SMALL_FILE_BYTES) {
+        // Small files skip the Download machinery: checked, kept in memory, written later.
+        const arrived = member.then((m) => this.acceptMember(key, ref, m));
+        this.incoming.set(key, arrived);
+        arrived.then(
+          () => this.incoming.delete(key),
+          (err: unknown) => {
+            this.incoming.delete(key);
+            log('%s: not from the zip (%s); fetching it on its own', ref.path, (err as Error).message);
+            if (!this.closing.signal.aborted) void this.prefetchLimit(() => this.prefetchOne(ref));
+          },
+        );
+        continue;
+      }
       // Files the zip does not deliver are fetched on their own, under the prefetch limit.
-      void this.hold(key, this.startDownload(key, ref, () => member, (fn) => this.prefetchLimit(fn)));
+      const first = (): Promise<ReadResult> => member.then((m) => ({ status: 200, start: 0, totalSize: ref.size, lastModified: null, body: Buffer.isBuffer(m) ? Readable.from([m]) : m }));
+      void this.hold(key, this.startDownload(key, ref, first, (fn) => this.prefetchLimit(fn)));
     }
     this.stats.zips++;
     const tmp = this.options.cache.partialPath(`zip-${resource.id}`);
-    void fetchZipMembers(this.client, resource.owner, resource.id, wanted, tmp, { signal: this.closing.signal, compression: this.options.prefetch.zipCompression }).catch((err: unknown) => {
+    const zip = fetchZipMembers(this.client, resource.owner, resource.id, wanted, tmp, { signal: this.closing.signal, compression: this.options.prefetch.zipCompression }).catch((err: unknown) => {
       log('zip prefetch of resource %s failed (%s); files are fetched one by one', resource.id, (err as Error).message);
     });
+    this.zipsInFlight.add(zip);
+    void zip.finally(() => this.zipsInFlight.delete(zip));
+  }
+
+  /** A small file from a zip: checked against the listing like any download, then kept. */
+  private async acceptMember(key: string, ref: FileRef, member: Buffer | Readable): Promise<Buffer> {
+    let data: Buffer;
+    if (Buffer.isBuffer(member)) {
+      data = member;
+    } else {
+      const parts: Buffer[] = [];
+      for await (const chunk of member as AsyncIterable<Buffer>) parts.push(chunk);
+      data = Buffer.concat(parts);
+    }
+    if (data.length !== ref.size) throw new XnatError('protocol', `${ref.path}: ${data.length} bytes in the zip, the listing says ${ref.size}`);
+    if (ref.digest !== '') {
+      const actual = createHash('md5').update(data).digest('hex');
+      if (actual !== ref.digest.toLowerCase()) throw new XnatError('protocol', `${ref.path}: MD5 ${actual} differs from XNAT's listed digest ${ref.digest}`);
+    }
+    this.memory.set(key, data);
+    this.writeBehind.add(key, data);
+    return data;
   }
 
   /** Keep a prefetch download referenced until it ends, then let it go. */
@@ -247,10 +323,12 @@ export class ContentStore {
 
   /** Wait for every download to end (used at unmount and by tests). */
   async idle(): Promise<void> {
-    while (this.active.size > 0) {
+    while (this.active.size > 0 || this.zipsInFlight.size > 0 || this.incoming.size > 0) {
       await Promise.all([...this.active.values()].map((a) => a.download.finished));
+      await Promise.all([...this.zipsInFlight, ...[...this.incoming.values()].map((p) => p.catch(() => undefined))]);
       await new Promise((r) => setImmediate(r));
     }
+    await this.writeBehind.flush();
   }
 
   async close(): Promise<void> {

@@ -15,7 +15,7 @@ import { inflateRaw as inflateRawCb, inflateRawSync } from 'node:zlib';
 import createDebug from 'debug';
 import yauzl from 'yauzl';
 import { ZipStreamParser } from './zip-stream.js';
-import type { Owner, ReadResult, XnatApi } from '../xnat/types.js';
+import type { Owner, XnatApi } from '../xnat/types.js';
 
 const log = createDebug('xnatfs:zip');
 
@@ -30,7 +30,8 @@ const IN_MEMORY_ZIP_BYTES = 64 * 1024 * 1024;
 
 export interface WantedMember {
   size: number;
-  resolve(result: ReadResult): void;
+  /** The member's bytes: whole when the zip is in memory, a stream when it was spooled to disk. */
+  resolve(member: Buffer | Readable): void;
   reject(err: Error): void;
 }
 
@@ -71,8 +72,8 @@ export async function fetchZipMembers(
       if (!w || w.size !== m.uncompressedSize || m.name.endsWith('/')) return;
       pending.delete(path!);
       decoding.push(
-        decode(m.name, m.method, m.raw, m.uncompressedSize).then(
-          (data) => w.resolve({ status: 200, start: 0, totalSize: data.length, lastModified: null, body: Readable.from([data]) }),
+        decode(m.name, m.method, m.raw, m.uncompressedSize, true).then(
+          (data) => w.resolve(data),
           (err: unknown) => w.reject(err instanceof Error ? err : new Error(String(err))),
         ),
       );
@@ -125,7 +126,7 @@ export async function fetchZipMembers(
             // In memory: slice and inflate the member directly, no stream per member.
             memberBytes(buffer, entry).then(
               (data) => {
-                w.resolve({ status: 200, start: 0, totalSize: data.length, lastModified: null, body: Readable.from([data]) });
+                w.resolve(data);
                 memberDone();
               },
               (err: unknown) => {
@@ -151,7 +152,7 @@ export async function fetchZipMembers(
             stream.once('end', finish);
             stream.once('close', finish);
             stream.once('error', finish);
-            w.resolve({ status: 200, start: 0, totalSize: entry.uncompressedSize, lastModified: null, body: stream as Readable });
+            w.resolve(stream as Readable);
           });
           next();
         });
@@ -231,12 +232,15 @@ async function memberBytes(zip: Buffer, entry: yauzl.Entry): Promise<Buffer> {
   return decode(entry.fileName, entry.compressionMethod, zip.subarray(start, end), entry.uncompressedSize);
 }
 
-/** Unpack a stored or deflated member and check its size. */
-async function decode(name: string, method: number, raw: Buffer, size: number): Promise<Buffer> {
+/**
+ * Unpack a stored or deflated member and check its size. A stored member is copied unless `owned`:
+ * a view would keep the whole zip in memory for as long as the file is cached.
+ */
+async function decode(name: string, method: number, raw: Buffer, size: number, owned = false): Promise<Buffer> {
   if (method !== 0 && method !== 8) throw new Error(`${name}: compression method ${method} is not supported`);
   // Small members inflate inline (tens of microseconds): through the thread pool they would queue
   // behind the cache's disk writes. Large ones go to the pool, off the main thread.
-  const data = method === 0 ? Buffer.from(raw) : raw.length <= INLINE_INFLATE_BYTES ? inflateRawSync(raw) : await inflateRaw(raw);
+  const data = method === 0 ? (owned ? raw : Buffer.from(raw)) : raw.length <= INLINE_INFLATE_BYTES ? inflateRawSync(raw) : await inflateRaw(raw);
   if (data.length !== size) throw new Error(`${name}: ${data.length} bytes unpacked, the zip says ${size}`);
   return data;
 }

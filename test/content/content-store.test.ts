@@ -198,6 +198,55 @@ describe('ContentStore', () => {
       await store.release(fd);
     }
     expect(x.calls.filter((c) => c.startsWith('get'))).toHaveLength(3);
+    // zip members reach the disk cache too (written behind, flushed by idle())
+    await store.idle();
+    expect((await readdir(join(tmp.path, 'cache', 'objects'))).length).toBe(30);
+  });
+
+  it('a file opened while its zip member is on the way waits for it; a member with a wrong digest is fetched again', async () => {
+    const x = new MemoryXnat();
+    const refs = Array.from({ length: 20 }, (_, i) => refFor(x, `w/${i}.dcm`, Buffer.alloc(300 + i, i)));
+    // the zip carries 7.dcm corrupted: same size, other bytes
+    const bad = 7;
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    x.downloadResourceZip = async () => {
+      await gate;
+      const { execFile } = await import('node:child_process');
+      const { mkdir, writeFile } = await import('node:fs/promises');
+      const { createReadStream } = await import('node:fs');
+      const root = join(tmp.path, 'wsrc');
+      const dir = join(root, 'E1/resources/R/files/w');
+      await mkdir(dir, { recursive: true });
+      for (let i = 0; i < 20; i++) await writeFile(join(dir, `${i}.dcm`), Buffer.alloc(300 + i, i === bad ? 0xee : i));
+      await new Promise((res, rej) => execFile('zip', ['-qr0', join(tmp.path, 'w.zip'), 'E1'], { cwd: root }, (e) => (e ? rej(e) : res(null))));
+      return createReadStream(join(tmp.path, 'w.zip'));
+    };
+    const store = new ContentStore(x, {
+      server: x.baseUrl, cache, download: { maxAttempts: 2, retryDelayMs: 1 },
+      prefetch: { enabled: true, concurrency: 4, maxFileBytes: 1 << 20, maxFolderBytes: 1 << 24, zipMinFiles: 8, zipMaxBytes: 1 << 24, zipCompression: 0 },
+    });
+    const folder = { key: 'wf', siblings: () => refs, resource: { owner, id: 'R', totalBytes: 7000 } };
+    store.noteListed('wf');
+    const first = await store.open(refs[0]!);
+    store.noteOpen(folder, refs[0]!);
+    // opened before the zip has sent anything: the reads wait for the members
+    const waiting = [3, bad].map(async (i) => {
+      const fd = await store.open(refs[i]!);
+      const data = await readAll(store, fd, 300 + i);
+      await store.release(fd);
+      return data;
+    });
+    await new Promise((r) => setTimeout(r, 20));
+    expect(x.calls.filter((c) => c.startsWith('get'))).toEqual(['get w/0.dcm']);
+    release();
+    const [three, seven] = await Promise.all(waiting);
+    expect(three!.equals(Buffer.alloc(303, 3))).toBe(true);
+    expect(seven!.equals(Buffer.alloc(300 + bad, bad))).toBe(true);
+    await store.release(first);
+    await store.idle();
+    // the opened file and the corrupt member, nothing else
+    expect(x.calls.filter((c) => c.startsWith('get')).sort()).toEqual(['get w/0.dcm', `get w/${bad}.dcm`]);
   });
 
   it('a file opened right after its folder was listed starts the prefetch at once', async () => {
@@ -269,9 +318,10 @@ describe('fetchZipMembers', () => {
       const wanted = new Map(
         Object.entries(files).map(([path, data]) => [path, {
           size: data.length,
-          resolve: (r: { body: NodeJS.ReadableStream }) => void (async () => {
+          resolve: (m: Buffer | NodeJS.ReadableStream) => void (async () => {
+            if (Buffer.isBuffer(m)) return void got.set(path, m);
             const parts: Buffer[] = [];
-            for await (const c of r.body) parts.push(c as Buffer);
+            for await (const c of m) parts.push(c as Buffer);
             got.set(path, Buffer.concat(parts));
           })(),
           reject: (e: Error) => void got.set(path, Buffer.from(`rejected: ${e.message}`)),

@@ -1,0 +1,51 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { dir as tmpDir, type DirectoryResult } from 'tmp-promise';
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { DiskCache } from '../../src/content/disk-cache.js';
+import { WriteBehind } from '../../src/content/write-behind.js';
+
+describe('WriteBehind', () => {
+  let tmp: DirectoryResult;
+  let cache: DiskCache;
+  beforeEach(async () => {
+    tmp = await tmpDir({ unsafeCleanup: true });
+    cache = new DiskCache({ dir: join(tmp.path, 'cache'), maxBytes: 1 << 20 });
+    await cache.init();
+  });
+  afterEach(async () => tmp.cleanup());
+  const objects = async (): Promise<string[]> => readdir(join(tmp.path, 'cache', 'objects'));
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+  it('holds writes back while the mount is busy, serving them from memory, then writes them', async () => {
+    const wb = new WriteBehind(cache, { idleMs: 250, maxPendingBytes: 1 << 20 });
+    wb.touch();
+    wb.add('k1', Buffer.from('one'));
+    wb.add('k2', Buffer.from('two'));
+    for (let i = 0; i < 4; i++) {
+      await sleep(30);
+      wb.touch(); // still reading
+    }
+    expect(await objects()).toEqual([]);
+    expect(wb.get('k1')?.toString()).toBe('one');
+    await sleep(500);
+    expect((await objects()).sort()).toEqual(['k1', 'k2']);
+    expect(wb.get('k1')).toBeUndefined();
+    expect((await readFile(cache.lookup('k2')!)).toString()).toBe('two');
+  });
+
+  it('writes at once past its memory bound, and everything on flush()', async () => {
+    const wb = new WriteBehind(cache, { idleMs: 60_000, maxPendingBytes: 10 });
+    wb.touch();
+    wb.add('small', Buffer.from('abc'));
+    await sleep(30);
+    expect(await objects()).toEqual([]);
+    wb.add('big', Buffer.alloc(20, 1)); // over the bound: no waiting for quiet
+    await sleep(50);
+    expect((await objects()).sort()).toEqual(['big', 'small']);
+    wb.touch();
+    wb.add('late', Buffer.from('z'));
+    await wb.flush();
+    expect((await objects()).sort()).toEqual(['big', 'late', 'small']);
+  });
+});
