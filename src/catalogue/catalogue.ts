@@ -4,7 +4,7 @@
 //   /projects/P/experiments/E/…   /projects/P/resources/R/files/…   …/assessors/A/resources/R/files/…
 // Only what XNAT lists is shown; the fixed folder names are the only made-up entries.
 import createDebug from 'debug';
-import type { Assessor, Experiment, FileEntry, Owner, Project, Resource, Scan, Subject, XnatApi } from '../xnat/types.js';
+import type { Assessor, Experiment, FileEntry, Owner, Project, Resource, Scan, ScopedResource, Subject, XnatApi } from '../xnat/types.js';
 import { XnatError } from '../xnat/types.js';
 import { FsError } from '../fs/errors.js';
 import { ListingCache } from './listing-cache.js';
@@ -118,9 +118,14 @@ export class Catalogue {
     return this.listings.get(`subjects:${project}`, () => this.client.listSubjects(project));
   }
   experiments(project: string, subject: string | null): Promise<Experiment[]> {
-    return this.listings.get(`experiments:${project}:${subject ?? ''}`, () =>
-      this.client.listExperiments(project, subject ?? undefined),
-    );
+    return this.listings.get(`experiments:${project}:${subject ?? ''}`, async () => {
+      // A subject's experiments are a slice of the project's, when those are at hand.
+      if (subject !== null) {
+        const all = await this.listings.pending<Experiment[]>(`experiments:${project}:`)?.catch(() => null);
+        if (all && all.every((e) => e.subjectId !== '')) return all.filter((e) => e.subjectId === subject);
+      }
+      return this.client.listExperiments(project, subject ?? undefined);
+    });
   }
   scans(project: string, experiment: string): Promise<Scan[]> {
     return this.listings.get(`scans:${project}:${experiment}`, () => this.client.listScans(project, experiment));
@@ -129,7 +134,40 @@ export class Catalogue {
     return this.listings.get(`assessors:${project}:${experiment}`, () => this.client.listAssessors(project, experiment));
   }
   resources(owner: Owner): Promise<Resource[]> {
-    return this.listings.get(`resources:${ownerKey(owner)}`, () => this.client.listResources(owner));
+    return this.listings.get(`resources:${ownerKey(owner)}`, async () => {
+      // A scan's resources are a slice of the experiment's `?all=true` listing, when at hand.
+      if (owner.level === 'scan') {
+        const all = await this.listings.pending<ScopedResource[] | null>(`allresources:${owner.project}:${owner.experiment}`)?.catch(() => null);
+        if (all) return all.filter((r) => r.category === 'scans' && r.catId === owner.scan).map(({ category: _c, catId: _i, ...r }) => r);
+      }
+      return this.client.listResources(owner);
+    });
+  }
+
+  /** Resources of an experiment and all its scans from one request; null when the server can't. */
+  private allResourcesOf(project: string, experiment: string): Promise<ScopedResource[] | null> {
+    return this.listings.get(`allresources:${project}:${experiment}`, () =>
+      this.client.listAllResources(project, experiment).catch((err: unknown) => this.unlessUnsupported(err, `resources?all=true of ${experiment}`)),
+    );
+  }
+
+  /** null for the errors of a server that does not know a bulk form; the rest are rethrown. */
+  private unlessUnsupported(err: unknown, what: string): null {
+    if (err instanceof XnatError && (err.kind === 'not-found' || err.kind === 'bad-request' || err.kind === 'protocol')) {
+      log('%s unavailable (%s); listing one by one', what, err.message);
+      return null;
+    }
+    throw err;
+  }
+
+  /**
+   * The kernel looks a path up one name at a time, each lookup waiting for its folder's listing.
+   * At the fixed folders that lead down (P/subjects, E/scans) the next two levels are asked for
+   * at once, so a cold deep path (dcm2niix …/scans/4/resources/DICOM/files) costs two round
+   * trips after the project list instead of five.
+   */
+  private lookAhead(loads: Array<() => Promise<unknown>>): void {
+    for (const load of loads) void load().catch(() => undefined);
   }
 
   /** The file tree of one resource. Scan resources come from one bulk listing per experiment. */
@@ -157,23 +195,20 @@ export class Catalogue {
    */
   private scanFilesOf(project: string, experiment: string): Promise<Map<string, FileEntry[]> | null> {
     return this.listings.get(`scanfiles:${project}:${experiment}`, async () => {
+      let all: Array<FileEntry & { scan: string }>;
       try {
-        const all = await this.client.listAllScanFiles(project, experiment);
-        const groups = new Map<string, FileEntry[]>();
-        for (const f of all) {
-          const key = `${f.scan}\n${f.resourceLabel}`;
-          let list = groups.get(key);
-          if (!list) groups.set(key, (list = []));
-          list.push(f);
-        }
-        return groups;
+        all = await this.client.listAllScanFiles(project, experiment);
       } catch (err) {
-        if (err instanceof XnatError && (err.kind === 'not-found' || err.kind === 'bad-request' || err.kind === 'protocol')) {
-          log('bulk scan listing unavailable for %s (%s); listing resources one by one', experiment, err.message);
-          return null;
-        }
-        throw err;
+        return this.unlessUnsupported(err, `scans/ALL/files of ${experiment}`);
       }
+      const groups = new Map<string, FileEntry[]>();
+      for (const f of all) {
+        const key = `${f.scan}\n${f.resourceLabel}`;
+        let list = groups.get(key);
+        if (!list) groups.set(key, (list = []));
+        list.push(f);
+      }
+      return groups;
     });
   }
 
@@ -181,6 +216,7 @@ export class Catalogue {
 
   invalidateResources(owner: Owner): void {
     this.listings.invalidate(`resources:${ownerKey(owner)}`);
+    if (owner.level === 'scan') this.listings.invalidate(`allresources:${owner.project}:${owner.experiment}`);
     this.forgetResolved();
   }
 
@@ -253,8 +289,7 @@ export class Catalogue {
     if (resource) this.listings.invalidate(`files:${ownerKey(owner)}:${resource.id}`);
     else this.listings.invalidate(`files:${ownerKey(owner)}:`, true);
     if (owner.level === 'scan') this.listings.invalidate(`scanfiles:${owner.project}:${owner.experiment}`);
-    this.listings.invalidate(`resources:${ownerKey(owner)}`);
-    this.forgetResolved();
+    this.invalidateResources(owner);
   }
 
   // ---- path resolution ----
@@ -339,7 +374,10 @@ export class Catalogue {
         return p ? { kind: 'project', project: p.id } : null;
       }
       case 'project':
-        if (fixed('subjects')) return { kind: 'subjects', project: node.project };
+        if (fixed('subjects')) {
+          this.lookAhead([() => this.subjects(node.project), () => this.experiments(node.project, null)]);
+          return { kind: 'subjects', project: node.project };
+        }
         if (fixed('experiments')) return { kind: 'experiments', project: node.project, subject: null };
         if (fixed('resources')) return { kind: 'resources', owner: { level: 'project', project: node.project } };
         return null;
@@ -358,7 +396,10 @@ export class Catalogue {
       }
       case 'experiment': {
         const e = node.experiment.id;
-        if (fixed('scans')) return { kind: 'scans', project: node.project, experiment: e };
+        if (fixed('scans')) {
+          this.lookAhead([() => this.scans(node.project, e), () => this.allResourcesOf(node.project, e), () => this.scanFilesOf(node.project, e)]);
+          return { kind: 'scans', project: node.project, experiment: e };
+        }
         if (fixed('assessors')) return { kind: 'assessors', project: node.project, experiment: e };
         if (fixed('resources'))
           return { kind: 'resources', owner: { level: 'experiment', project: node.project, experiment: e } };

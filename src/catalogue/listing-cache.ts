@@ -48,6 +48,14 @@ export class ListingCache {
     return promise;
   }
 
+  /** The value if cached or being loaded, without starting a load. */
+  pending<T>(key: string): Promise<T> | undefined {
+    const hit = this.cache.get(key);
+    if (hit) return Promise.resolve(hit.value as T);
+    const loading = this.inFlight.get(key);
+    return loading && !loading.stale ? (loading.promise as Promise<T>) : undefined;
+  }
+
   /** The cached value without loading, if fresh. */
   peek<T>(key: string): T | undefined {
     return this.cache.get(key)?.value as T | undefined;

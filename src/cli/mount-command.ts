@@ -163,6 +163,8 @@ export async function startMount(s: MountSettings, client?: XnatApi): Promise<Ru
     throw err;
   }
   const st = stack;
+  // Every path starts with the project list: fetch it now rather than on the first lookup.
+  void st.catalogue.projects().catch(() => undefined);
   let stopping: Promise<number> | null = null;
   let resolveDone!: (code: number) => void;
   const done = new Promise<number>((r) => (resolveDone = r));

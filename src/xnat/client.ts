@@ -24,6 +24,7 @@ import {
   toResource,
   toScan,
   toScanFileEntry,
+  toScopedResource,
   toSubject,
 } from './records.js';
 import { parseResultSet, type Row } from './resultset.js';
@@ -37,6 +38,7 @@ import {
   type Project,
   type ReadOptions,
   type ReadResult,
+  type ScopedResource,
   type Resource,
   type Scan,
   type Subject,
@@ -180,6 +182,10 @@ export class XnatClient implements XnatApi {
 
   async listResources(owner: Owner): Promise<Resource[]> {
     return (await this.list(resourcesPath(owner), JSON_Q)).map(toResource);
+  }
+
+  async listAllResources(_project: string, experiment: string): Promise<ScopedResource[]> {
+    return (await this.list(listPaths.allResources(experiment), `${JSON_Q}&all=true`)).map(toScopedResource);
   }
 
   async listFiles(owner: Owner, resource: string): Promise<FileEntry[]> {

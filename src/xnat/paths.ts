@@ -132,6 +132,7 @@ export const listPaths = {
   scans: (experiment: string) => `/data/experiments/${e(experiment)}/scans`,
   assessors: (experiment: string) => `/data/experiments/${e(experiment)}/assessors`,
   allScanFiles: (experiment: string) => `/data/experiments/${e(experiment)}/scans/ALL/files`,
+  allResources: (experiment: string) => `/data/experiments/${e(experiment)}/resources`,
 };
 
 /** Where "/resources/<seg>/files/" starts in a listed URI, or null. Linear scan, no regex. */

@@ -1,7 +1,7 @@
 // ResultSet rows → the typed records of types.ts. Column names are XNAT's (xnat-api.md §2).
 import { relativePathFromUri, scanIdFromUri } from './paths.js';
 import { numOrNull, str, type Row } from './resultset.js';
-import type { Assessor, Experiment, FileEntry, Project, Resource, Scan, Subject } from './types.js';
+import type { Assessor, Experiment, FileEntry, Project, Resource, Scan, ScopedResource, Subject } from './types.js';
 
 export function toProject(r: Row): Project {
   return {
@@ -56,6 +56,10 @@ export function toResource(r: Row): Resource {
     fileCount: numOrNull(r, 'file_count'),
     fileSize: numOrNull(r, 'file_size'),
   };
+}
+
+export function toScopedResource(r: Row): ScopedResource {
+  return { ...toResource(r), category: str(r, 'category'), catId: str(r, 'cat_id') };
 }
 
 export function toFileEntry(r: Row): FileEntry {

@@ -56,6 +56,14 @@ export interface Resource {
   fileSize: number | null;
 }
 
+/** A resource from an experiment's `resources?all=true`, with what it hangs on. */
+export interface ScopedResource extends Resource {
+  /** `resources` (the experiment's own), `scans` or `assessors`. */
+  category: string;
+  /** The scan or assessor id for those categories, else the experiment id. */
+  catId: string;
+}
+
 export interface FileEntry {
   /** Path relative to the resource's files/ folder, '/'-separated, decoded (e.g. "sub/folder/3.dcm"). */
   path: string;
@@ -151,6 +159,8 @@ export interface XnatApi {
   listScans(project: string, experiment: string): Promise<Scan[]>;
   listAssessors(project: string, experiment: string): Promise<Assessor[]>;
   listResources(owner: Owner): Promise<Resource[]>;
+  /** The resources of an experiment and of all its scans and assessors in one request (`?all=true`). */
+  listAllResources(project: string, experiment: string): Promise<ScopedResource[]>;
   /** Every file of one resource, recursively. */
   listFiles(owner: Owner, resource: string): Promise<FileEntry[]>;
   /**

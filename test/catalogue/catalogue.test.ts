@@ -50,15 +50,18 @@ describe('Catalogue path resolution', () => {
     const before = x.calls.length;
     await Promise.all(names.map((n) => cat.resolve(`${dir}/${n}`)));
     expect(x.calls.length).toBe(before);
-    // projects, subjects, experiments, scans, resources, one bulk scan-file listing
-    expect([...x.calls].sort()).toEqual(['experiments P1 XNAT_S00001', 'projects', 'resources e/XNAT_E00001/scan/4', 'scanfiles XNAT_E00001', 'scans XNAT_E00001', 'subjects P1']);
+    // projects, subjects, the project's experiments, scans, the experiment's resources with
+    // its scans' (?all=true), one bulk scan-file listing
+    expect([...x.calls].sort()).toEqual(['allresources XNAT_E00001', 'experiments P1 ', 'projects', 'scanfiles XNAT_E00001', 'scans XNAT_E00001', 'subjects P1']);
   });
 
-  it('a resolved scan starts its resources and the bulk file listing together', async () => {
+  it('a cold deep path costs three waves of requests, not one per level', async () => {
     const x = sampleArchive(3);
     let inFlight = 0;
     let peak = 0;
+    let waves = 0;
     const slow = <A extends unknown[], R>(fn: (...a: A) => Promise<R>) => async (...a: A): Promise<R> => {
+      if (inFlight === 0) waves++;
       inFlight++;
       peak = Math.max(peak, inFlight);
       await new Promise((r) => setTimeout(r, 20));
@@ -68,7 +71,7 @@ describe('Catalogue path resolution', () => {
         inFlight--;
       }
     };
-    for (const m of ['listProjects', 'listSubjects', 'listExperiments', 'listScans', 'listResources', 'listAllScanFiles'] as const) {
+    for (const m of ['listProjects', 'listSubjects', 'listExperiments', 'listScans', 'listResources', 'listAllResources', 'listAllScanFiles'] as const) {
       (x as unknown as Record<string, unknown>)[m] = slow((x[m] as (...a: unknown[]) => Promise<unknown>).bind(x));
     }
     const cat = new Catalogue(x, { ttlMs: 60_000 });
@@ -79,7 +82,9 @@ describe('Catalogue path resolution', () => {
       await cat.resolve(path);
     }
     expect((await cat.resolve(path)).kind).toBe('file');
-    expect(peak).toBe(2);
+    // projects; subjects with the project's experiments; scans with all resources and all files
+    expect(waves).toBe(3);
+    expect(peak).toBe(3);
     expect(x.calls).toHaveLength(6);
   });
 
@@ -115,6 +120,35 @@ describe('Catalogue path resolution', () => {
     const cat = new Catalogue(x, { ttlMs: 60_000 });
     const names = await cat.list(await cat.resolve(`${E}/scans/4/resources/DICOM/files`) as never);
     expect(names).toEqual(['0000.dcm', '0001.dcm', '0002.dcm']);
+  });
+
+  it('without subject_ID in the project listing or without resources?all, lists per subject and per scan', async () => {
+    const x = sampleArchive(3);
+    // a server that drops the subject_ID column and does not know ?all=true
+    const projectWide = x.listExperiments.bind(x);
+    x.listExperiments = async (p, s) => (await projectWide(p, s)).map((e) => (s === undefined ? { ...e, subjectId: '' } : e));
+    x.listAllResources = async () => { throw new XnatError('bad-request', 'unknown parameter', 400); };
+    const cat = new Catalogue(x, { ttlMs: 60_000 });
+    const names = await cat.list(await cat.resolve(`${E}/scans/4-Ax_3D_T1/resources/DICOM/files`) as never);
+    expect(names).toEqual(['0000.dcm', '0001.dcm', '0002.dcm']);
+    expect(x.calls).toContain('experiments P1 XNAT_S00001');
+    expect(x.calls).toContain('resources e/XNAT_E00001/scan/4');
+  });
+
+  it("a subject's experiments and a scan's resources come from the wider listings, which a new resource refreshes", async () => {
+    const x = sampleArchive(2);
+    const other = { id: 'XNAT_E00002', label: 'E2', project: 'P1', xsiType: 'xnat:mrSessionData', date: '', insertDate: '', subjectId: 'XNAT_S00002' };
+    x.experiments.get('P1')!.push(other);
+    const cat = new Catalogue(x, { ttlMs: 60_000 });
+    await cat.resolve(`${E}/scans/4-Ax_3D_T1/resources/DICOM`);
+    // only the subject's own experiment, though the project holds two
+    expect(await cat.list(await cat.resolve('/projects/P1/subjects/S1/experiments') as never)).toEqual(['E1']);
+    expect(x.calls.filter((c) => c.startsWith('experiments') || c.startsWith('resources'))).toEqual(['experiments P1 ']);
+    // mkdir of a scan resource: both listings are asked again
+    const scan = { level: 'scan' as const, project: 'P1', experiment: 'XNAT_E00001', scan: '4' };
+    x.addFile(scan, 'NIFTI', 'out.nii', Buffer.from('n'));
+    cat.invalidateResources(scan);
+    expect(await cat.list(await cat.resolve(`${E}/scans/4-Ax_3D_T1/resources`) as never)).toEqual(['DICOM', 'NIFTI']);
   });
 });
 

@@ -3,7 +3,7 @@
 import { Readable } from 'node:stream';
 import { readFile } from 'node:fs/promises';
 import type {
-  Assessor, Experiment, FileEntry, FileRef, Owner, Project, ReadOptions, ReadResult, Resource, Scan, Subject, UploadOptions, XnatApi,
+  Assessor, Experiment, FileEntry, FileRef, Owner, Project, ReadOptions, ReadResult, Resource, Scan, ScopedResource, Subject, UploadOptions, XnatApi,
 } from '../../src/xnat/types.js';
 import { XnatError } from '../../src/xnat/types.js';
 import { createHash } from 'node:crypto';
@@ -85,6 +85,16 @@ export class MemoryXnat implements XnatApi {
       if (!m) continue;
       const owner: Owner = { level: 'scan', project: '', experiment: e, scan: m[1]! };
       for (const r of list) for (const f of this.entries(owner, r)) out.push({ ...f, scan: m[1]! });
+    }
+    return out;
+  }
+  async listAllResources(_p: string, e: string): Promise<ScopedResource[]> {
+    this.calls.push(`allresources ${e}`);
+    const out: ScopedResource[] = [];
+    for (const [key, list] of this.resources) {
+      if (key === `e/${e}`) out.push(...list.map((r) => ({ ...r.resource, category: 'resources', catId: e })));
+      const m = new RegExp(`^e/${e}/scan/(.+)$`).exec(key);
+      if (m) out.push(...list.map((r) => ({ ...r.resource, category: 'scans', catId: m[1]! })));
     }
     return out;
   }
