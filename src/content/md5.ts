@@ -62,18 +62,41 @@ function sharedWorker(): Worker {
   return w;
 }
 
+/**
+ * Bytes gathered before a message to the worker: one copy into a batch per network chunk
+ * (a chunk may be a view into a larger buffer, so it cannot be transferred itself), one
+ * message and one allocation per batch. Per 64 KiB chunk, the allocations and messages cost
+ * a 512 MiB `cat` 0.4 s of main-thread time.
+ */
+const BATCH_BYTES = 1024 * 1024;
+
 class WorkerMd5 implements Md5 {
   private readonly id = nextId++;
   private readonly w = sharedWorker();
+  private batch: Uint8Array<ArrayBuffer> | null = null;
+  private filled = 0;
   update(data: Buffer): void {
-    // An exact copy, transferred: the chunk itself may be a view into a larger network buffer.
-    const copy = new Uint8Array(data.length);
-    copy.set(data);
-    this.w.postMessage({ type: 'update', id: this.id, data: copy.buffer }, [copy.buffer]);
+    let from = 0;
+    while (from < data.length) {
+      this.batch ??= new Uint8Array(BATCH_BYTES);
+      const n = Math.min(data.length - from, BATCH_BYTES - this.filled);
+      this.batch.set(data.subarray(from, from + n), this.filled);
+      this.filled += n;
+      from += n;
+      if (this.filled === BATCH_BYTES) this.send();
+    }
+  }
+  private send(): void {
+    if (!this.batch || this.filled === 0) return;
+    const bytes = this.filled === this.batch.length ? this.batch : this.batch.slice(0, this.filled);
+    this.batch = null;
+    this.filled = 0;
+    this.w.postMessage({ type: 'update', id: this.id, data: bytes.buffer }, [bytes.buffer]);
   }
   digest(): Promise<string> {
     // The worker this hash was fed to died: its state is gone (the download fails, never hangs).
     if (worker !== this.w) return Promise.reject(new Error('MD5 worker exited while hashing'));
+    this.send();
     return new Promise((resolve, reject) => {
       waiting.set(this.id, { resolve, reject });
       this.w.ref();
@@ -81,6 +104,7 @@ class WorkerMd5 implements Md5 {
     });
   }
   discard(): void {
+    this.batch = null;
     this.w.postMessage({ type: 'drop', id: this.id });
   }
 }
