@@ -6,7 +6,7 @@
 import createDebug from 'debug';
 import type { Assessor, Experiment, FileEntry, Owner, Project, Resource, Scan, ScopedResource, Subject, XnatApi } from '../xnat/types.js';
 import { XnatError } from '../xnat/types.js';
-import { FsError } from '../fs/errors.js';
+import { PathError } from './errors.js';
 import { ListingCache } from './listing-cache.js';
 import { buildFileTree, isTreeDir, lookupInTree, type TreeDir } from './file-tree.js';
 import { escapeName, scanFolderName, unescapeName } from './names.js';
@@ -68,26 +68,6 @@ export function ownerKey(owner: Owner): string {
     case 'assessor':
       return `p:${owner.project}/e:${owner.experiment}/a:${owner.assessor}`;
   }
-}
-
-/** Turn a client error into the errno the kernel should see. */
-export function toFsError(err: unknown, what: string): FsError {
-  if (err instanceof FsError) return err;
-  if (err instanceof XnatError) {
-    switch (err.kind) {
-      case 'not-found':
-        return new FsError('ENOENT', `${what}: not found on XNAT`, { cause: err });
-      case 'forbidden':
-        return new FsError('EACCES', `${what}: XNAT denies access (403); ask the project owner for access`, { cause: err });
-      case 'unauthorized':
-        return new FsError('EACCES', `${what}: ${err.message}`, { cause: err });
-      case 'conflict':
-        return new FsError('EEXIST', `${what}: already exists on XNAT`, { cause: err });
-      default:
-        return new FsError('EIO', `${what}: ${err.message}`, { cause: err });
-    }
-  }
-  return new FsError('EIO', `${what}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
 }
 
 export class Catalogue {
@@ -294,7 +274,10 @@ export class Catalogue {
 
   // ---- path resolution ----
 
-  /** Resolve a mount path ("/projects/P/…") to a node; throws FsError(ENOENT) when absent. */
+  /**
+   * Resolve a mount path ("/projects/P/…") to a node. Throws PathError when XNAT lists no such
+   * name or the path goes through a file, and the client's XnatError when a listing fails.
+   */
   async resolve(path: string): Promise<Node> {
     const cached = this.resolved.get(path);
     if (cached) return cached;
@@ -307,11 +290,9 @@ export class Catalogue {
     let i = node ? start + 1 : 0;
     node ??= { kind: 'root' };
     for (; i < components.length; i++) {
-      if (node.kind === 'file') throw new FsError('ENOTDIR', `${path}: not a folder`);
-      const child: Node | null = await this.child(node, components[i]!).catch((err: unknown) => {
-        throw toFsError(err, path);
-      });
-      if (!child) throw new FsError('ENOENT', `${path}: no such entry`);
+      if (node.kind === 'file') throw new PathError('not-a-folder', `${path}: not a folder`);
+      const child: Node | null = await this.child(node, components[i]!);
+      if (!child) throw new PathError('not-found', `${path}: no such entry`);
       node = child;
     }
     if (!this.keepResolved || generation !== this.resolvedGeneration) return node; // invalidated meanwhile

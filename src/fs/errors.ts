@@ -1,6 +1,8 @@
 // Errors the fs layer hands to the kernel. Every failure of a FUSE handler is an FsError
 // carrying the errno the kernel should see and one line for people, saying what to do.
 import { constants } from 'node:os';
+import { PathError } from '../catalogue/errors.js';
+import { XnatError } from '../xnat/types.js';
 
 export type ErrnoName =
   | 'ENOENT' | 'EACCES' | 'EPERM' | 'EROFS' | 'EIO' | 'ENOTEMPTY' | 'EEXIST' | 'EISDIR'
@@ -18,6 +20,27 @@ export class FsError extends Error {
   get errno(): number {
     return -constants.errno[this.code];
   }
+}
+
+/** Turn a catalogue or client error into the errno the kernel should see; `what` leads the message. */
+export function toFsError(err: unknown, what: string): FsError {
+  if (err instanceof FsError) return err;
+  if (err instanceof PathError) return new FsError(err.kind === 'not-found' ? 'ENOENT' : 'ENOTDIR', err.message, { cause: err });
+  if (err instanceof XnatError) {
+    switch (err.kind) {
+      case 'not-found':
+        return new FsError('ENOENT', `${what}: not found on XNAT`, { cause: err });
+      case 'forbidden':
+        return new FsError('EACCES', `${what}: XNAT denies access (403); ask the project owner for access`, { cause: err });
+      case 'unauthorized':
+        return new FsError('EACCES', `${what}: ${err.message}`, { cause: err });
+      case 'conflict':
+        return new FsError('EEXIST', `${what}: already exists on XNAT`, { cause: err });
+      default:
+        return new FsError('EIO', `${what}: ${err.message}`, { cause: err });
+    }
+  }
+  return new FsError('EIO', `${what}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
 }
 
 export function errnoOf(code: ErrnoName): number {

@@ -8,11 +8,12 @@ import { open, truncate as truncatePath, unlink as unlinkPath, type FileHandle }
 import { basename, dirname } from 'node:path';
 import createDebug from 'debug';
 import { file as tmpFile } from 'tmp-promise';
-import { toFsError, type Node } from '../catalogue/catalogue.js';
+import type { Node } from '../catalogue/catalogue.js';
+import { PathError } from '../catalogue/errors.js';
 import { unescapeName } from '../catalogue/names.js';
 import type { Uploader, UploadJob } from '../content/uploader.js';
 import { XnatError, type XnatApi } from '../xnat/types.js';
-import { FsError } from './errors.js';
+import { FsError, toFsError } from './errors.js';
 import { createReadOperations, dirStat, fileRefOf, fileStat, type FsContext } from './read-operations.js';
 import type { FsOps, Stat } from './types.js';
 import { WriteOverlay, type PendingFile, type Target } from './write-overlay.js';
@@ -67,8 +68,8 @@ export function createOperations(ctx: WriteContext): XnatFs {
     try {
       return await ctx.catalogue.resolve(path);
     } catch (err) {
-      if (err instanceof FsError && err.code === 'ENOENT') return null;
-      throw err;
+      if (err instanceof PathError && err.kind === 'not-found') return null;
+      throw toFsError(err, path);
     }
   }
 

@@ -4,10 +4,10 @@
 import { constants } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Catalogue, DirNode, FileNode, Node } from '../catalogue/catalogue.js';
-import { isDir, ownerKey, toFsError } from '../catalogue/catalogue.js';
+import { isDir, ownerKey } from '../catalogue/catalogue.js';
 import type { ContentStore } from '../content/content-store.js';
 import type { FileRef } from '../xnat/types.js';
-import { FsError } from './errors.js';
+import { FsError, toFsError } from './errors.js';
 import type { FsOps, Stat, StatFs } from './types.js';
 
 // O_ACCMODE is not exported by node:fs; it is 3 on Linux and macOS.
@@ -59,8 +59,15 @@ export function statOf(ctx: FsContext, node: Node): Stat {
   return node.kind === 'file' ? fileStat(ctx, node.entry.size) : dirStat(ctx);
 }
 
+/** The node at `path`, or the FsError the kernel should get. */
+export function resolveNode(ctx: FsContext, path: string): Promise<Node> {
+  return ctx.catalogue.resolve(path).catch((err: unknown) => {
+    throw toFsError(err, path);
+  });
+}
+
 export async function resolveDir(ctx: FsContext, path: string): Promise<DirNode> {
-  const node = await ctx.catalogue.resolve(path);
+  const node = await resolveNode(ctx, path);
   if (!isDir(node)) throw new FsError('ENOTDIR', `${path}: not a folder`);
   return node;
 }
@@ -68,7 +75,7 @@ export async function resolveDir(ctx: FsContext, path: string): Promise<DirNode>
 export function createReadOperations(ctx: FsContext): Required<Pick<FsOps, 'getattr' | 'readdir' | 'open' | 'read' | 'release' | 'statfs'>> {
   return {
     async getattr(path) {
-      return statOf(ctx, await ctx.catalogue.resolve(path));
+      return statOf(ctx, await resolveNode(ctx, path));
     },
 
     async readdir(path) {
@@ -90,7 +97,7 @@ export function createReadOperations(ctx: FsContext): Required<Pick<FsOps, 'geta
     },
 
     async open(path, flags) {
-      const node = await ctx.catalogue.resolve(path);
+      const node = await resolveNode(ctx, path);
       if (node.kind !== 'file') throw new FsError('EISDIR', `${path}: is a folder`);
       if ((flags & O_ACCMODE) !== constants.O_RDONLY) {
         if (ctx.readOnly) throw new FsError('EROFS', `${path}: the mount is read-only (mounted with --read-only)`);

@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest';
 import { Catalogue } from '../../src/catalogue/catalogue.js';
-import { FsError } from '../../src/fs/errors.js';
 import { XnatError } from '../../src/xnat/types.js';
 import { MemoryXnat, sampleArchive } from '../helpers/memory-client.js';
 
@@ -25,20 +24,20 @@ describe('Catalogue path resolution', () => {
     expect((await cat.resolve('/projects/P1/experiments/E1/resources/NOTES/files/sub dir/a#b.txt')).kind).toBe('file');
   });
 
-  it('throws ENOENT for names XNAT does not list', async () => {
+  it('throws PathError for names XNAT does not list', async () => {
     const cat = new Catalogue(sampleArchive(), { ttlMs: 60_000 });
     for (const p of ['/nope', '/projects/P2', `${E}/scans/5`, `${E}/scans/4/resources/DICOM/files/x.dcm`, '/projects/P1/bogus']) {
-      await expect(cat.resolve(p)).rejects.toMatchObject({ code: 'ENOENT' });
+      await expect(cat.resolve(p)).rejects.toMatchObject({ name: 'PathError', kind: 'not-found' });
     }
   });
 
-  it('maps XNAT errors to errnos', async () => {
+  it('passes what the client throws through (the fs layer maps it to an errno)', async () => {
     const x = sampleArchive();
     x.listSubjects = async () => { throw new XnatError('forbidden', 'Unable to read subjects', 403); };
     const cat = new Catalogue(x, { ttlMs: 60_000 });
-    const err = await cat.resolve('/projects/P1/subjects/S1').catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(FsError);
-    expect((err as FsError).code).toBe('EACCES');
+    await expect(cat.resolve('/projects/P1/subjects/S1')).rejects.toMatchObject({ name: 'XnatError', kind: 'forbidden' });
+    const fine = new Catalogue(sampleArchive(), { ttlMs: 60_000 });
+    await expect(fine.resolve(`${E}/scans/4-Ax_3D_T1/resources/DICOM/files/0001.dcm/x`)).rejects.toMatchObject({ name: 'PathError', kind: 'not-a-folder' });
   });
 
   it('lists a scan resource of 2,000 files with a handful of requests, then stats from memory', async () => {

@@ -86,6 +86,17 @@ describe('fs operations over an in-memory XNAT', () => {
     expect(await errno(fs.ops.open!(NOTES, constants.O_RDONLY))).toBe('EISDIR');
     expect(await errno(fs.ops.mkdir!('/projects/P1/subjects/S2', 0o755))).toBe('EACCES');
     expect(await errno(fs.ops.create!(`${E}/new.txt`, 0o644))).toBe('EACCES');
+    expect(await errno(fs.ops.getattr!(`${NOTES}/sub dir/a#b.txt/below`))).toBe('ENOTDIR');
+    expect(await errno(fs.ops.readdir!(`${NOTES}/sub dir/a#b.txt`))).toBe('ENOTDIR');
+  });
+
+  it('maps what XNAT answers a listing to errnos: 403 → EACCES, 500 → EIO', async () => {
+    x.listSubjects = async () => { throw new XnatError('forbidden', 'Unable to read subjects', 403); };
+    x.listScans = async () => { throw new XnatError('server', 'Internal Server Error', 500); };
+    const denied = await fs.ops.getattr!('/projects/P1/subjects/S1').catch((e: unknown) => e as FsError);
+    expect(denied).toMatchObject({ code: 'EACCES' });
+    expect((denied as FsError).message).toMatch(/^\/projects\/P1\/subjects\/S1: XNAT denies access \(403\); ask the project owner/);
+    expect(await errno(fs.ops.readdir!('/projects/P1/experiments/E1/scans'))).toBe('EIO');
   });
 
   it('refuses every write with EROFS on a read-only mount', async () => {
