@@ -36,6 +36,18 @@ export interface XnatFs {
   overlay: WriteOverlay;
   /** Called by the uploader after every successful upload: listings of that owner are stale. */
   onUploaded(job: UploadJob): void;
+  /**
+   * Unmounting: refuse new writes (EROFS), upload files waiting for their idle time now, and
+   * wait until no file is open for writing or the deadline passes. Returns the files programs
+   * still hold open for writing then: their bytes are in the spool but not uploaded.
+   */
+  finishWrites(deadline: number): Promise<UnfinishedWrite[]>;
+}
+
+export interface UnfinishedWrite {
+  displayPath: string;
+  spoolPath: string;
+  lastError: string;
 }
 
 export function createOperations(ctx: WriteContext): XnatFs {
@@ -44,8 +56,10 @@ export function createOperations(ctx: WriteContext): XnatFs {
   const spoolHandles = new Map<number, { file: PendingFile; writable: boolean }>();
   let nextFd = SPOOL_FD_BASE;
 
+  let unmounting = false;
   const refuseReadOnly = (path: string, what: string): void => {
     if (ctx.readOnly) throw new FsError('EROFS', `${what} ${path}: the mount is read-only (mounted with --read-only)`);
+    if (unmounting) throw new FsError('EROFS', `${what} ${path}: xnatfs is unmounting; write it again after the next mount`);
   };
 
   const relPath = (t: Target): string => t.components.map(unescapeName).join('/');
@@ -552,6 +566,18 @@ export function createOperations(ctx: WriteContext): XnatFs {
     overlay,
     onUploaded(job) {
       ctx.catalogue.invalidateFiles(job.owner);
+    },
+    async finishWrites(deadline) {
+      unmounting = true;
+      for (const f of overlay.files.values()) {
+        if (!f.idleUpload) continue;
+        clearTimeout(f.idleUpload);
+        f.idleUpload = null;
+        if (f.opens === 0) sync(f).then(() => settle(f), () => undefined);
+      }
+      const writers = (): PendingFile[] => [...new Set([...spoolHandles.values()].filter((h) => h.writable).map((h) => h.file))];
+      while (writers().length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      return writers().map((f) => ({ displayPath: f.path, spoolPath: f.spoolPath, lastError: 'still open for writing by a program at unmount' }));
     },
   };
 }

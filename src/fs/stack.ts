@@ -8,7 +8,7 @@ import { DiskCache } from '../content/disk-cache.js';
 import { Uploader, type UploadJob } from '../content/uploader.js';
 import { orphanedFolders, ownFolder } from '../content/process-dirs.js';
 import type { XnatApi } from '../xnat/types.js';
-import { createOperations, type XnatFs } from './operations.js';
+import { createOperations, type UnfinishedWrite, type XnatFs } from './operations.js';
 
 export interface StackOptions {
   cacheDir: string;
@@ -34,8 +34,11 @@ export interface XnatFsStack extends XnatFs {
   resumedUploads: string[];
   /** Spool files of an earlier run that cannot be resumed (no note: never completely written). */
   leftoverSpool: string[];
-  /** Wait (bounded) for pending uploads, stop downloads; returns uploads that never made it. */
-  shutdown(uploadWaitMs: number): Promise<ReturnType<Uploader['pending']>>;
+  /**
+   * Stop taking writes, wait (bounded) for files still being written and for pending uploads,
+   * stop downloads; returns what never made it to XNAT.
+   */
+  shutdown(uploadWaitMs: number): Promise<UnfinishedWrite[]>;
 }
 
 export async function createStack(client: XnatApi, o: StackOptions): Promise<XnatFsStack> {
@@ -69,7 +72,7 @@ export async function createStack(client: XnatApi, o: StackOptions): Promise<Xna
     { concurrency: o.uploadConcurrency, retryDelayMs: o.uploadRetryDelayMs ?? 2000, maxRetryDelayMs: o.uploadMaxRetryDelayMs ?? 60_000 },
     (job: UploadJob) => fs?.onUploaded(job),
   );
-  fs = createOperations({
+  const writes = (fs = createOperations({
     catalogue,
     content,
     client,
@@ -80,7 +83,7 @@ export async function createStack(client: XnatApi, o: StackOptions): Promise<Xna
     gid: process.getgid?.() ?? 0,
     mountTime: new Date(),
     idleUploadMs: o.idleUploadMs ?? 1000,
-  });
+  }));
   // Uploads that ended mounts of this server left unfinished are taken up again; spool files
   // without a note (the process died while they were being written) are only reported.
   const resumed: UploadJob[] = [];
@@ -98,7 +101,7 @@ export async function createStack(client: XnatApi, o: StackOptions): Promise<Xna
     if (!own && jobs.length === 0 && left.length === 0) await rm(dir, { recursive: true, force: true });
   }
   return {
-    ...fs,
+    ...writes,
     resumedUploads: resumed.map((j) => j.displayPath),
     catalogue,
     content,
@@ -106,9 +109,13 @@ export async function createStack(client: XnatApi, o: StackOptions): Promise<Xna
     spoolDir,
     leftoverSpool,
     async shutdown(uploadWaitMs) {
-      const left = await uploader.drain(uploadWaitMs);
+      // Writes first (no new ones; those in progress may finish), so that every upload they
+      // start is inside the drain and in its report.
+      const deadline = Date.now() + uploadWaitMs;
+      const open = await writes.finishWrites(deadline);
+      const left = await uploader.drain(Math.max(0, deadline - Date.now()));
       await content.close();
-      return left;
+      return [...left, ...open];
     },
   };
 }

@@ -182,6 +182,28 @@ describe('fs operations over an in-memory XNAT', () => {
     expect(await readdir(fs.spoolDir)).toEqual([]);
   });
 
+  it('at unmount: refuses new writes, lets a file being written finish and uploads it, reports one never closed', async () => {
+    const done = `${NOTES}/done.txt`;
+    const fd = await fs.ops.create!(done, 0o644);
+    await fs.ops.write!(done, fd, Buffer.from('first half,'), 11, 0);
+    const stuck = `${NOTES}/stuck.txt`;
+    const fdStuck = await fs.ops.create!(stuck, 0o644);
+    await fs.ops.write!(stuck, fdStuck, Buffer.from('never closed'), 12, 0);
+    const shutdown = fs.shutdown(600);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(await errno(fs.ops.create!(`${NOTES}/late.txt`, 0o644))).toBe('EROFS');
+    expect(await errno(fs.ops.mkdir!(`${E}/resources/LATE`, 0o755))).toBe('EROFS');
+    // the program already writing goes on and closes its file: that upload is waited for
+    await fs.ops.write!(done, fd, Buffer.from(' second half'), 12, 11);
+    await fs.ops.flush!(done, fd);
+    await fs.ops.release!(done, fd);
+    const left = await shutdown;
+    const stored = x.resources.get('e/XNAT_E00001')!.find((r) => r.resource.label === 'NOTES')!.files;
+    expect(stored.get('done.txt')?.toString()).toBe('first half, second half');
+    expect(stored.has('stuck.txt')).toBe(false);
+    expect(left).toEqual([{ displayPath: stuck, spoolPath: expect.stringContaining(fs.spoolDir), lastError: 'still open for writing by a program at unmount' }]);
+  });
+
   it('treats a duplicates reply as a failure, never a success', async () => {
     const path = `${NOTES}/fresh.txt`;
     const fd = await fs.ops.create!(path, 0o644);
