@@ -83,6 +83,12 @@ describe('XNAT client against the emulator', () => {
       const all = await c.listAllScanFiles('DEMO', mr1.id);
       expect(all.filter((f) => f.scan === '4' && f.resourceLabel === 'DICOM').map((f) => f.path).sort()).toEqual(files.map((f) => f.path).sort());
       expect(new Set(all.map((f) => f.scan))).toEqual(new Set(scans.map((s) => s.id)));
+      // ?all=true: the experiment's own resources and each scan's, marked with what they hang on
+      const scoped = await c.listAllResources('DEMO', mr1.id);
+      expect(scoped.filter((r) => r.category === 'scans' && r.catId === '4').map(({ category: _c, catId: _i, ...r }) => r)).toEqual(res);
+      expect(scoped.some((r) => r.category === 'resources' && r.label === 'NOTES')).toBe(true);
+      // project-wide experiments carry subject_ID when asked for (a subject's are sliced from them)
+      expect(exps.find((e) => e.label === 'SUBJ01_MR1')).toMatchObject({ subjectId: subj!.id });
       expect((await c.listResources({ level: 'project', project: 'DEMO' })).map((r) => r.label)).toContain('protocols');
       expect((await c.listResources({ level: 'subject', project: 'DEMO', subject: subj!.id })).map((r) => r.label)).toContain('CONSENT');
     } finally {
