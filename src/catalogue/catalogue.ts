@@ -144,7 +144,7 @@ export class Catalogue {
    * The kernel looks a path up one name at a time, each lookup waiting for its folder's listing.
    * At the fixed folders that lead down (P/subjects, E/scans) the next two levels are asked for
    * at once, so a cold deep path (dcm2niix …/scans/4/resources/DICOM/files) costs two round
-   * trips after the project list instead of five.
+   * trips of listings instead of five (the project list is fetched when the mount starts).
    */
   private lookAhead(loads: Array<() => Promise<unknown>>): void {
     for (const load of loads) void load().catch(() => undefined);

@@ -261,9 +261,9 @@ export class ContentStore {
       member.catch(() => undefined);
       wanted.set(ref.path, { size: ref.size, ...settle });
       const key = this.keyOf(ref);
-      this.stats.prefetched++;
       if (ref.size <= SMALL_FILE_BYTES) {
         // Small files skip the Download machinery: checked, kept in memory, written later.
+        this.stats.prefetched++;
         const arrived = member.then((m) => this.acceptMember(key, ref, m));
         this.incoming.set(key, arrived);
         arrived.then(

@@ -573,6 +573,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
         if (!f.idleUpload) continue;
         clearTimeout(f.idleUpload);
         f.idleUpload = null;
+        // sync() hands the job to the uploader before its first await: the drain that follows sees it.
         if (f.opens === 0) sync(f).then(() => settle(f), () => undefined);
       }
       const writers = (): PendingFile[] => [...new Set([...spoolHandles.values()].filter((h) => h.writable).map((h) => h.file))];
