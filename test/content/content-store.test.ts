@@ -7,6 +7,7 @@ import { DiskCache } from '../../src/content/disk-cache.js';
 import type { FileRef, Owner } from '../../src/xnat/types.js';
 import { MemoryXnat } from '../helpers/memory-client.js';
 import { createHash } from 'node:crypto';
+import type { Readable } from 'node:stream';
 
 const owner: Owner = { level: 'experiment', project: 'P', experiment: 'E' };
 
@@ -165,16 +166,8 @@ describe('ContentStore', () => {
     let zips = 0;
     x.downloadResourceZip = async () => {
       zips++;
-      // a zip holding all but the last file, laid out as XNAT lays out resource zips
-      const { execFile } = await import('node:child_process');
-      const { mkdir, writeFile } = await import('node:fs/promises');
-      const { createReadStream } = await import('node:fs');
-      const root = join(tmp.path, 'zipsrc');
-      const dir = join(root, 'E1/resources/R/files/z');
-      await mkdir(dir, { recursive: true });
-      for (let i = 0; i < 29; i++) await writeFile(join(dir, `${i}.dcm`), Buffer.alloc(500 + i, i));
-      await new Promise((res, rej) => execFile('zip', ['-qr', join(tmp.path, 'r.zip'), 'E1'], { cwd: root }, (e) => (e ? rej(e) : res(null))));
-      return createReadStream(join(tmp.path, 'r.zip'));
+      // a zip holding all but the last file
+      return resourceZip(join(tmp.path, 'r'), new Map(refs.slice(0, 29).map((r, i) => [r.path, Buffer.alloc(500 + i, i)])));
     };
     const store = new ContentStore(x, {
       server: x.baseUrl, cache, download: { maxAttempts: 2, retryDelayMs: 1 },
@@ -212,15 +205,7 @@ describe('ContentStore', () => {
     const gate = new Promise<void>((r) => (release = r));
     x.downloadResourceZip = async () => {
       await gate;
-      const { execFile } = await import('node:child_process');
-      const { mkdir, writeFile } = await import('node:fs/promises');
-      const { createReadStream } = await import('node:fs');
-      const root = join(tmp.path, 'wsrc');
-      const dir = join(root, 'E1/resources/R/files/w');
-      await mkdir(dir, { recursive: true });
-      for (let i = 0; i < 20; i++) await writeFile(join(dir, `${i}.dcm`), Buffer.alloc(300 + i, i === bad ? 0xee : i));
-      await new Promise((res, rej) => execFile('zip', ['-qr0', join(tmp.path, 'w.zip'), 'E1'], { cwd: root }, (e) => (e ? rej(e) : res(null))));
-      return createReadStream(join(tmp.path, 'w.zip'));
+      return resourceZip(join(tmp.path, 'w'), new Map(refs.map((r, i) => [r.path, Buffer.alloc(300 + i, i === bad ? 0xee : i)])), true);
     };
     const store = new ContentStore(x, {
       server: x.baseUrl, cache, download: { maxAttempts: 2, retryDelayMs: 1 },
@@ -337,6 +322,21 @@ describe('fetchZipMembers', () => {
     }
   });
 });
+
+/** A zip of `files` (path in the resource → bytes) laid out as XNAT lays out resource zips. */
+async function resourceZip(work: string, files: Map<string, Buffer>, stored = false): Promise<Readable> {
+  const { execFile } = await import('node:child_process');
+  const { mkdir, writeFile } = await import('node:fs/promises');
+  const { createReadStream } = await import('node:fs');
+  const { dirname } = await import('node:path');
+  for (const [path, data] of files) {
+    const abs = join(work, 'E1/resources/R/files', path);
+    await mkdir(dirname(abs), { recursive: true });
+    await writeFile(abs, data);
+  }
+  await new Promise((res, rej) => execFile('zip', [stored ? '-qr0' : '-qr', join(work, 'r.zip'), 'E1'], { cwd: work }, (e) => (e ? rej(e) : res(null))));
+  return createReadStream(join(work, 'r.zip'));
+}
 
 function randomish(n: number): Buffer {
   const b = Buffer.alloc(n);
