@@ -13,6 +13,8 @@ interface HostArgs {
   mountpoint: string;
   kind: 'small' | 'large' | 'tree' | 'empty';
   sizes: BenchSizes;
+  /** Also register flush and release, as xnatfs does. */
+  handleCallbacks?: boolean;
 }
 
 async function collect(seed: string, n: number): Promise<Buffer> {
@@ -31,7 +33,7 @@ async function main(): Promise<void> {
   if (a.kind === 'small') for (const f of smallFiles(a.sizes)) initial.push({ path: `/files/${f.name}`, data: bytesFor(f.seed, f.size) });
   if (a.kind === 'tree') for (const f of treePaths(a.sizes)) initial.push({ path: `/experiment/${f.rel}`, data: Buffer.alloc(f.size) });
   if (a.kind === 'large') initial.push({ path: '/large.bin', data: await collect(largeSeed(), a.sizes.largeBytes) });
-  const ops = createBenchMemFs(initial);
+  const ops = createBenchMemFs(initial, undefined, a.handleCallbacks ?? false);
   // The options startMount (src/cli/mount-command.ts) passes for a default mount.
   const fuse: FuseMount = await mountFuse(ops, {
     mountpoint: a.mountpoint,

@@ -66,7 +66,12 @@ class MemFile {
   }
 }
 
-export function createBenchMemFs(initial: Array<{ path: string; data: Buffer }>, withStats = process.env['XNATFS_BENCH_MEMFS_STATS'] !== '0'): FsOps {
+/**
+ * `handleCallbacks` adds no-op flush and release, the two callbacks xnatfs needs for its file
+ * handles: each is one more trip to Node's main thread per close(), which the minimal floor
+ * leaves to libfuse.
+ */
+export function createBenchMemFs(initial: Array<{ path: string; data: Buffer }>, withStats = process.env['XNATFS_BENCH_MEMFS_STATS'] !== '0', handleCallbacks = false): FsOps {
   const files = new Map<string, MemFile>();
   const dirs = new Map<string, Set<string>>([['/', new Set()]]);
   const epoch = new Date('2024-01-15T10:00:00Z');
@@ -96,7 +101,9 @@ export function createBenchMemFs(initial: Array<{ path: string; data: Buffer }>,
     if (!f) throw new FsError(dirs.has(p) ? 'EISDIR' : 'ENOENT', `${p}: no such file`);
     return f;
   };
+  const handles: Pick<FsOps, 'flush' | 'release'> = handleCallbacks ? { async flush() {}, async release() {} } : {};
   return {
+    ...handles,
     async getattr(p) {
       const f = files.get(p);
       if (f) return stat(constants.S_IFREG | 0o644, f.size);

@@ -259,13 +259,13 @@ export async function startXnatMount(o: {
 }
 
 /** The in-memory FsOps (memfs-host.js) mounted through the same adapter, in its own process. */
-export async function startMemMount(o: { script: string; mountpoint: string; kind: 'small' | 'large' | 'tree' | 'empty'; sizes: object; logFile: string }): Promise<MountProc> {
+export async function startMemMount(o: { script: string; mountpoint: string; kind: 'small' | 'large' | 'tree' | 'empty'; sizes: object; logFile: string; handleCallbacks?: boolean }): Promise<MountProc> {
   await detach(o.mountpoint);
   await freshDir(o.mountpoint);
   const log = createWriteStream(o.logFile, { flags: 'a' });
   const t0 = process.hrtime.bigint();
   mountpoints.add(o.mountpoint);
-  const cp = track(fork(o.script, [JSON.stringify({ mountpoint: o.mountpoint, kind: o.kind, sizes: o.sizes })], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'], env: { ...process.env, DEBUG: '' } }));
+  const cp = track(fork(o.script, [JSON.stringify({ mountpoint: o.mountpoint, kind: o.kind, sizes: o.sizes, handleCallbacks: o.handleCallbacks ?? false })], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'], env: { ...process.env, DEBUG: '' } }));
   cp.stdout!.pipe(log, { end: false });
   cp.stderr!.pipe(log, { end: false });
   try {
