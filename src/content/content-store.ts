@@ -282,7 +282,12 @@ export class ContentStore {
     }
     this.stats.zips++;
     const tmp = this.options.cache.partialPath(`zip-${resource.id}`);
-    const zip = fetchZipMembers(this.client, resource.owner, resource.id, wanted, tmp, { signal: this.closing.signal, compression: this.options.prefetch.zipCompression }).catch((err: unknown) => {
+    const zip = fetchZipMembers(this.client, resource.owner, resource.id, wanted, tmp, {
+      signal: this.closing.signal,
+      compression: this.options.prefetch.zipCompression,
+      // Members arrive faster than the disk may take them: hold the zip while too many wait.
+      pace: () => this.writeBehind.roomFor(),
+    }).catch((err: unknown) => {
       log('zip prefetch of resource %s failed (%s); files are fetched one by one', resource.id, (err as Error).message);
     });
     this.zipsInFlight.add(zip);

@@ -25,6 +25,7 @@ export class WriteBehind {
   private timer: NodeJS.Timeout | null = null;
   private wakeTimer: (() => void) | null = null;
   private urgent = false;
+  private roomWaiters: Array<() => void> = [];
 
   constructor(
     private readonly cache: DiskCache,
@@ -46,6 +47,12 @@ export class WriteBehind {
     this.pendingBytes += data.length;
     if (this.pendingBytes > this.options.maxPendingBytes) this.wake();
     this.running ??= this.run();
+  }
+
+  /** Resolves once the bytes waiting are within the bound again (backpressure for a zip). */
+  roomFor(): Promise<void> | undefined {
+    if (this.pendingBytes <= this.options.maxPendingBytes) return undefined;
+    return new Promise((resolve) => this.roomWaiters.push(resolve));
   }
 
   /** Write everything now and wait for it (unmount, tests). */
@@ -96,9 +103,17 @@ export class WriteBehind {
         }
         this.pending.delete(key);
         this.pendingBytes -= data.length;
+        if (this.pendingBytes <= this.options.maxPendingBytes) this.releaseRoom();
       }
     } finally {
       this.running = null;
+      this.releaseRoom();
     }
+  }
+
+  private releaseRoom(): void {
+    const waiters = this.roomWaiters;
+    this.roomWaiters = [];
+    for (const w of waiters) w();
   }
 }

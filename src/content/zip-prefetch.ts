@@ -55,7 +55,15 @@ export async function fetchZipMembers(
   resource: string,
   wanted: Map<string, WantedMember>,
   tmpPath: string,
-  options: { signal?: AbortSignal; inMemoryBytes?: number; compression?: number } = {},
+  options: {
+    signal?: AbortSignal;
+    inMemoryBytes?: number;
+    compression?: number;
+    /** Awaited after each chunk: the receiver's backpressure (e.g. members not yet written). */
+    pace?: () => Promise<void> | void;
+    /** Members larger than this are left to the central directory (tests make it small). */
+    streamedMemberBytes?: number;
+  } = {},
 ): Promise<void> {
   const pending = new Map(wanted);
   try {
@@ -77,8 +85,8 @@ export async function fetchZipMembers(
           (err: unknown) => w.reject(err instanceof Error ? err : new Error(String(err))),
         ),
       );
-    }, STREAMED_MEMBER_BYTES);
-    const { zip, buffer } = await receiveZip(body, tmpPath, options.inMemoryBytes ?? IN_MEMORY_ZIP_BYTES, (chunk) => parser.push(chunk));
+    }, options.streamedMemberBytes ?? STREAMED_MEMBER_BYTES);
+    const { zip, buffer } = await receiveZip(body, tmpPath, options.inMemoryBytes ?? IN_MEMORY_ZIP_BYTES, (chunk) => parser.push(chunk), options.pace);
     await Promise.all(decoding);
     log('zip of %s received (%s); %d members streamed%s', resource, buffer ? 'in memory' : 'on disk', wanted.size - pending.size, parser.failed ? ', streaming gave up' : '');
     if (pending.size === 0 || parser.done) {
@@ -181,6 +189,7 @@ async function receiveZip(
   tmpPath: string,
   inMemoryBytes: number,
   onChunk: (chunk: Buffer) => void,
+  pace?: () => Promise<void> | void,
 ): Promise<{ zip: yauzl.ZipFile; buffer: Buffer | null }> {
   const chunks: Buffer[] = [];
   let bytes = 0;
@@ -188,6 +197,9 @@ async function receiveZip(
   let writeError: Error | null = null;
   try {
     for await (const chunk of body as AsyncIterable<Buffer>) {
+      // Members are handed out as they arrive whether the zip is kept in memory or on disk.
+      onChunk(chunk);
+      await pace?.();
       if (file) {
         if (writeError) throw writeError;
         if (!file.write(chunk)) await Promise.race([once(file, 'drain'), once(file, 'close')]);
@@ -195,7 +207,6 @@ async function receiveZip(
       }
       chunks.push(chunk);
       bytes += chunk.length;
-      onChunk(chunk);
       if (bytes > inMemoryBytes) {
         file = createWriteStream(tmpPath, { mode: 0o600 });
         // Without a listener a write error (a full disk) would be an uncaught exception.

@@ -283,7 +283,12 @@ describe('memberPath', () => {
 });
 
 describe('fetchZipMembers', () => {
-  it.each([['in memory', undefined], ['spooled to disk', 1]])('hands out matching members of a zip held %s', async (_how, inMemoryBytes) => {
+  it.each([
+    ['in memory', undefined, undefined],
+    ['spooled to disk', 1, undefined],
+    ['in memory, from the central directory', undefined, 1],
+    ['spooled to disk, from the central directory', 1, 1],
+  ])('hands out matching members of a zip held %s', async (_how, inMemoryBytes, streamedMemberBytes) => {
     const { fetchZipMembers } = await import('../../src/content/zip-prefetch.js');
     const tmp = await tmpDir({ unsafeCleanup: true });
     try {
@@ -313,7 +318,9 @@ describe('fetchZipMembers', () => {
         }]),
       );
       wanted.set('missing.dcm', { size: 1, resolve: () => void got.set('missing.dcm', Buffer.from('?')), reject: () => void got.set('missing.dcm', Buffer.from('rejected')) });
-      await fetchZipMembers(x, owner, 'DICOM', wanted as never, join(tmp.path, 'spool.zip'), { inMemoryBytes });
+      let paced = 0;
+      await fetchZipMembers(x, owner, 'DICOM', wanted as never, join(tmp.path, 'spool.zip'), { inMemoryBytes, streamedMemberBytes, pace: () => void paced++ });
+      expect(paced).toBeGreaterThan(0);
       await new Promise((r) => setTimeout(r, 50));
       for (const [path, data] of Object.entries(files)) expect(got.get(path)?.equals(data), path).toBe(true);
       expect(got.get('missing.dcm')?.toString()).toBe('rejected');

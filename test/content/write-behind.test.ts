@@ -34,6 +34,18 @@ describe('WriteBehind', () => {
     expect((await readFile(cache.lookup('k2')!)).toString()).toBe('two');
   });
 
+  it('gives room (backpressure) once what waits is written down to its bound', async () => {
+    const wb = new WriteBehind(cache, { idleMs: 60_000, maxPendingBytes: 10 });
+    wb.touch();
+    wb.add('a', Buffer.alloc(8, 1));
+    expect(wb.roomFor()).toBeUndefined(); // within the bound: no waiting
+    wb.add('b', Buffer.alloc(8, 2));
+    const room = wb.roomFor();
+    expect(room).toBeInstanceOf(Promise);
+    await room;
+    expect((await objects()).length).toBeGreaterThan(0);
+  });
+
   it('writes at once past its memory bound, and everything on flush()', async () => {
     const wb = new WriteBehind(cache, { idleMs: 60_000, maxPendingBytes: 10 });
     wb.touch();
