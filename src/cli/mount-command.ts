@@ -152,6 +152,7 @@ export async function startMount(s: MountSettings, client?: XnatApi): Promise<Ru
       entryTimeout: Math.min(60, s.stack.listingTtlMs / 1000),
       bigWrites: true,
       allowOther: s.allowOther,
+      readOnly: s.stack.readOnly,
       opTimeoutMs: s.opTimeoutMs,
       // Data operations wait for whole transfers (a read at EOF for the download and its digest,
       // a flush for the upload): the HTTP layer's own timeouts bound them, not the op timeout.

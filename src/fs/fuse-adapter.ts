@@ -273,6 +273,7 @@ export function fuseOptions(opts: MountOptions & FuseTuning): Record<string, unk
     maxWrite: opts.bigWrites ? (opts.maxWrite ?? DEFAULT_MAX_WRITE) : undefined,
     maxReadahead: opts.maxReadahead ?? DEFAULT_MAX_READAHEAD,
     allowOther: opts.allowOther ?? false,
+    readOnly: opts.readOnly ?? false,
     debug: opts.debug ?? false,
     timeout,
     force: false, // prepareMountpoint already cleared stale mounts, with better messages

@@ -70,6 +70,8 @@ export interface MountOptions {
   /** Ask the kernel for writes of up to max_write bytes instead of 4 KiB. */
   bigWrites: boolean;
   allowOther?: boolean;
+  /** Mount `ro`: the kernel answers EROFS to every write without a trip to the filesystem. */
+  readOnly?: boolean;
   /** Milliseconds fuse-native waits for a handler before answering ETIMEDOUT. */
   opTimeoutMs: number;
   /** libfuse's -d; noisy. */

@@ -128,6 +128,17 @@ describeFuse('fuse adapter (real mounts)', () => {
     expect(dd.stderr).toMatch(/Function not implemented/);
   });
 
+  it('readOnly mounts ro: the kernel answers EROFS without calling the write ops', async () => {
+    const fs = createMemFs({ '/a': 'a' });
+    mount = await mountFuse(fs, options(mp.path, { readOnly: true }));
+    const dd = await run('dd', ['if=/dev/zero', `of=${join(mp.path, 'new')}`, 'bs=4k', 'count=1']);
+    expect(dd.stderr).toMatch(/Read-only file system/);
+    const rm = await run('rm', ['-f', join(mp.path, 'a')]);
+    expect(rm.stderr).toMatch(/Read-only file system/);
+    expect((await run('cat', [join(mp.path, 'a')])).stdout).toBe('a');
+    for (const op of ['create', 'write', 'unlink', 'truncate']) expect(fs.counters.calls.get(op) ?? 0, op).toBe(0);
+  });
+
   it('answers ETIMEDOUT when a handler is slower than opTimeoutMs', async () => {
     let pending: Promise<unknown> = Promise.resolve();
     const ops: FsOps = {
