@@ -2,7 +2,7 @@
 // an emulator running in this process. The mounts are served by the children, but this process
 // serves their HTTP requests: nothing here may block the event loop (no *Sync, no execSync).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmod, chown, cp, mkdir, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, cp, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { dir as tmpDir, type DirectoryResult } from 'tmp-promise';
 import { afterAll, afterEach, beforeAll, beforeEach, expect, it } from 'vitest';
@@ -221,6 +221,24 @@ requireFuse()('xnatfs command line (dist/cli/main.js)', () => {
     expect(await exitOf(m)).toEqual({ code: 0, signal: null });
     expect(Date.now() - started).toBeLessThan(15_000);
     expect(await fuseMountsUnder(mp.path)).toEqual([]);
+  });
+
+  it('SIGTERM while a program is writing: new writes get EROFS, the writer finishes, its file is uploaded, exit 0', async () => {
+    const m = start(['mount', emulator.url, mp.path, '--upload-wait', '30'], { XNAT_USER: ALICE.name, XNAT_PASS: ALICE.password });
+    await waitMounted(m, mp.path);
+    const target = join(mp.path, NOTES, 'slow-writer.txt');
+    // a writer that holds its file open across the signal
+    const writer = run('sh', ['-c', `exec 3>'${target}'; echo first >&3; sleep 2; echo second >&3; exec 3>&-`]);
+    await sleep(700);
+    m.child.kill('SIGTERM');
+    await sleep(400);
+    const late = await run('sh', ['-c', `echo late > '${join(mp.path, NOTES, 'late.txt')}'`]);
+    expect(late.stderr).toMatch(/Read-only file system/);
+    expect((await writer).code).toBe(0);
+    expect(await exitOf(m, 40_000)).toEqual({ code: 0, signal: null });
+    const stored = emulator.storedFilePath('DEMO', 'SUBJ01', 'SUBJ01_MR1', null, 'NOTES', 'slow-writer.txt');
+    expect(stored && (await readFile(stored, 'utf8'))).toBe('first\nsecond\n');
+    expect(emulator.storedFilePath('DEMO', 'SUBJ01', 'SUBJ01_MR1', null, 'NOTES', 'late.txt')).toBeNull();
   });
 
   it('a netrc file (NETRC=…) with mode 0600 works', async () => {
