@@ -27,7 +27,8 @@ import {
   toScopedResource,
   toSubject,
 } from './records.js';
-import { parseResultSet, type Row } from './resultset.js';
+import type { Row } from './resultset.js';
+import { parseRows } from './resultset-slices.js';
 import {
   XnatError,
   type Assessor,
@@ -156,44 +157,43 @@ export class XnatClient implements XnatApi {
   }
 
   async listProjects(): Promise<Project[]> {
-    return (await this.list(listPaths.projects(), JSON_Q)).map(toProject);
+    return this.list(listPaths.projects(), JSON_Q, toProject);
   }
 
   async listSubjects(project: string): Promise<Subject[]> {
-    return (await this.list(listPaths.subjects(project), `${JSON_Q}&columns=${COLUMNS.subjects}`)).map(toSubject);
+    return this.list(listPaths.subjects(project), `${JSON_Q}&columns=${COLUMNS.subjects}`, toSubject);
   }
 
   async listExperiments(project: string, subject?: string): Promise<Experiment[]> {
     // The project/subject experiment lists are rooted at xnat:subjectAssessorData: no assessors.
-    const rows = await this.list(listPaths.experiments(project, subject), `${JSON_Q}&columns=${COLUMNS.experiments}`);
-    const experiments = rows.map(toExperiment);
+    const experiments = await this.list(listPaths.experiments(project, subject), `${JSON_Q}&columns=${COLUMNS.experiments}`, toExperiment);
     // Listed under a subject, the subject is known even where the server omits subject_ID.
     if (subject) for (const e of experiments) if (e.subjectId === '') e.subjectId = subject;
     return experiments;
   }
 
   async listScans(_project: string, experiment: string): Promise<Scan[]> {
-    return (await this.list(listPaths.scans(experiment), `${JSON_Q}&columns=${COLUMNS.scans}`)).map(toScan);
+    return this.list(listPaths.scans(experiment), `${JSON_Q}&columns=${COLUMNS.scans}`, toScan);
   }
 
   async listAssessors(_project: string, experiment: string): Promise<Assessor[]> {
-    return (await this.list(listPaths.assessors(experiment), JSON_Q)).map(toAssessor);
+    return this.list(listPaths.assessors(experiment), JSON_Q, toAssessor);
   }
 
   async listResources(owner: Owner): Promise<Resource[]> {
-    return (await this.list(resourcesPath(owner), JSON_Q)).map(toResource);
+    return this.list(resourcesPath(owner), JSON_Q, toResource);
   }
 
   async listAllResources(_project: string, experiment: string): Promise<ScopedResource[]> {
-    return (await this.list(listPaths.allResources(experiment), `${JSON_Q}&all=true`)).map(toScopedResource);
+    return this.list(listPaths.allResources(experiment), `${JSON_Q}&all=true`, toScopedResource);
   }
 
   async listFiles(owner: Owner, resource: string): Promise<FileEntry[]> {
-    return (await this.list(filesPath(owner, resource), JSON_Q)).map(toFileEntry);
+    return this.list(filesPath(owner, resource), JSON_Q, toFileEntry);
   }
 
   async listAllScanFiles(_project: string, experiment: string): Promise<Array<FileEntry & { scan: string }>> {
-    return (await this.list(listPaths.allScanFiles(experiment), JSON_Q)).map(toScanFileEntry);
+    return this.list(listPaths.allScanFiles(experiment), JSON_Q, toScanFileEntry);
   }
 
   async readFile(file: FileRef, options: ReadOptions = {}): Promise<ReadResult> {
@@ -349,13 +349,14 @@ export class XnatClient implements XnatApi {
     throw errorForStatus(this.ctx(req), res.status, res.text, headerValue(res.headers, 'content-type'));
   }
 
-  private async list(path: string, query: string): Promise<Row[]> {
+  /** GET a listing and map its rows; large ones are parsed in slices, off the FUSE callbacks' way. */
+  private async list<T>(path: string, query: string, map: (row: Row) => T): Promise<T[]> {
     const req: HttpRequest = { method: 'GET', path: `${path}?${query}`, headers: { accept: 'application/json' } };
     const res = await this.session.requestText(req);
     if (res.status !== 200) {
       throw errorForStatus(this.ctx(req), res.status, res.text, headerValue(res.headers, 'content-type'), headerValue(res.headers, 'location'));
     }
-    return parseResultSet(res.text, { baseUrl: this.baseUrl, what: `GET ${path}` });
+    return parseRows(res.text, { baseUrl: this.baseUrl, what: `GET ${path}` }, map);
   }
 
   private async failure(req: HttpRequest, status: number, headers: Record<string, string | string[] | undefined>, body: Readable): Promise<XnatError> {
