@@ -128,4 +128,28 @@ requireFuse()('read-only mount of the emulator', () => {
       expect(await reader.close()).toBe(0);
     }
   });
+  it('files that came in a prefetch zip are in the disk cache for the next mount: no file request then', async () => {
+    const cacheDir = join(tmp.path, 'shared-cache');
+    const first = await mountEmulator({ reuse: x.emulator, stack: { cacheDir } });
+    x.emulator.resetRequests();
+    expect((await run('cp', ['-r', join(first.mp, DICOM), join(tmp.path, 'dicom-1')])).code).toBe(0);
+    expect(x.emulator.requests().some((r) => /format=zip/.test(r.url))).toBe(true);
+    expect(await first.close()).toBe(0); // writes what still waits to be written
+    const second = await mountEmulator({ reuse: x.emulator, stack: { cacheDir } });
+    try {
+      x.emulator.resetRequests();
+      const dest = join(tmp.path, 'dicom-2');
+      expect((await run('cp', ['-r', join(second.mp, DICOM), dest])).code).toBe(0);
+      const names = await readdir(dest);
+      expect(names.length).toBeGreaterThan(50);
+      for (const n of names) {
+        const stored = await readFile(x.emulator.storedFilePath('DEMO', 'SUBJ01', 'SUBJ01_MR1', '4', 'DICOM', n)!);
+        expect(md5(await readFile(join(dest, n)))).toBe(md5(stored));
+      }
+      const fileRequests = x.emulator.requests().filter((r) => /format=zip/.test(r.url) || /\/files\/.+/.test(r.url.split('?')[0]!));
+      expect(fileRequests).toEqual([]);
+    } finally {
+      expect(await second.close()).toBe(0);
+    }
+  });
 });
