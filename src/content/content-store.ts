@@ -117,7 +117,10 @@ export class ContentStore {
   }
 
   keyOf(ref: FileRef): string {
-    return DiskCache.keyOf({ server: this.options.server, uri: ref.uri ?? `${JSON.stringify(ref.owner)}/${ref.resource}/${ref.path}`, size: ref.size, digest: ref.digest });
+    // A resource's numeric id is unique on its server whichever path led to it: P/experiments/E
+    // and P/subjects/S/experiments/E list the same file under different URIs.
+    const where = /^\d+$/.test(ref.resource) ? `resource:${ref.resource}/${ref.path}` : (ref.uri ?? `${JSON.stringify(ref.owner)}/${ref.resource}/${ref.path}`);
+    return DiskCache.keyOf({ server: this.options.server, uri: where, size: ref.size, digest: ref.digest });
   }
 
   async open(ref: FileRef): Promise<number> {

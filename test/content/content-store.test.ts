@@ -64,6 +64,22 @@ describe('ContentStore', () => {
     expect((await stat(join(tmp.path, 'cache'))).mode & 0o777).toBe(0o700);
   });
 
+  it('keeps one cache entry per file, whichever path (and listed URI) led to it', async () => {
+    const x = new MemoryXnat();
+    const data = Buffer.from('the same file seen from two folders');
+    x.addFile(owner, 'R', 'a.txt', data);
+    const id = x.resources.get(MemoryXnat.ownerKey(owner))![0]!.resource.id;
+    const base = { owner, resource: id, path: 'a.txt', size: data.length, digest: createHash('md5').update(data).digest('hex') };
+    const store = make(x);
+    for (const uri of [`/data/experiments/E/resources/${id}/files/a.txt`, `/data/projects/P/subjects/S/experiments/E/resources/${id}/files/a.txt`]) {
+      const fd = await store.open({ ...base, uri });
+      expect((await readAll(store, fd, data.length)).equals(data)).toBe(true);
+      await store.release(fd);
+      await store.idle();
+    }
+    expect(x.calls.filter((c) => c.startsWith('get'))).toHaveLength(1);
+  });
+
   it('restarts a dropped download without Range and still returns exact bytes', async () => {
     const x = new MemoryXnat();
     const data = Buffer.from(Array.from({ length: 100_000 }, (_, i) => (i * 7) % 256));
