@@ -115,10 +115,11 @@ export class Catalogue {
   }
   resources(owner: Owner): Promise<Resource[]> {
     return this.listings.get(`resources:${ownerKey(owner)}`, async () => {
-      // A scan's resources are a slice of the experiment's `?all=true` listing, when at hand.
-      if (owner.level === 'scan') {
+      // The resources of an experiment, its scans and its assessors are slices of the
+      // experiment's `?all=true` listing, when that is at hand.
+      if (owner.level === 'experiment' || owner.level === 'scan' || owner.level === 'assessor') {
         const all = await this.listings.pending<ScopedResource[] | null>(`allresources:${owner.project}:${owner.experiment}`)?.catch(() => null);
-        if (all) return all.filter((r) => r.category === 'scans' && r.catId === owner.scan).map(({ category: _c, catId: _i, ...r }) => r);
+        if (all) return all.filter(sliceOfAll(owner)).map(({ category: _c, catId: _i, ...r }) => r);
       }
       return this.client.listResources(owner);
     });
@@ -196,7 +197,9 @@ export class Catalogue {
 
   invalidateResources(owner: Owner): void {
     this.listings.invalidate(`resources:${ownerKey(owner)}`);
-    if (owner.level === 'scan') this.listings.invalidate(`allresources:${owner.project}:${owner.experiment}`);
+    if (owner.level === 'experiment' || owner.level === 'scan' || owner.level === 'assessor') {
+      this.listings.invalidate(`allresources:${owner.project}:${owner.experiment}`);
+    }
     this.forgetResolved();
   }
 
@@ -431,6 +434,18 @@ export class Catalogue {
         return { kind: 'file', owner: node.owner, resource: node.resource, components, entry: found };
       }
     }
+  }
+}
+
+/** Which rows of an experiment's `resources?all=true` listing belong to `owner` (xnat-api.md §2.4). */
+function sliceOfAll(owner: Extract<Owner, { experiment: string }>): (r: ScopedResource) => boolean {
+  switch (owner.level) {
+    case 'experiment':
+      return (r) => r.category === 'resources';
+    case 'scan':
+      return (r) => r.category === 'scans' && r.catId === owner.scan;
+    case 'assessor':
+      return (r) => r.category === 'assessors' && r.catId === owner.assessor;
   }
 }
 

@@ -142,6 +142,8 @@ describe('Catalogue path resolution', () => {
     await cat.resolve(`${E}/scans/4-Ax_3D_T1/resources/DICOM`);
     // only the subject's own experiment, though the project holds two
     expect(await cat.list(await cat.resolve('/projects/P1/subjects/S1/experiments') as never)).toEqual(['E1']);
+    // the experiment's own resources too (category "resources" of the ?all=true listing)
+    expect(await cat.list(await cat.resolve(`${E}/resources`) as never)).toEqual(['NOTES']);
     expect(x.calls.filter((c) => c.startsWith('experiments') || c.startsWith('resources'))).toEqual(['experiments P1 ']);
     // mkdir of a scan resource: both listings are asked again
     const scan = { level: 'scan' as const, project: 'P1', experiment: 'XNAT_E00001', scan: '4' };
