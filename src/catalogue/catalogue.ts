@@ -127,9 +127,22 @@ export class Catalogue {
 
   /** Resources of an experiment and all its scans from one request; null when the server can't. */
   private allResourcesOf(project: string, experiment: string): Promise<ScopedResource[] | null> {
-    return this.listings.get(`allresources:${project}:${experiment}`, () =>
-      this.client.listAllResources(project, experiment).catch((err: unknown) => this.unlessUnsupported(err, `resources?all=true of ${experiment}`)),
-    );
+    return this.listings.get(`allresources:${project}:${experiment}`, async () => {
+      let all: ScopedResource[];
+      try {
+        all = await this.client.listAllResources(project, experiment);
+      } catch (err) {
+        return this.unlessUnsupported(err, `resources?all=true of ${experiment}`);
+      }
+      // A server that ignores `all` answers with the experiment's own resources only: taken at
+      // its word, every scan would look empty. No scan resource at all while there are scans
+      // means: ask each scan.
+      if (!all.some((r) => r.category === 'scans') && (await this.scans(project, experiment)).length > 0) {
+        log('resources?all=true of %s lists no scan resource; listing each scan', experiment);
+        return null;
+      }
+      return all;
+    });
   }
 
   /** null for the errors of a server that does not know a bulk form; the rest are rethrown. */
@@ -156,10 +169,9 @@ export class Catalogue {
     return this.listings.get(`files:${ownerKey(owner)}:${resource.id}`, async () => {
       if (owner.level === 'scan') {
         const bulk = await this.scanFilesOf(owner.project, owner.experiment);
-        if (bulk) {
-          const mine = bulk.get(`${owner.scan}\n${resource.label}`) ?? [];
-          return buildFileTree(mine);
-        }
+        const mine = bulk?.get(`${owner.scan}\n${resource.label}`);
+        // Nothing in the bulk listing for a resource that says it has files: ask the resource.
+        if (bulk && (mine || !resource.fileCount)) return buildFileTree(mine ?? []);
       }
       return buildFileTree(await this.client.listFiles(owner, resource.id));
     });

@@ -134,6 +134,20 @@ describe('Catalogue path resolution', () => {
     expect(x.calls).toContain('resources e/XNAT_E00001/scan/4');
   });
 
+  it('does not take a server that ignores ?all=true or leaves a resource out of scans/ALL/files at its word', async () => {
+    const x = sampleArchive(3);
+    const all = x.listAllResources.bind(x);
+    x.listAllResources = async (p, e) => (await all(p, e)).filter((r) => r.category === 'resources'); // `all` ignored
+    x.listAllScanFiles = async () => []; // nothing for any scan
+    const dicom = x.resources.get('e/XNAT_E00001/scan/4')![0]!.resource;
+    dicom.fileCount = 3; // …while the resource says it has files
+    const cat = new Catalogue(x, { ttlMs: 60_000 });
+    const names = await cat.list(await cat.resolve(`${E}/scans/4-Ax_3D_T1/resources/DICOM/files`) as never);
+    expect(names).toEqual(['0000.dcm', '0001.dcm', '0002.dcm']);
+    expect(x.calls).toContain('resources e/XNAT_E00001/scan/4');
+    expect(x.calls).toContain(`files e/XNAT_E00001/scan/4 ${dicom.id}`);
+  });
+
   it("a subject's experiments and a scan's resources come from the wider listings, which a new resource refreshes", async () => {
     const x = sampleArchive(2);
     const other = { id: 'XNAT_E00002', label: 'E2', project: 'P1', xsiType: 'xnat:mrSessionData', date: '', insertDate: '', subjectId: 'XNAT_S00002' };
