@@ -406,8 +406,9 @@ export class Catalogue {
         // "<ID>-<type>" as listed; the bare ID resolves too (REST-style paths) but is not listed.
         const s = list.find((x) => scanFolderName(x.id, x.type) === name) ?? list.find((x) => escapeName(x.id) === name);
         if (!s) return null;
-        // The kernel looks a path up one name at a time; from a scan, the way down needs its
-        // resources and the experiment's bulk file listing: ask for both at once.
+        // The way down from a scan needs its resources and the experiment's bulk file listing.
+        // Usually both were asked for at E/scans already (single-flight: no second request);
+        // this covers a walk that started below a cached E/scans after its listings expired.
         const scanOwner: Owner = { level: 'scan', project: node.project, experiment: node.experiment, scan: s.id };
         void this.resources(scanOwner).catch(() => undefined);
         void this.scanFilesOf(node.project, node.experiment).catch(() => undefined);
