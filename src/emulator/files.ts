@@ -21,7 +21,7 @@
 // DELETEd or folder-listed by that path (404 "No matched files" / empty list); a '+' sent raw next
 // to a %20 turns into a space. Tomcat itself rejects %2F and %5C in paths with 400.
 import { stat } from 'node:fs/promises';
-import { createReadStream } from 'node:fs';
+import { close, createReadStream, open, read } from 'node:fs';
 import path from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -297,7 +297,9 @@ async function sendZipEntries(ctx: Ctx, scope: Scope, entries: Array<{ r: Resour
       const st = abs ? await stat(abs).catch(() => null) : null;
       // A read buffer sized to the file: the default 64 KiB per small file is mostly garbage.
       const highWaterMark = Math.min(64 * 1024, (st?.size ?? 0) + 1);
-      return abs && st?.isFile() ? { name: e.name, size: st.size, mtime: st.mtime, open: () => createReadStream(abs, { highWaterMark }) } : null;
+      if (!abs || !st?.isFile()) return null;
+      const size = st.size;
+      return { name: e.name, size, mtime: st.mtime, open: () => createReadStream(abs, { highWaterMark }), readWhole: () => readSmallFile(abs, size) };
     });
     for (const s of await Promise.all(batch)) if (s) sources.push(s);
   }
@@ -307,6 +309,23 @@ async function sendZipEntries(ctx: Ctx, scope: Scope, entries: Array<{ r: Resour
   await ctx.head(200, { 'Content-Type': 'application/zip', 'Content-Disposition': `attachment; filename="${tomcatHeaderValue(downloadName(scope))}.zip";` }, true);
   if (!ctx.isHead) await writeZip((b) => ctx.body(b), sources, level);
   ctx.end();
+}
+
+/**
+ * open, one read of the stat'ed size, close: three thread-pool trips and no stream machinery.
+ * A read stream costs about 0.1 ms of CPU per small file, where a Java server's blocking read
+ * costs microseconds; on the benchmark's shared cores that CPU is taken from the client.
+ */
+function readSmallFile(abs: string, size: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    open(abs, 'r', (err, fd) => {
+      if (err) return reject(err);
+      const buf = Buffer.allocUnsafe(size);
+      read(fd, buf, 0, size, 0, (readErr, n) => {
+        close(fd, () => (readErr ? reject(readErr) : resolve(n === size ? buf : buf.subarray(0, n))));
+      });
+    });
+  });
 }
 
 // ------------------------------------------------------------------ permissions

@@ -12,6 +12,8 @@ export interface ZipSource {
   size: number;
   mtime: Date;
   open(): Readable;
+  /** The whole content in one go, for small stored members (cheaper than a stream). */
+  readWhole?(): Promise<Buffer>;
 }
 
 /** Writes are gathered up to this size: one socket write per small member would dominate. */
@@ -79,7 +81,8 @@ export async function writeZip(
   for (let i = 0; i < entries.length; i++) {
     for (let j = i; j < Math.min(entries.length, i + READ_AHEAD); j++) {
       if (ahead.has(j) || !readWholly(entries[j]!)) continue;
-      const read = readWhole(entries[j]!.open());
+      const e = entries[j]!;
+      const read = e.readWhole ? e.readWhole() : readWhole(e.open());
       read.catch(() => undefined); // awaited in turn below
       ahead.set(j, read);
     }
