@@ -6,6 +6,7 @@ import createDebug from 'debug';
 import pLimit, { type LimitFunction } from 'p-limit';
 import type { Owner, XnatApi } from '../xnat/types.js';
 import { XnatError } from '../xnat/types.js';
+import { DEFAULT_STREAMING_LIMITS, StreamingUpload, type StreamingLimits } from './streaming-upload.js';
 
 const log = createDebug('xnatfs:upload');
 
@@ -37,6 +38,12 @@ export interface UploaderOptions {
   /** First delay of background retries; doubled up to maxRetryDelayMs. */
   retryDelayMs: number;
   maxRetryDelayMs: number;
+  /**
+   * Uploads that follow a file while it is written, at most (default: half of `concurrency`).
+   * Each holds an HTTP connection until its writer is done, so they are capped, not queued.
+   */
+  maxStreaming?: number;
+  streamingLimits?: StreamingLimits;
 }
 
 export class Uploader {
@@ -45,6 +52,9 @@ export class Uploader {
   private readonly retrying = new Map<string, Retry>();
   private readonly running = new Set<Promise<unknown>>();
   private closed = false;
+  private streaming = 0;
+  /** Why streaming uploads are off for this mount (a server or proxy refused a chunked body). */
+  private streamingRefused: string | null = null;
   uploads = 0;
 
   constructor(
@@ -66,6 +76,41 @@ export class Uploader {
     });
     this.track(p);
     return p;
+  }
+
+  /**
+   * Start uploading a file that is still being written: the body follows its spool file (see
+   * StreamingUpload). Null when as many are under way as allowed, or when this server refused
+   * one before; the file is then uploaded from the spool when it is closed.
+   */
+  startStreaming(job: UploadJob): StreamingUpload | null {
+    if (this.closed || this.streamingRefused || this.streaming >= (this.options.maxStreaming ?? Math.max(1, Math.floor(this.options.concurrency / 2)))) return null;
+    this.streaming++;
+    log('uploading %s while it is written (overwrite=%s)', job.displayPath, job.overwrite);
+    const upload = new StreamingUpload(
+      job.spoolPath,
+      (stream, signal) => this.client.uploadFile(job.owner, job.resource, job.path, { overwrite: job.overwrite, stream, signal }),
+      this.options.streamingLimits ?? DEFAULT_STREAMING_LIMITS,
+    );
+    const done = upload.result.then(
+      () => {
+        this.uploads++;
+        this.onUploaded(job);
+      },
+      (err: unknown) => {
+        log('streaming upload of %s ended: %s', job.displayPath, messageOf(err));
+        // A server or proxy that does not take chunked bodies answers one of these; uploads
+        // from the spool, sent with a Content-Length, still work.
+        const status = err instanceof XnatError ? err.status : null;
+        if (status !== null && CHUNKED_REFUSED.has(status) && !this.streamingRefused) {
+          this.streamingRefused = messageOf(err);
+          console.error(`xnatfs: XNAT refused an upload sent while its file was being written (${this.streamingRefused}); files are uploaded when closed from now on`);
+        }
+      },
+    );
+    void done.finally(() => this.streaming--);
+    this.track(done);
+    return upload;
   }
 
   /**
@@ -190,6 +235,9 @@ export class Uploader {
 }
 
 const NOTE_SUFFIX = '.upload.json';
+
+/** Length Required, Bad Request, Payload Too Large, Unsupported Media Type, Not Implemented … */
+const CHUNKED_REFUSED = new Set([400, 411, 413, 415, 417, 501, 505]);
 
 /** The note that says where a spool file belongs. */
 export function noteOf(spoolPath: string): string {

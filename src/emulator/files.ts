@@ -383,11 +383,12 @@ export async function putFiles(ctx: Ctx, t: FilesTarget): Promise<void> {
   });
   // pipeline (not pipe) so a client that goes away errors the parser instead of hanging it
   pipeline(ctx.req, body).catch(() => undefined);
+  // Parts being written to temp files; a body cut short leaves some unsettled.
+  const pending: Array<Promise<void>> = [];
   try {
     if (multipart) {
       const boundary = boundaryOf(contentType);
       if (!boundary) throw new HttpError(400, 'Missing multipart boundary');
-      const pending: Array<Promise<void>> = [];
       await parseMultipart(body, boundary, async (part) => {
         if (part.filename === null) return null; // a plain form field
         const sink = store.tempSink();
@@ -407,6 +408,7 @@ export async function putFiles(ctx: Ctx, t: FilesTarget): Promise<void> {
       for await (const _c of body as AsyncIterable<Buffer>) void _c;
     }
   } catch (e) {
+    await Promise.allSettled(pending);
     for (const u of uploads) await store.discardTemp(u.temp);
     if (e instanceof MultipartError) throw new HttpError(400, e.message);
     throw e;

@@ -43,7 +43,7 @@ export interface RunningEmulator {
   clearFaults(): void;
   expireAllSessions(): void;
   /** Request log since the last reset: method, path (with query), status (0 when no headers went out). */
-  requests(): Array<{ method: string; url: string; status: number }>;
+  requests(): LoggedRequest[];
   resetRequests(): void;
   /** Convenience for tests: absolute path on disk of a stored file, or null. */
   storedFilePath(project: string, subjectLabel: string | null, experimentLabel: string | null, scanId: string | null, resourceLabel: string, relPath: string): string | null;

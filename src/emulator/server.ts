@@ -20,6 +20,8 @@ export interface LoggedRequest {
   method: string;
   url: string;
   status: number;
+  /** The request body came chunked (no Content-Length): an upload of a file still being written. */
+  chunked: boolean;
 }
 
 export const LOGIN_PAGE = '/app/template/Login.vm';
@@ -51,7 +53,7 @@ export class EmulatorServer {
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const method = (req.method ?? 'GET').toUpperCase();
     const url = req.url ?? '/';
-    const entry: LoggedRequest = { method, url, status: 0 };
+    const entry: LoggedRequest = { method, url, status: 0, chunked: /chunked/i.test(req.headers['transfer-encoding'] ?? '') };
     this.log.push(entry);
     const fault = this.takeFault(method, url);
     const ctx = new Ctx(req, res, this.state, fault === 'drop');

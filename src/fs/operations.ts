@@ -29,6 +29,8 @@ export interface WriteContext extends FsContext {
   spoolDir: string;
   /** A file changed by truncate(2) without an open handle is uploaded after this idle time. */
   idleUploadMs: number;
+  /** A file written from its start reaching this size is uploaded while written (Infinity: never). */
+  streamUploadBytes: number;
 }
 
 export interface XnatFs {
@@ -94,6 +96,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
     const f: PendingFile = {
       path, target, spoolPath: spool.path, fh: null, fhOpening: null, size: 0, mtime: new Date(), opens: 0,
       dirty: !lazyFromServer, deleted: false, overwrite, lazyFromServer, populating: null, uploading: null, retrying: false, idleUpload: null,
+      appending: !lazyFromServer, appendEnd: 0, writing: 0, streaming: null,
     };
     overlay.addFile(f);
     return f;
@@ -164,7 +167,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
     }
     f.dirty = false;
     const job = jobOf(f);
-    const p = ctx.uploader.upload(job);
+    const p = uploadNow(f, job);
     f.uploading = p;
     try {
       await p;
@@ -191,6 +194,56 @@ export function createOperations(ctx: WriteContext): XnatFs {
     } finally {
       f.uploading = null;
     }
+  }
+
+  /** The upload at flush: the one that followed the writes if it saw them all, else from the spool. */
+  async function uploadNow(f: PendingFile, job: UploadJob): Promise<void> {
+    const streaming = f.streaming;
+    f.streaming = null;
+    if (!streaming) return ctx.uploader.upload(job);
+    if (!f.appending || f.writing > 0) {
+      streaming.abandon('writes still under way at flush');
+      return ctx.uploader.upload(job);
+    }
+    try {
+      await streaming.finish(job.size);
+      return;
+    } catch (err) {
+      if (err instanceof XnatError && err.kind === 'duplicate') throw err;
+      log('%s: the upload started while it was written failed (%s); uploading it from the spool', f.path, (err as Error).message);
+      // A copy whose answer was lost may be on XNAT already: replace it.
+      return ctx.uploader.upload(streaming.bodySent ? { ...job, overwrite: true } : job);
+    }
+  }
+
+  /** After a write: start the upload that follows this file, or tell it about the new bytes. */
+  function followWrites(f: PendingFile): void {
+    if (!f.appending || f.writing > 0) return;
+    // Every byte below appendEnd was written by an appending write, and nothing beyond it.
+    if (f.size !== f.appendEnd) return stopAppending(f, `${f.size} bytes written, ${f.appendEnd} by appending writes`);
+    if (f.streaming) {
+      f.streaming.grow(f.size);
+      return;
+    }
+    if (f.size < ctx.streamUploadBytes || f.deleted || f.retrying || f.uploading || unmounting) return;
+    f.streaming = ctx.uploader.startStreaming(jobOf(f));
+    f.streaming?.grow(f.size);
+  }
+
+  /** The spool stops being a prefix of what was sent: the upload that followed it is dropped. */
+  function stopAppending(f: PendingFile, why: string): void {
+    f.appending = false;
+    if (!f.streaming) return;
+    log('%s: %s; uploading it when it is closed instead', f.path, why);
+    f.streaming.abandon(why);
+    f.streaming = null;
+  }
+
+  /** Emptied (create over it, O_TRUNC, truncate to 0): appending writes may start over. */
+  function startAppending(f: PendingFile): void {
+    stopAppending(f, 'emptied');
+    f.appending = f.writing === 0; // a write racing the truncation may land anywhere
+    f.appendEnd = 0;
   }
 
   /** Drop a pending file that XNAT now has and nobody holds open. */
@@ -279,6 +332,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
         pending.lazyFromServer = false;
         pending.size = 0;
         pending.dirty = true;
+        startAppending(pending);
       }
       return openPending(pending, true);
     },
@@ -290,9 +344,11 @@ export function createOperations(ctx: WriteContext): XnatFs {
       const existing = overlay.files.get(path);
       if (existing) {
         existing.lazyFromServer = false;
+        stopAppending(existing, 'created again'); // before the truncation it would otherwise read
         await truncatePath(existing.spoolPath, 0);
         existing.size = 0;
         existing.dirty = true;
+        startAppending(existing);
         return openPending(existing, true);
       }
       const onServer = await serverNode(path);
@@ -313,16 +369,28 @@ export function createOperations(ctx: WriteContext): XnatFs {
       const h = pendingOf(fd);
       if (!h || !h.writable) throw new FsError('EBADF', `${path}: not open for writing`);
       const f = h.file;
-      await populate(f);
-      const fh = await handleOf(f);
-      let done = 0;
-      while (done < len) {
-        const { bytesWritten } = await fh.write(buf, done, len - done, pos + done);
-        done += bytesWritten;
+      // Checked before any await: concurrent writes must not both pass as the next one.
+      if (f.appending && pos === f.appendEnd) f.appendEnd = pos + len;
+      else if (f.appending) stopAppending(f, `a write at byte ${pos}, not at the end (${f.appendEnd})`);
+      f.writing++;
+      try {
+        await populate(f);
+        const fh = await handleOf(f);
+        let done = 0;
+        while (done < len) {
+          const { bytesWritten } = await fh.write(buf, done, len - done, pos + done);
+          done += bytesWritten;
+        }
+      } catch (err) {
+        stopAppending(f, 'a write failed');
+        throw err;
+      } finally {
+        f.writing--;
       }
       f.size = Math.max(f.size, pos + len);
       f.dirty = true;
       f.mtime = new Date();
+      followWrites(f);
       return len;
     },
 
@@ -332,6 +400,9 @@ export function createOperations(ctx: WriteContext): XnatFs {
       if (f.populating) await f.populating;
       if (size === 0) f.lazyFromServer = false;
       else await populate(f);
+      // Truncating to the size written so far changes nothing an upload has sent.
+      if (size === 0) startAppending(f);
+      else if (size !== f.size || f.writing > 0) stopAppending(f, `truncated to ${size} bytes`);
       await truncatePath(f.spoolPath, size);
       f.size = size;
       f.dirty = true;
@@ -458,6 +529,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
         f.idleUpload = null;
         f.deleted = true;
         f.retrying = false;
+        stopAppending(f, 'deleted');
         overlay.removeFile(path);
         // An upload under way may still land: let it end, then delete whatever XNAT has.
         await ctx.uploader.cancel(f.spoolPath);
@@ -499,6 +571,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
       // The bytes are uploaded under the new name first (rename(2) is expected to be durable when
       // it returns); only once XNAT has them does the old name go. A failure leaves src as it was.
       const f = pending ?? (await pendingForServerFile(src));
+      stopAppending(f, `renamed to ${dest}`);
       while (f.uploading) await f.uploading.catch(() => undefined);
       await populate(f);
       const wasDirty = f.dirty;
@@ -520,6 +593,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
       const displaced = overlay.files.get(dest);
       if (displaced && displaced !== f) {
         displaced.deleted = true;
+        stopAppending(displaced, `replaced by ${src}`);
         overlay.removeFile(dest);
         await ctx.uploader.cancel(displaced.spoolPath);
         await settle(displaced);
@@ -580,7 +654,9 @@ export function createOperations(ctx: WriteContext): XnatFs {
       }
       const writers = (): PendingFile[] => [...new Set([...spoolHandles.values()].filter((h) => h.writable).map((h) => h.file))];
       while (writers().length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-      return writers().map((f) => ({ displayPath: f.path, spoolPath: f.spoolPath, lastError: 'still open for writing by a program at unmount' }));
+      const left = writers();
+      for (const f of left) stopAppending(f, 'unmounting');
+      return left.map((f) => ({ displayPath: f.path, spoolPath: f.spoolPath, lastError: 'still open for writing by a program at unmount' }));
     },
   };
 }

@@ -22,6 +22,8 @@ export interface StackOptions {
   uploadRetryDelayMs?: number;
   uploadMaxRetryDelayMs?: number;
   idleUploadMs?: number;
+  /** A file written from its start is uploaded while written once it reaches this size (default 8 MiB). */
+  streamUploadBytes?: number;
   downloadAttempts?: number;
 }
 
@@ -83,6 +85,8 @@ export async function createStack(client: XnatApi, o: StackOptions): Promise<Xna
     gid: process.getgid?.() ?? 0,
     mountTime: new Date(),
     idleUploadMs: o.idleUploadMs ?? 1000,
+    // Below this the upload at close() is quick anyway, and it keeps its Content-Length.
+    streamUploadBytes: o.streamUploadBytes ?? 8 * 2 ** 20,
   }));
   // Uploads that ended mounts of this server left unfinished are taken up again; spool files
   // without a note (the process died while they were being written) are only reported.

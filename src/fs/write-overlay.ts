@@ -3,6 +3,7 @@
 // a file lands in them). Keyed by mount path; the fs layer consults it before the catalogue.
 import type { FileHandle } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
+import type { StreamingUpload } from '../content/streaming-upload.js';
 import type { Owner } from '../xnat/types.js';
 
 /** Where in XNAT a path inside a resource's files/ lands. */
@@ -41,6 +42,14 @@ export interface PendingFile {
   retrying: boolean;
   /** Timer that uploads a file changed without an open handle (truncate(2)). */
   idleUpload: NodeJS.Timeout | null;
+  /** Every write since the file was emptied appended at its end: an upload can follow them. */
+  appending: boolean;
+  /** Where the next appending write must start (writes may complete out of order). */
+  appendEnd: number;
+  /** Writes in progress. */
+  writing: number;
+  /** The upload following the writes, started once the file is large enough (Uploader.startStreaming). */
+  streaming: StreamingUpload | null;
 }
 
 export interface LocalDir {

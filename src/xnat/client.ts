@@ -247,15 +247,18 @@ export class XnatClient implements XnatApi {
   }
 
   async uploadFile(owner: Owner, resource: string, path: string, options: UploadOptions): Promise<void> {
-    const { sourcePath, size, overwrite } = options;
-    let actual: number;
-    try {
-      actual = (await stat(sourcePath)).size;
-    } catch (err) {
-      throw new XnatError('bad-request', `cannot read the local file ${sourcePath} to upload (${(err as NodeJS.ErrnoException).code ?? err})`, null, { cause: err });
-    }
-    if (actual !== size) {
-      throw new XnatError('bad-request', `local file ${sourcePath} has ${actual} bytes, not the ${size} expected; it changed during the upload`);
+    const { overwrite } = options;
+    if ('sourcePath' in options) {
+      const { sourcePath, size } = options;
+      let actual: number;
+      try {
+        actual = (await stat(sourcePath)).size;
+      } catch (err) {
+        throw new XnatError('bad-request', `cannot read the local file ${sourcePath} to upload (${(err as NodeJS.ErrnoException).code ?? err})`, null, { cause: err });
+      }
+      if (actual !== size) {
+        throw new XnatError('bad-request', `local file ${sourcePath} has ${actual} bytes, not the ${size} expected; it changed during the upload`);
+      }
     }
     // Where XNAT will store it: the URL path when it survives XNAT's decoding (paths.ts), else
     // (a top-level name) no URL path and the name in the multipart filename, which XNAT uses then.
@@ -274,20 +277,25 @@ export class XnatClient implements XnatApi {
       'utf8',
     );
     const post = Buffer.from(`\r\n--${boundary}--\r\n`);
-    const body = () => Readable.from(multipart(pre, sourcePath, size, post), { objectMode: false });
     const target = urlPath === null ? filesPath(owner, resource) : filesPath(owner, resource, path, urlPath);
     const req: HttpRequest = {
       method: 'PUT',
       // No inbody=true: XNAT answers 406 to multipart combined with inbody.
       path: `${target}${overwrite ? '?overwrite=true' : ''}`,
-      headers: {
-        'content-type': `multipart/form-data; boundary=${boundary}`,
-        'content-length': String(pre.length + size + post.length),
-      },
-      body,
+      headers: { 'content-type': `multipart/form-data; boundary=${boundary}` },
       // Replacing is idempotent; creating is not (a retry could meet our own first copy).
       retry: overwrite ? 'idempotent' : 'once',
     };
+    if ('sourcePath' in options) {
+      const { sourcePath, size } = options;
+      req.headers!['content-length'] = String(pre.length + size + post.length);
+      req.body = () => Readable.from(multipart(pre, fileBytes(sourcePath, size), post), { objectMode: false });
+    } else {
+      // Chunked, and no headers timeout: the caller watches a body that follows a writer.
+      req.body = () => Readable.from(multipart(pre, options.stream(), post), { objectMode: false });
+      req.headersTimeoutMs = 0;
+      if (options.signal) req.signal = options.signal;
+    }
     const res = await this.session.requestText(req);
     if (res.status !== 200 && res.status !== 201) {
       throw errorForStatus(this.ctx(req), res.status, res.text, headerValue(res.headers, 'content-type'));
@@ -401,15 +409,16 @@ export class XnatClient implements XnatApi {
   }
 }
 
-async function* multipart(pre: Buffer, sourcePath: string, size: number, post: Buffer): AsyncGenerator<Buffer> {
+async function* multipart(pre: Buffer, content: AsyncIterable<Buffer>, post: Buffer): AsyncGenerator<Buffer> {
   yield pre;
-  if (size > 0) {
-    // Bounded to `size` so Content-Length stays right even if the file grows meanwhile.
-    for await (const chunk of createReadStream(sourcePath, { start: 0, end: size - 1, highWaterMark: 256 * 1024 })) {
-      yield chunk as Buffer;
-    }
-  }
+  yield* content;
   yield post;
+}
+
+async function* fileBytes(sourcePath: string, size: number): AsyncGenerator<Buffer> {
+  if (size === 0) return;
+  // Bounded to `size` so Content-Length stays right even if the file grows meanwhile.
+  yield* createReadStream(sourcePath, { start: 0, end: size - 1, highWaterMark: 256 * 1024 }) as AsyncIterable<Buffer>;
 }
 
 /** The "duplicates" list of XNAT's 200 upload answer, or null when the upload was stored. */

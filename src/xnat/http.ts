@@ -70,6 +70,12 @@ export interface HttpRequest {
    */
   retry?: 'idempotent' | 'once';
   signal?: AbortSignal;
+  /**
+   * Overrides the client's headers timeout (0: none). undici counts it from the start of the
+   * request and refreshes it only when the socket pushes back, so a body that trickles in as a
+   * program writes it needs its own watchdog instead (content/streaming-upload.ts).
+   */
+  headersTimeoutMs?: number;
 }
 
 export interface HttpResponse {
@@ -252,6 +258,7 @@ export class HttpClient {
       headers,
       body: req.body ? req.body() : null,
       signal: req.signal,
+      ...(req.headersTimeoutMs !== undefined ? { headersTimeout: req.headersTimeoutMs } : {}),
     });
   }
 

@@ -120,12 +120,22 @@ export interface ReadOptions {
   signal?: AbortSignal;
 }
 
-export interface UploadOptions {
-  overwrite: boolean;
-  /** Local file streamed as the body; never read into memory. */
-  sourcePath: string;
-  size: number;
-}
+export type UploadOptions = { overwrite: boolean } & (
+  | {
+      /** Local file streamed as the body; never read into memory. */
+      sourcePath: string;
+      size: number;
+    }
+  | {
+      /**
+       * The bytes of a file still being written, sent as they come: the length is not known, so
+       * the body goes chunked. Called again for each attempt (a retry after re-login starts over).
+       */
+      stream: () => AsyncIterable<Buffer>;
+      /** Aborts the request; XNAT then stores nothing (it parses the whole multipart body first). */
+      signal?: AbortSignal;
+    }
+);
 
 export type XnatErrorKind =
   | 'unauthorized' // 401 after re-login: bad credentials or revoked token

@@ -72,15 +72,15 @@ describe('latency and the request log', () => {
     expect(performance.now() - t1).toBeLessThan(140);
   });
 
-  it('records method, url with query and status since the last reset', async () => {
+  it('records method, url with query, status and body framing since the last reset', async () => {
     emu.resetRequests();
     await get(emu, '/data/projects?format=csv');
     await get(emu, '/data/projects/NOPE');
     await get(emu, '/data/projects', { user: null });
     expect(emu.requests()).toEqual([
-      { method: 'GET', url: '/data/projects?format=csv', status: 200 },
-      { method: 'GET', url: '/data/projects/NOPE', status: 404 },
-      { method: 'GET', url: '/data/projects', status: 401 },
+      { method: 'GET', url: '/data/projects?format=csv', status: 200, chunked: false },
+      { method: 'GET', url: '/data/projects/NOPE', status: 404, chunked: false },
+      { method: 'GET', url: '/data/projects', status: 401, chunked: false },
     ]);
   });
 });

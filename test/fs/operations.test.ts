@@ -5,7 +5,8 @@ import { constants } from 'node:fs';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { createStack, type XnatFsStack } from '../../src/fs/stack.js';
+import { randomBytes } from 'node:crypto';
+import { createStack, type StackOptions, type XnatFsStack } from '../../src/fs/stack.js';
 import { XnatError, type Owner } from '../../src/xnat/types.js';
 import { MemoryXnat, sampleArchive } from '../helpers/memory-client.js';
 import { FsError } from '../../src/fs/errors.js';
@@ -25,10 +26,11 @@ describe('fs operations over an in-memory XNAT', () => {
   let x: MemoryXnat;
   let fs: XnatFsStack;
   let cacheDir: string;
-  const build = async (readOnly = false) => createStack(x, {
+  const build = async (readOnly = false, extra: Partial<StackOptions> = {}) => createStack(x, {
     cacheDir, cacheBytes: 1 << 26, listingTtlMs: 60_000, readOnly,
     prefetch: { enabled: false, concurrency: 2, maxFileBytes: 1 << 20, maxFolderBytes: 1 << 24 },
     uploadConcurrency: 2, uploadRetryDelayMs: 20, uploadMaxRetryDelayMs: 40, idleUploadMs: 20,
+    ...extra,
   });
   beforeEach(async () => {
     tmp = await tmpDir({ unsafeCleanup: true });
@@ -312,6 +314,98 @@ describe('fs operations over an in-memory XNAT', () => {
     expect(await fs.shutdown(5000)).toEqual([]);
     fs = await build();
     expect(await readFile(src)).toEqual(Buffer.from('only copy'));
+  });
+
+  describe('uploads that follow the writes (streamUploadBytes: 1000)', () => {
+    const path = `${E}/resources/RESULTS/files/big.nii`;
+    const data = randomBytes(5000);
+    const uploads = () => x.calls.filter((c) => c.startsWith('upload'));
+    const stored = () => x.resources.get('e/XNAT_E00001')!.find((r) => r.resource.label === 'RESULTS')?.files.get('big.nii');
+    beforeEach(async () => {
+      await fs.shutdown(100);
+      fs = await build(false, { streamUploadBytes: 1000 });
+      await fs.ops.mkdir!(`${E}/resources/RESULTS`, 0o755);
+      x.calls.length = 0;
+    });
+    async function writeInParts(fd: number, cuts: number[]): Promise<void> {
+      for (let i = 0; i + 1 < cuts.length; i++) {
+        const part = data.subarray(cuts[i], cuts[i + 1]);
+        await fs.ops.write!(path, fd, part, part.length, cuts[i]!);
+      }
+    }
+
+    it('starts once the file reaches the threshold, and close() only finishes it', async () => {
+      const fd = await fs.ops.create!(path, 0o644);
+      await writeInParts(fd, [0, 600]);
+      expect(uploads()).toEqual([]);
+      await writeInParts(fd, [600, 3000]);
+      expect(uploads()).toEqual(['upload big.nii']);
+      await writeInParts(fd, [3000, 5000]);
+      expect(stored()).toBeUndefined(); // XNAT stores it only once the body is complete
+      await fs.ops.flush!(path, fd);
+      await fs.ops.release!(path, fd);
+      expect(uploads()).toEqual(['upload big.nii']);
+      expect(stored()).toEqual(data);
+      expect(await readFile(path)).toEqual(data);
+      expect(await readdir(fs.spoolDir)).toEqual([]);
+    });
+
+    it('a write that is not at the end drops it; close() uploads the spool instead', async () => {
+      const fd = await fs.ops.create!(path, 0o644);
+      await writeInParts(fd, [0, 3000]);
+      await fs.ops.write!(path, fd, Buffer.from('XYZ'), 3, 10);
+      await writeInParts(fd, [3000, 5000]);
+      await fs.ops.flush!(path, fd);
+      await fs.ops.release!(path, fd);
+      const expected = Buffer.from(data);
+      expected.write('XYZ', 10);
+      expect(uploads()).toEqual(['upload big.nii', 'upload big.nii']);
+      expect(stored()).toEqual(expected);
+    });
+
+    it('truncating below what was written drops it too; truncating to the same size does not', async () => {
+      const fd = await fs.ops.create!(path, 0o644);
+      await writeInParts(fd, [0, 3000]);
+      await fs.ops.ftruncate!(path, fd, 3000);
+      await writeInParts(fd, [3000, 5000]);
+      await fs.ops.ftruncate!(path, fd, 4000);
+      await fs.ops.flush!(path, fd);
+      await fs.ops.release!(path, fd);
+      expect(uploads()).toEqual(['upload big.nii', 'upload big.nii']);
+      expect(stored()).toEqual(data.subarray(0, 4000));
+    });
+
+    it('a file deleted while written never lands', async () => {
+      const fd = await fs.ops.create!(path, 0o644);
+      await writeInParts(fd, [0, 3000]);
+      await fs.ops.unlink!(path);
+      await fs.ops.flush!(path, fd);
+      await fs.ops.release!(path, fd);
+      await fs.uploader.drain(1000);
+      expect(uploads()).toEqual(['upload big.nii']);
+      expect(stored()).toBeUndefined();
+      expect(await readdir(fs.spoolDir)).toEqual([]);
+    });
+
+    it('when it fails, close() uploads from the spool; a server refusing chunked bodies gets no more of them', async () => {
+      const orig = x.uploadFile.bind(x);
+      x.uploadFile = async (owner, resource, p, options) => {
+        if ('stream' in options) {
+          x.calls.push(`upload ${p} (chunked)`);
+          throw new XnatError('bad-request', 'HTTP 411 Length Required', 411);
+        }
+        return orig(owner, resource, p, options);
+      };
+      for (const name of ['big.nii', 'second.nii']) {
+        const p = path.replace('big.nii', name);
+        const fd = await fs.ops.create!(p, 0o644);
+        await fs.ops.write!(p, fd, data, data.length, 0);
+        await fs.ops.flush!(p, fd);
+        await fs.ops.release!(p, fd);
+      }
+      expect(uploads()).toEqual(['upload big.nii (chunked)', 'upload big.nii', 'upload second.nii']);
+      expect(stored()).toEqual(data);
+    });
   });
 
   it('rm -r of a folder costs one DELETE per file and no listing per file; the folder then goes', async () => {

@@ -127,7 +127,14 @@ export class MemoryXnat implements XnatApi {
   }
   async uploadFile(owner: Owner, resource: string, path: string, options: UploadOptions) {
     this.calls.push(`upload ${path}`);
-    const data = await readFile(options.sourcePath);
+    let data: Buffer;
+    if ('sourcePath' in options) {
+      data = await readFile(options.sourcePath);
+    } else {
+      const parts: Buffer[] = [];
+      for await (const chunk of options.stream()) parts.push(chunk);
+      data = Buffer.concat(parts);
+    }
     const r = this.findResource(owner, resource);
     if (r?.files.has(path) && !options.overwrite) throw new XnatError('duplicate', `XNAT kept the existing ${path}`, 200);
     if (r) r.files.set(path, data);

@@ -50,6 +50,10 @@ requireFuse()('writing through the mount', () => {
     expect(await md5File(stored('RESULTS', 'result.txt')!)).toBe(await md5File(small));
     expect(await md5File(stored('RESULTS', 'sub/deeper/inner.txt')!)).toBe(await md5File(small));
     expect(await md5File(stored('RESULTS', 'big.nii')!)).toBe(await md5File(big));
+    // The large file went up while cp wrote it (one chunked PUT); small ones at close, with a length.
+    const puts = x.emulator.requests().filter((r) => r.method === 'PUT');
+    expect(puts.filter((r) => r.url.includes('big.nii')).map((r) => r.chunked)).toEqual([true]);
+    expect(puts.filter((r) => r.url.includes('result.txt') || r.url.includes('inner.txt')).map((r) => r.chunked)).toEqual([false, false]);
     // the mount shows the new files and sizes at once, and reads them back
     const ls = await run('ls', ['-ln', at(`${res}/files`)]);
     expect(ls.stdout).toMatch(new RegExp(`${64 * 1024 * 1024 + 123} .* big.nii`));

@@ -276,6 +276,39 @@ describe('XNAT client against the emulator', () => {
     }
   });
 
+  it('uploads a body that is still being produced (chunked); one cut short stores nothing and keeps the old file', async () => {
+    const c = await client();
+    const owner: Owner = { level: 'experiment', project: 'DEMO', experiment: 'XNAT_E00001' };
+    const label = `S${randomBytes(3).toString('hex')}`;
+    const parts = [randomBytes(300_000), randomBytes(5), randomBytes(1_000_000)];
+    async function* slowly(fail: boolean): AsyncGenerator<Buffer> {
+      for (const p of parts) {
+        await new Promise((r) => setTimeout(r, 20));
+        yield p;
+      }
+      if (fail) throw new Error('the writer went away');
+    }
+    await c.uploadFile(owner, label, 'grown.bin', { overwrite: false, stream: () => slowly(false) });
+    const put = emu.requests().filter((r) => r.method === 'PUT' && r.url.includes('grown.bin')).at(-1)!;
+    expect(put.chunked).toBe(true);
+    const [f] = await c.listFiles(owner, label);
+    const got = await buffer((await c.readFile({ owner, resource: label, path: 'grown.bin', size: f!.size, digest: f!.digest })).body);
+    expect(got.equals(Buffer.concat(parts))).toBe(true);
+
+    // Cut short by the body's own failure, then by an abort: XNAT keeps what it had.
+    const err = await c.uploadFile(owner, label, 'grown.bin', { overwrite: true, stream: () => slowly(true) }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(Error);
+    const abort = new AbortController();
+    setTimeout(() => abort.abort(new Error('abandoned')), 30);
+    const aborted = await c.uploadFile(owner, label, 'grown.bin', { overwrite: true, stream: () => slowly(false), signal: abort.signal }).catch((e: unknown) => e);
+    expect(aborted).toBeInstanceOf(Error);
+    await c.uploadFile(owner, label, 'fresh.bin', { overwrite: false, stream: () => slowly(true) }).catch(() => undefined);
+    const listed = await c.listFiles(owner, label);
+    expect(listed.map((x) => x.path)).toEqual(['grown.bin']);
+    expect(listed[0]!.size).toBe(Buffer.concat(parts).length);
+    await c.deleteResource(owner, label);
+  });
+
   it('refuses a file delete that XNAT would widen to prefix siblings', async () => {
     const c = await client();
     const owner: Owner = { level: 'project', project: 'DEMO' };
@@ -303,6 +336,6 @@ describe('XNAT client against the emulator', () => {
     });
     emu.resetRequests();
     await c.close();
-    expect(emu.requests()).toEqual([{ method: 'DELETE', url: '/data/JSESSION', status: 200 }]);
+    expect(emu.requests()).toEqual([{ method: 'DELETE', url: '/data/JSESSION', status: 200, chunked: false }]);
   });
 });
