@@ -7,7 +7,8 @@
 //   kind 'empty': an empty, writable root (upload ceiling)
 import { mountFuse, type FuseMount } from '../../../src/fs/fuse-adapter.js';
 import { bytesFor, largeSeed, smallFiles, streamFor, treePaths, type BenchSizes } from './fixtures.js';
-import { createBenchMemFs } from './memfs.js';
+// The same in-memory filesystem the adapter tests mount.
+import { createMemFs } from '../../../test/helpers/memfs.js';
 
 interface HostArgs {
   mountpoint: string;
@@ -33,7 +34,7 @@ async function main(): Promise<void> {
   if (a.kind === 'small') for (const f of smallFiles(a.sizes)) initial.push({ path: `/files/${f.name}`, data: bytesFor(f.seed, f.size) });
   if (a.kind === 'tree') for (const f of treePaths(a.sizes)) initial.push({ path: `/experiment/${f.rel}`, data: Buffer.alloc(f.size) });
   if (a.kind === 'large') initial.push({ path: '/large.bin', data: await collect(largeSeed(), a.sizes.largeBytes) });
-  const ops = createBenchMemFs(initial, undefined, a.handleCallbacks ?? false);
+  const ops = createMemFs(initial, { handleCallbacks: a.handleCallbacks ?? false });
   // The options startMount (src/cli/mount-command.ts) passes for a default mount.
   const fuse: FuseMount = await mountFuse(ops, {
     mountpoint: a.mountpoint,
