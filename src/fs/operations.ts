@@ -457,6 +457,21 @@ export function createOperations(ctx: WriteContext): XnatFs {
       throw new FsError('EPERM', `${path}: XNAT keeps no modification times; times of files already on XNAT cannot be set`);
     },
 
+    // XNAT keeps no permissions or owners. A change to what is already shown (tar -x and cp -a
+    // set every file's mode and owner) succeeds, since nothing changes; any other is EPERM.
+    async chmod(path, mode) {
+      const st = await ops.getattr!(path);
+      if ((mode & 0o7777) === (st.mode & 0o7777)) return;
+      throw new FsError('EPERM', `chmod ${path} to ${(mode & 0o7777).toString(8)}: XNAT keeps no permissions; files show ${(st.mode & 0o7777).toString(8)}`);
+    },
+
+    async chown(path, uid, gid) {
+      const st = await ops.getattr!(path);
+      const unchanged = (asked: number, shown: number): boolean => asked === -1 || asked === 0xffffffff || asked === shown;
+      if (unchanged(uid, st.uid) && unchanged(gid, st.gid)) return;
+      throw new FsError('EPERM', `chown ${path}: XNAT keeps no owners; everything shows the mounting user (${st.uid}:${st.gid})`);
+    },
+
     async mkdir(path) {
       refuseWrites(path, 'mkdir');
       const parentPath = dirname(path);

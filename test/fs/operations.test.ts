@@ -262,6 +262,18 @@ describe('fs operations over an in-memory XNAT', () => {
     expect(await errno(fs.ops.getattr!(path))).toBe('ENOENT');
   });
 
+  it('chmod and chown succeed when they change nothing (tar -x, cp -a) and are EPERM otherwise', async () => {
+    const file = `${NOTES}/sub dir/a#b.txt`;
+    const st = await fs.ops.getattr!(file);
+    await fs.ops.chmod!(file, constants.S_IFREG | 0o644);
+    await fs.ops.chmod!(NOTES, 0o755);
+    expect(await errno(fs.ops.chmod!(file, 0o755))).toBe('EPERM');
+    await fs.ops.chown!(file, st.uid, st.gid);
+    await fs.ops.chown!(file, 0xffffffff, st.gid); // -1: leave the owner as it is
+    expect(await errno(fs.ops.chown!(file, st.uid + 1, st.gid))).toBe('EPERM');
+    expect(await errno(fs.ops.chmod!(`${NOTES}/missing`, 0o644))).toBe('ENOENT');
+  });
+
   it('a file unlinked while open is never uploaded', async () => {
     const path = `${NOTES}/scratch.txt`;
     const fd = await fs.ops.create!(path, 0o644);

@@ -97,6 +97,28 @@ requireFuse()('writing through the mount', () => {
     expect((await run('ls', [at(from)])).code).not.toBe(0);
   });
 
+  it('tar -x and cp -a into the mount succeed (the modes and owners shown are kept as they are); another mode is EPERM', async () => {
+    const src = join(tmp.path, 'tree');
+    await run('mkdir', ['-p', join(src, 'sub')]);
+    await writeFile(join(src, 'a.txt'), 'alpha\n');
+    await writeFile(join(src, 'sub/b.bin'), randomBytes(50_000));
+    await run('chmod', ['644', join(src, 'a.txt'), join(src, 'sub/b.bin')]);
+    await run('chmod', ['755', src, join(src, 'sub')]);
+    const tarFile = join(tmp.path, 'tree.tar');
+    expect((await run('tar', ['-C', src, '-cf', tarFile, '.'])).code).toBe(0);
+    await run('mkdir', [at(`${EXP}/resources/UNPACKED`)]);
+    const tar = await run('tar', ['-C', at(`${EXP}/resources/UNPACKED/files`), '-xf', tarFile]);
+    expect(tar.stderr).toBe('');
+    expect(tar.code).toBe(0);
+    expect(await md5File(stored('UNPACKED', 'sub/b.bin')!)).toBe(await md5File(join(src, 'sub/b.bin')));
+    const cpa = await run('cp', ['-a', src, at(`${EXP}/resources/UNPACKED/files/copy`)]);
+    expect(cpa.stderr).toBe('');
+    expect(cpa.code).toBe(0);
+    expect(await readFile(stored('UNPACKED', 'copy/a.txt')!, 'utf8')).toBe('alpha\n');
+    const chmod = await run('chmod', ['755', at(`${EXP}/resources/UNPACKED/files/a.txt`)]);
+    expect(chmod.stderr).toMatch(/Operation not permitted/);
+  });
+
   it('mkdir above resources is refused with EACCES', async () => {
     const r = await run('mkdir', [at('projects/DEMO/subjects/NEWSUBJ')]);
     expect(r.code).not.toBe(0);
