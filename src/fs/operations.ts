@@ -418,7 +418,12 @@ export function createOperations(ctx: WriteContext): XnatFs {
 
     async flush(path, fd) {
       const h = pendingOf(fd);
-      if (h?.writable) await sync(h.file);
+      if (!h?.writable) return;
+      // Still empty: a shell redirection or dd opens, dup2()s and closes the first descriptor
+      // before writing through the other one. An empty file is uploaded at release instead (as
+      // mountpoint-s3 does), so that this close costs no PUT of an empty file.
+      if (h.file.size === 0 && !h.file.lazyFromServer) return;
+      await sync(h.file);
     },
 
     async fsync(path, fd) {

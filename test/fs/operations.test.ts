@@ -262,6 +262,26 @@ describe('fs operations over an in-memory XNAT', () => {
     expect(await errno(fs.ops.getattr!(path))).toBe('ENOENT');
   });
 
+  it('a close before anything is written uploads nothing (shell redirection: open, dup2, close); an empty file goes up at release', async () => {
+    const path = `${NOTES}/out.txt`;
+    const fd = await fs.ops.create!(path, 0o644);
+    await fs.ops.flush!(path, fd); // close(3) after dup2(3, 1)
+    expect(x.calls.filter((c) => c.startsWith('upload'))).toEqual([]);
+    await fs.ops.write!(path, fd, Buffer.from('hi\n'), 3, 0);
+    await fs.ops.flush!(path, fd); // close(1)
+    await fs.ops.release!(path, fd);
+    expect(x.calls.filter((c) => c.startsWith('upload'))).toEqual(['upload out.txt']);
+    expect(await readFile(path)).toEqual(Buffer.from('hi\n'));
+
+    const empty = `${NOTES}/marker.done`; // touch
+    const fd2 = await fs.ops.create!(empty, 0o644);
+    await fs.ops.flush!(empty, fd2);
+    await fs.ops.release!(empty, fd2);
+    await fs.uploader.drain(1000);
+    const stored = x.resources.get('e/XNAT_E00001')!.find((r) => r.resource.label === 'NOTES')!.files;
+    expect(stored.get('marker.done')).toEqual(Buffer.alloc(0));
+  });
+
   it('chmod and chown succeed when they change nothing (tar -x, cp -a) and are EPERM otherwise', async () => {
     const file = `${NOTES}/sub dir/a#b.txt`;
     const st = await fs.ops.getattr!(file);

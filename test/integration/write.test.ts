@@ -119,6 +119,20 @@ requireFuse()('writing through the mount', () => {
     expect(chmod.stderr).toMatch(/Operation not permitted/);
   });
 
+  it('a shell redirection costs one PUT; touch makes an empty file on XNAT', async () => {
+    const before = x.emulator.requests().length;
+    const out = at(`${EXP}/resources/RESULTS/files/log.txt`);
+    const sh = await run('sh', ['-c', `echo "fit done" > '${out}'`]);
+    expect(sh.code, sh.stderr).toBe(0);
+    const puts = x.emulator.requests().slice(before).filter((r) => r.method === 'PUT' && r.url.includes('log.txt'));
+    expect(puts).toHaveLength(1);
+    expect(await readFile(stored('RESULTS', 'log.txt')!, 'utf8')).toBe('fit done\n');
+    expect((await run('touch', [at(`${EXP}/resources/RESULTS/files/DONE`)])).code).toBe(0);
+    const deadline = Date.now() + 10_000;
+    while (stored('RESULTS', 'DONE') === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(await readFile(stored('RESULTS', 'DONE')!, 'utf8')).toBe('');
+  });
+
   it('mkdir above resources is refused with EACCES', async () => {
     const r = await run('mkdir', [at('projects/DEMO/subjects/NEWSUBJ')]);
     expect(r.code).not.toBe(0);
