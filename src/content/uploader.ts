@@ -39,8 +39,9 @@ export interface UploaderOptions {
   retryDelayMs: number;
   maxRetryDelayMs: number;
   /**
-   * Uploads that follow a file while it is written, at most (default: half of `concurrency`).
-   * Each holds an HTTP connection until its writer is done, so they are capped, not queued.
+   * Uploads that follow a file while it is written, at most (default: half of `concurrency`,
+   * rounded down: none with a single upload slot). Each holds an HTTP connection until its
+   * writer is done, so they are capped, not queued, and leave most connections to reads.
    */
   maxStreaming?: number;
   streamingLimits?: StreamingLimits;
@@ -84,7 +85,7 @@ export class Uploader {
    * one before; the file is then uploaded from the spool when it is closed.
    */
   startStreaming(job: UploadJob): StreamingUpload | null {
-    if (this.closed || this.streamingRefused || this.streaming >= (this.options.maxStreaming ?? Math.max(1, Math.floor(this.options.concurrency / 2)))) return null;
+    if (this.closed || this.streamingRefused || this.streaming >= (this.options.maxStreaming ?? Math.floor(this.options.concurrency / 2))) return null;
     this.streaming++;
     log('uploading %s while it is written (overwrite=%s)', job.displayPath, job.overwrite);
     const upload = new StreamingUpload(
