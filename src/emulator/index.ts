@@ -42,7 +42,7 @@ export interface RunningEmulator {
   injectFaults(f: { match: RegExp; method?: string; count: number; kind: 'status500' | 'drop' }): void;
   clearFaults(): void;
   expireAllSessions(): void;
-  /** Request log since the last reset: method, path (with query), status (0 when no headers went out). */
+  /** Request log since the last reset: method, path (with query), status (0 when no headers went out), chunked body or not. */
   requests(): LoggedRequest[];
   resetRequests(): void;
   /** Convenience for tests: absolute path on disk of a stored file, or null. */
