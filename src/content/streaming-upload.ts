@@ -14,8 +14,11 @@ export interface StreamingLimits {
 
 export const DEFAULT_STREAMING_LIMITS: StreamingLimits = { idleMs: 20_000, stallMs: 60_000 };
 
-/** Bytes read from the spool per body chunk. */
-const CHUNK_BYTES = 1 << 20;
+/**
+ * Bytes read from the spool per body chunk. Progress is seen once per chunk taken, so this also
+ * sets the slowest link that never looks stalled: 256 KiB per stallMs (about 4 KB/s at 60 s).
+ */
+const CHUNK_BYTES = 256 * 1024;
 
 export type SendBody = (body: () => AsyncIterable<Buffer>, signal: AbortSignal) => Promise<void>;
 
