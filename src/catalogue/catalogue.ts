@@ -10,6 +10,7 @@ import { PathError } from './errors.js';
 import { ListingCache } from './listing-cache.js';
 import { buildFileTree, isTreeDir, lookupInTree, type TreeDir } from './file-tree.js';
 import { escapeName, scanFolderName, unescapeName } from './names.js';
+import { WalkAhead } from './walk-ahead.js';
 
 const log = createDebug('xnatfs:catalogue');
 
@@ -45,6 +46,9 @@ export interface CatalogueOptions {
   maxListings?: number;
 }
 
+/** A subject read ahead in a walk gets the listings of this many of its experiments too. */
+const WALK_EXPERIMENTS_PER_SUBJECT = 4;
+
 const FIXED: Record<string, readonly string[]> = {
   root: ['projects'],
   project: ['subjects', 'experiments', 'resources'],
@@ -78,6 +82,8 @@ export class Catalogue {
   private readonly keepResolved: boolean;
   /** Bumped by every invalidation, so a walk that started before it stores nothing stale. */
   private resolvedGeneration = 0;
+  /** Subjects and experiments entered one after another (find, du, cp -r): read ahead. */
+  private readonly walk = new WalkAhead();
 
   constructor(
     private readonly client: XnatApi,
@@ -162,6 +168,26 @@ export class Catalogue {
    */
   private lookAhead(loads: Array<() => Promise<unknown>>): void {
     for (const load of loads) void load().catch(() => undefined);
+  }
+
+  /** What walking into an experiment lists: its scans, all its resources and files, its assessors. */
+  private experimentListings(project: string, experiment: string): void {
+    this.lookAhead([
+      () => this.scans(project, experiment),
+      () => this.allResourcesOf(project, experiment),
+      () => this.scanFilesOf(project, experiment),
+      () => this.assessors(project, experiment),
+    ]);
+  }
+
+  /** What walking into a subject lists: its resources, and its experiments' listings. */
+  private subjectListings(project: string, subject: string): void {
+    this.lookAhead([
+      () => this.resources({ level: 'subject', project, subject }),
+      async () => {
+        for (const e of (await this.experiments(project, subject)).slice(0, WALK_EXPERIMENTS_PER_SUBJECT)) this.experimentListings(project, e.id);
+      },
+    ]);
   }
 
   /** The file tree of one resource. Scan resources come from one bulk listing per experiment. */
@@ -335,10 +361,16 @@ export class Catalogue {
         return [...FIXED.subject!];
       case 'projects':
         return (await this.projects()).map((p) => escapeName(p.id));
-      case 'subjects':
-        return (await this.subjects(node.project)).map((s) => escapeName(s.label));
-      case 'experiments':
-        return (await this.experiments(node.project, node.subject)).map((e) => escapeName(e.label));
+      case 'subjects': {
+        const subjects = await this.subjects(node.project);
+        this.walk.listed(`s:${node.project}`, subjects.map((x) => x.id));
+        return subjects.map((x) => escapeName(x.label));
+      }
+      case 'experiments': {
+        const experiments = await this.experiments(node.project, node.subject);
+        this.walk.listed(`e:${node.project}`, experiments.map((e) => e.id));
+        return experiments.map((e) => escapeName(e.label));
+      }
       case 'scans': {
         const scans = await this.scans(node.project, node.experiment);
         // Whoever lists the scans usually goes into them (ls -R, find, a file manager): fetch
@@ -382,6 +414,9 @@ export class Catalogue {
         return s ? { kind: 'subject', project: node.project, subject: s } : null;
       }
       case 'subject':
+        if (fixed('experiments') || fixed('resources')) {
+          for (const next of this.walk.enter(`s:${node.project}`, node.subject.id)) this.subjectListings(node.project, next);
+        }
         if (fixed('experiments')) return { kind: 'experiments', project: node.project, subject: node.subject.id };
         if (fixed('resources'))
           return { kind: 'resources', owner: { level: 'subject', project: node.project, subject: node.subject.id } };
@@ -392,6 +427,9 @@ export class Catalogue {
       }
       case 'experiment': {
         const e = node.experiment.id;
+        if (fixed('scans') || fixed('assessors') || fixed('resources')) {
+          for (const next of this.walk.enter(`e:${node.project}`, e)) this.experimentListings(node.project, next);
+        }
         if (fixed('scans')) {
           this.lookAhead([() => this.scans(node.project, e), () => this.allResourcesOf(node.project, e), () => this.scanFilesOf(node.project, e)]);
           return { kind: 'scans', project: node.project, experiment: e };

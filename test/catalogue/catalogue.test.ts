@@ -187,3 +187,47 @@ describe('ListingCache invalidation', () => {
     expect(loadsB).toBe(2); // reloaded: its load was in flight when it was invalidated
   });
 });
+
+describe('Catalogue walk-ahead (find, du, cp -r)', () => {
+  /** Project P1 with `n` subjects S1…Sn, one experiment each (E1…En, XNAT_E00001…). */
+  function manySubjects(n: number): MemoryXnat {
+    const x = new MemoryXnat();
+    x.projects = [{ id: 'P1', name: '', secondaryId: '', description: '' }];
+    const id = (k: string, i: number): string => `XNAT_${k}${String(i).padStart(5, '0')}`;
+    x.subjects.set('P1', Array.from({ length: n }, (_, i) => ({ id: id('S', i + 1), label: `S${i + 1}`, project: 'P1', insertDate: '' })));
+    x.experiments.set('P1', Array.from({ length: n }, (_, i) => ({ id: id('E', i + 1), label: `E${i + 1}`, project: 'P1', xsiType: 'xnat:mrSessionData', date: '', insertDate: '', subjectId: id('S', i + 1) })));
+    return x;
+  }
+
+  it('entering one subject reads nothing ahead; entering the next one in listing order reads the next four', async () => {
+    const x = manySubjects(10);
+    const cat = new Catalogue(x, { ttlMs: 60_000 });
+    await cat.list((await cat.resolve('/projects/P1/subjects')) as never);
+    await cat.resolve('/projects/P1/subjects/S1/resources');
+    await new Promise((r) => setTimeout(r, 10));
+    expect(x.calls.filter((c) => c.startsWith('scans'))).toEqual([]);
+    await cat.resolve('/projects/P1/subjects/S2/resources');
+    await new Promise((r) => setTimeout(r, 10));
+    // S3…S6: their resources and their experiments' listings, before anyone entered them
+    expect(x.calls.filter((c) => c.startsWith('resources s/')).sort()).toEqual(
+      ['XNAT_S00003', 'XNAT_S00004', 'XNAT_S00005', 'XNAT_S00006'].map((s) => `resources s/${s}`),
+    );
+    expect(x.calls.filter((c) => c.startsWith('scans')).sort()).toEqual(['scans XNAT_E00003', 'scans XNAT_E00004', 'scans XNAT_E00005', 'scans XNAT_E00006']);
+    expect(x.calls).toContain('scanfiles XNAT_E00006');
+    expect(x.calls).toContain('assessors XNAT_E00006');
+    // Going on costs one more subject ahead each step, and nothing twice.
+    await cat.resolve('/projects/P1/subjects/S3/resources');
+    await new Promise((r) => setTimeout(r, 10));
+    expect(x.calls.filter((c) => c.startsWith('scans')).sort()).toEqual(['scans XNAT_E00003', 'scans XNAT_E00004', 'scans XNAT_E00005', 'scans XNAT_E00006', 'scans XNAT_E00007']);
+  });
+
+  it('walking P/experiments reads the next experiments ahead the same way', async () => {
+    const x = manySubjects(8);
+    const cat = new Catalogue(x, { ttlMs: 60_000 });
+    await cat.list((await cat.resolve('/projects/P1/experiments')) as never);
+    await cat.resolve('/projects/P1/experiments/E5/scans');
+    await cat.resolve('/projects/P1/experiments/E6/scans');
+    await new Promise((r) => setTimeout(r, 10));
+    expect(x.calls.filter((c) => c.startsWith('scans')).sort()).toEqual(['scans XNAT_E00005', 'scans XNAT_E00006', 'scans XNAT_E00007', 'scans XNAT_E00008']);
+  });
+});
