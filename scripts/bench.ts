@@ -14,7 +14,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseSize } from '../src/cli/args.js';
 import {
-  ensureFixtures, MOUNT_PATHS, REST_PATHS, smallBytes, streamFor, type BenchSizes,
+  ensureFixtures, MOUNT_PATHS, REST_PATHS, smallBytes, streamFor, WALK, type BenchSizes,
 } from './lib/bench/fixtures.js';
 import {
   atCleanup, cachesDropped, cleanup, dropCaches, installCleanupHandlers, interrupted, sh, shOk, startEmulatorHost, startMemMount, startXnatMount,
@@ -403,29 +403,30 @@ async function main(): Promise<number> {
       const lsRow = mkRow('d1', 'ls -lR');
       const findRow = mkRow('d2', 'find');
       let localReady = false;
-      /** The local copy mirrors exactly what the mount shows (same folders, names and sizes). */
-      const makeLocal = async (m: string): Promise<void> => {
-        const base = `${m}/${MOUNT_PATHS.tree}`;
+      /** A local copy of what the mount shows under `base` (same folders, names and sizes). */
+      const makeLocal = async (base: string, dest: string): Promise<void> => {
         const dirs = (await shOk(`cd '${base}' && find . -mindepth 1 -type d -printf '%P\\n'`)).stdout.split('\n').filter(Boolean);
         const files = (await shOk(`cd '${base}' && find . -type f -printf '%s\\t%P\\n'`)).stdout.split('\n').filter(Boolean);
-        await rm(local, { recursive: true, force: true });
-        await mkdir(local, { recursive: true });
-        for (const d of dirs) await mkdir(join(local, d), { recursive: true });
+        await rm(dest, { recursive: true, force: true });
+        await mkdir(dest, { recursive: true });
+        for (const d of dirs) await mkdir(join(dest, d), { recursive: true });
         const zeros = Buffer.alloc(1 << 16);
         for (const line of files) {
           const tab = line.indexOf('\t');
           const size = Number(line.slice(0, tab));
-          await writeFile(join(local, line.slice(tab + 1)), zeros.subarray(0, Math.min(size, zeros.length)));
+          await writeFile(join(dest, line.slice(tab + 1)), zeros.subarray(0, Math.min(size, zeros.length)));
         }
         log(`  local copy: ${dirs.length} folders, ${files.length} files`);
-        localReady = true;
       };
       for (let i = 0; i < s.runs; i++) {
         for (const [row, cmd] of [[lsRow, 'ls -lR'], [findRow, 'find']] as Array<[Row, string]>) {
           const onMount = async (): Promise<void> => {
             const res = await onColdMount(row, async (m) => {
               const r = await sh(`${cmd} '${m}/${MOUNT_PATHS.tree}' | wc -l`);
-              if (!localReady && r.code === 0) await makeLocal(m); // after timing, on the then-warm mount
+              if (!localReady && r.code === 0) {
+                await makeLocal(`${m}/${MOUNT_PATHS.tree}`, local); // after timing, on the then-warm mount
+                localReady = true;
+              }
               return r;
             });
             row.mount.push(res.r.ms);
@@ -457,7 +458,38 @@ async function main(): Promise<number> {
         log(`  ${id}: in-memory ${cmd} ${row.mount.map(fmtS).join(', ')}`);
         memRows.push(row);
       }
-      rows.push(lsRow, findRow, ...memRows);
+      // A whole project walked: one experiment after another, each a round trip of listings.
+      const walkRow: Row = {
+        id: 'd5', title: `find over a project of ${WALK.subjects} subjects × ${WALK.experimentsPerSubject} experiments vs local disk`,
+        mountLabel: 'find on the mount', baselineLabel: 'find on a local copy', mount: [], baseline: [], ratioKind: 'time',
+        requests: [], extra: { requestKinds: [] as unknown[] },
+      };
+      const walkLocal = join(work, 'd-local', 'walk');
+      let walkLocalReady = false;
+      for (let i = 0; i < s.runs; i++) {
+        const onMount = async (): Promise<void> => {
+          const res = await onColdMount(walkRow, async (m) => {
+            const r = await sh(`find '${m}/${MOUNT_PATHS.walk}' | wc -l`);
+            if (!walkLocalReady && r.code === 0) {
+              await makeLocal(`${m}/${MOUNT_PATHS.walk}`, walkLocal);
+              walkLocalReady = true;
+            }
+            return r;
+          });
+          walkRow.mount.push(res.r.ms);
+          walkRow.requests!.push(res.requests);
+          (walkRow.extra!['requestKinds'] as unknown[]).push(res.kinds);
+        };
+        const onLocal = async (): Promise<void> => {
+          walkRow.baseline.push((await cold(`find '${walkLocal}' | wc -l`)).ms);
+        };
+        if (!walkLocalReady) {
+          await onMount();
+          await onLocal();
+        } else await pair(i, onMount, onLocal);
+        log(`  d5 run ${i + 1}: mount ${fmtS(walkRow.mount.at(-1)!)} (${walkRow.requests!.at(-1)} requests), local ${fmtS(walkRow.baseline.at(-1)!)}`);
+      }
+      rows.push(lsRow, findRow, ...memRows, walkRow);
     }
 
     // ------------------------------------------------------------------ e) upload
@@ -550,7 +582,8 @@ async function main(): Promise<number> {
       'returns attributes, so `find` gets d_type). ' +
       `Fixtures: a ${s.sizes.dicomSlices}-slice ${s.sizes.dicomMatrix}×${s.sizes.dicomMatrix} MR series (${(s.sizes.dicomSlices * (s.sizes.dicomMatrix ** 2 * 2 + 1200) / 1e6).toFixed(1)} MB), ` +
       `${s.sizes.smallCount} files of ${s.sizes.smallMin / 1024}–${s.sizes.smallMax / 1024} KiB, a ${MiB(s.sizes.largeBytes)} file, ` +
-      `an experiment of ${s.sizes.treeScans} scans × ${s.sizes.treeDicomPerScan + s.sizes.treeSnapshotsPerScan} files, a ${MiB(s.sizes.uploadBytes)} upload. ` +
+      `an experiment of ${s.sizes.treeScans} scans × ${s.sizes.treeDicomPerScan + s.sizes.treeSnapshotsPerScan} files, ` +
+      `a project of ${WALK.subjects} subjects × ${WALK.experimentsPerSubject} experiments × ${WALK.scans} scans × ${WALK.filesPerScan} files, a ${MiB(s.sizes.uploadBytes)} upload. ` +
       `Code: commit ${info.commit}.`,
     '',
     '![benchmark ratios](bench-out/bench.svg)',

@@ -32,6 +32,8 @@ export const SMALL_RESOURCE = 'SMALL';
 export const LARGE_RESOURCE = 'LARGE';
 export const LARGE_NAME = 'large.bin';
 export const UPLOAD_RESOURCE = 'UPLOAD';
+/** d5) a project that `find` walks: subjects, each with experiments of a few scans of a few files. */
+export const WALK = { project: 'WALK', subjects: 40, experimentsPerSubject: 2, scans: 3, filesPerScan: 3 };
 
 /** Paths as the mount shows them, relative to the mount point. */
 export const MOUNT_PATHS = {
@@ -40,6 +42,7 @@ export const MOUNT_PATHS = {
   large: `projects/${PROJECT}/resources/${LARGE_RESOURCE}/files/${LARGE_NAME}`,
   tree: `projects/${PROJECT}/subjects/${TREE.subject}/experiments/${TREE.experiment}`,
   upload: `projects/${PROJECT}/resources/${UPLOAD_RESOURCE}/files`,
+  walk: `projects/${WALK.project}`,
 };
 
 /** REST paths (under the server URL). */
@@ -139,6 +142,20 @@ export function treeFiles(s: BenchSizes): Array<{ scan: { id: string; type: stri
   return out;
 }
 
+/** d5) every file of the WALK project. */
+export function walkFiles(): Array<{ subject: string; experiment: string; scan: { id: string; type: string }; name: string; size: number }> {
+  const out: Array<{ subject: string; experiment: string; scan: { id: string; type: string }; name: string; size: number }> = [];
+  for (let i = 1; i <= WALK.subjects; i++) {
+    const subject = `W${String(i).padStart(3, '0')}`;
+    for (let e = 1; e <= WALK.experimentsPerSubject; e++) {
+      for (let k = 1; k <= WALK.scans; k++) {
+        for (let f = 1; f <= WALK.filesPerScan; f++) out.push({ subject, experiment: `${subject}_MR${e}`, scan: { id: String(k), type: 'T1w' }, name: `f${f}.dcm`, size: 100 + f });
+      }
+    }
+  }
+  return out;
+}
+
 export function treePaths(s: BenchSizes): Array<{ rel: string; size: number }> {
   return treeFiles(s).map((f) => ({ rel: `scans/${f.scan.id}-${f.scan.type}/resources/${f.resource}/files/${f.name}`, size: f.size }));
 }
@@ -149,7 +166,7 @@ export function treePaths(s: BenchSizes): Array<{ rel: string; size: number }> {
  */
 export async function ensureFixtures(dataDir: string, s: BenchSizes, log: (m: string) => void): Promise<boolean> {
   const marker = join(dataDir, '..', `${dataDir.split('/').pop()}.done.json`);
-  const want = JSON.stringify({ v: 2, sizes: { ...s, uploadBytes: 0 } });
+  const want = JSON.stringify({ v: 3, sizes: { ...s, uploadBytes: 0 }, walk: WALK });
   if ((await readFile(marker, 'utf8').catch(() => '')) === want) return false;
   await rm(dataDir, { recursive: true, force: true });
   await rm(marker, { force: true });
@@ -173,6 +190,11 @@ export async function ensureFixtures(dataDir: string, s: BenchSizes, log: (m: st
       await emu.addFile({ project: PROJECT, subject: TREE.subject, experiment: TREE.experiment, scan: f.scan, resource: f.resource, path: f.name, data: bytesFor(`tree/${n++}`, f.size) });
     }
     log(`  d) ${n} files in one experiment`);
+    const walk = walkFiles();
+    for (const f of walk) {
+      await emu.addFile({ project: WALK.project, subject: f.subject, experiment: f.experiment, scan: f.scan, resource: 'DICOM', path: f.name, data: bytesFor(`walk/${f.experiment}/${f.scan.id}/${f.name}`, f.size) });
+    }
+    log(`  d5) ${walk.length} files in a project of ${WALK.subjects} subjects`);
     await emu.addFile({ project: PROJECT, resource: UPLOAD_RESOURCE, path: 'README.txt', data: Buffer.from('uploads land here\n') });
     log(`  fixtures written in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   } finally {
