@@ -80,6 +80,16 @@ interface FolderState {
   prefetched: boolean;
   /** When the folder was last listed (0: never). */
   listedAt: number;
+  /** Order of listing, to read folders ahead in the order a walk listed them. */
+  listedSeq: number;
+  /** What the fs layer told about the folder, when it was listed or a file in it opened. */
+  context: FolderContext | null;
+  /** Its prefetch's transfers have ended. */
+  prefetchDone: boolean;
+  /** The next listed folder was read ahead from here. */
+  readAheadFrom: boolean;
+  /** Listings seen when no folder to read ahead was found from here (look again after more). */
+  readAheadSeen: number;
 }
 
 /** Zip members wait this long after the last open or read before they are written to disk. */
@@ -88,10 +98,19 @@ const WRITE_BEHIND_IDLE_MS = 100;
 /** A file opened this soon after its folder was listed starts the folder's prefetch at once. */
 const LISTED_THEN_OPENED_MS = 10_000;
 
+/**
+ * Read-ahead across folders: while a program reads one folder that it listed (find, dcm2niix on
+ * a whole session, cp -r), the next folder it listed within this long is fetched once the current
+ * one's transfers have ended, if it holds at most READ_AHEAD_MAX_BYTES.
+ */
+const READ_AHEAD_LISTED_MS = 120_000;
+const READ_AHEAD_MAX_BYTES = 128 * 2 ** 20;
+
 export class ContentStore {
   private readonly handles = new Map<number, Handle>();
   private readonly active = new Map<string, Active>();
   private readonly folders = new Map<string, FolderState>();
+  private listedSeq = 0;
   private readonly prefetchLimit: LimitFunction;
   /**
    * Small whole files in memory: reading a DICOM slice then costs a copy instead of an open, a
@@ -213,11 +232,29 @@ export class ContentStore {
     const p = this.options.prefetch;
     if (!p.enabled) return;
     const state = this.folderState(folder.key);
+    state.context = folder;
     state.opened.add(ref.path);
+    // A folder fetched ahead is now being read: the next one may follow.
+    if (state.prefetchDone) this.readAhead(state);
     // A program that lists a folder and then opens a file in it (dcm2niix, cp -r, find) is
     // reading it through: start at once. Otherwise wait for a second file.
     const walking = Date.now() - state.listedAt < LISTED_THEN_OPENED_MS;
     if (state.prefetched || state.opened.size < (walking ? 1 : 2)) return;
+    this.prefetchFolder(state, folder);
+  }
+
+  /** Tell the store that a folder was listed (readdir). */
+  noteListed(folder: FolderContext): void {
+    if (!this.options.prefetch.enabled) return;
+    const state = this.folderState(folder.key);
+    state.listedAt = Date.now();
+    state.listedSeq = ++this.listedSeq;
+    state.context = folder;
+  }
+
+  /** Fetch the files of a folder not in memory, the cache or on their way yet. */
+  private prefetchFolder(state: FolderState, folder: FolderContext): void {
+    const p = this.options.prefetch;
     state.prefetched = true;
     let budget = p.maxFolderBytes;
     const queue: FileRef[] = [];
@@ -231,20 +268,45 @@ export class ContentStore {
     }
     const byZip = queue.length >= p.zipMinFiles && folder.resource.totalBytes <= p.zipMaxBytes;
     log('prefetch %s: %d files, %d bytes%s', folder.key, queue.length, p.maxFolderBytes - budget, byZip ? ' (one zip)' : '');
-    if (byZip) this.prefetchByZip(folder.resource, queue);
-    else for (const s of queue) void this.prefetchLimit(() => this.prefetchOne(s));
+    const transfers = byZip
+      ? this.prefetchByZip(folder.resource, queue)
+      : Promise.allSettled(queue.map((s) => this.prefetchLimit(() => this.prefetchOne(s))));
+    void transfers.then(() => {
+      state.prefetchDone = true;
+      if (state.opened.size > 0) this.readAhead(state);
+    });
   }
 
-  /** Tell the store that a folder was listed (readdir). */
-  noteListed(folderKey: string): void {
-    if (this.options.prefetch.enabled) this.folderState(folderKey).listedAt = Date.now();
+  /**
+   * The folder listed next after `from` (by the same walk, recently), fetched while the program
+   * still reads `from`: one folder ahead of the furthest one it has opened, so a walk that stops
+   * costs at most one folder.
+   */
+  private readAhead(from: FolderState): void {
+    // Once per folder; while nothing was listed after it, again only after another listing
+    // (find lists the next folder while cat still reads this one).
+    if (from.readAheadFrom || from.listedSeq === 0 || from.readAheadSeen === this.listedSeq || this.closing.signal.aborted) return;
+    const now = Date.now();
+    let next: FolderState | null = null;
+    for (const f of this.folders.values()) {
+      if (f.listedSeq <= from.listedSeq || f.prefetched || f.opened.size > 0 || !f.context || now - f.listedAt > READ_AHEAD_LISTED_MS) continue;
+      if (!next || f.listedSeq < next.listedSeq) next = f;
+    }
+    if (!next?.context) {
+      from.readAheadSeen = this.listedSeq;
+      return;
+    }
+    from.readAheadFrom = true;
+    if (next.context.resource.totalBytes > READ_AHEAD_MAX_BYTES) return;
+    log('reading ahead: %s', next.context.key);
+    this.prefetchFolder(next, next.context);
   }
 
   private folderState(key: string): FolderState {
     let state = this.folders.get(key);
     if (!state) {
       if (this.folders.size > 10_000) this.folders.clear();
-      state = { opened: new Set(), prefetched: false, listedAt: 0 };
+      state = { opened: new Set(), prefetched: false, listedAt: 0, listedSeq: 0, context: null, prefetchDone: false, readAheadFrom: false, readAheadSeen: -1 };
       this.folders.set(key, state);
     }
     return state;
@@ -256,7 +318,8 @@ export class ContentStore {
     await this.hold(key, this.startDownload(key, ref));
   }
 
-  private prefetchByZip(resource: FolderContext['resource'], refs: FileRef[]): void {
+  /** Resolves when the zip's transfer has ended (members that failed are then fetched on their own). */
+  private prefetchByZip(resource: FolderContext['resource'], refs: FileRef[]): Promise<void> {
     const wanted = new Map<string, WantedMember>();
     for (const ref of refs) {
       let settle!: Pick<WantedMember, 'resolve' | 'reject'>;
@@ -295,6 +358,7 @@ export class ContentStore {
     });
     this.zipsInFlight.add(zip);
     void zip.finally(() => this.zipsInFlight.delete(zip));
+    return zip;
   }
 
   /** A small file from a zip: checked against the listing like any download, then kept. */

@@ -5,7 +5,7 @@ import { constants } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Catalogue, DirNode, FileNode, Node } from '../catalogue/catalogue.js';
 import { isDir, ownerKey } from '../catalogue/catalogue.js';
-import type { ContentStore } from '../content/content-store.js';
+import type { ContentStore, FolderContext } from '../content/content-store.js';
 import type { FileRef } from '../xnat/types.js';
 import { FsError, toFsError } from './errors.js';
 import type { FsOps, Stat, StatFs } from './types.js';
@@ -83,7 +83,7 @@ export function createReadOperations(ctx: FsContext): Required<Pick<FsOps, 'geta
       const names = await ctx.catalogue.list(node).catch((err: unknown) => {
         throw toFsError(err, path);
       });
-      if (node.kind === 'folder') ctx.content.noteListed(folderKey(node, path));
+      if (node.kind === 'folder') ctx.content.noteListed(folderContext(ctx, node, path));
       // Attributes with the names give `find` and `ls` each entry's type without a stat apiece.
       const dir = dirStat(ctx);
       const stats =
@@ -105,19 +105,7 @@ export function createReadOperations(ctx: FsContext): Required<Pick<FsOps, 'geta
       }
       const ref = fileRefOf(node);
       const fd = await ctx.content.open(ref);
-      const folderPath = dirname(path);
-      ctx.content.noteOpen(
-        {
-          key: folderKey(node, folderPath),
-          siblings: () => siblingsOf(ctx, folderPath),
-          resource: {
-            owner: node.owner,
-            id: node.resource.id,
-            totalBytes: ctx.catalogue.peekFileTree(node.owner, node.resource)?.totalSize ?? Number.POSITIVE_INFINITY,
-          },
-        },
-        ref,
-      );
+      ctx.content.noteOpen(folderContext(ctx, node, dirname(path)), ref);
       return fd;
     },
 
@@ -139,9 +127,17 @@ export function createReadOperations(ctx: FsContext): Required<Pick<FsOps, 'geta
   };
 }
 
-/** Identifies a folder inside a resource for the content store's prefetch bookkeeping. */
-function folderKey(node: { owner: FileNode['owner']; resource: FileNode['resource'] }, folderPath: string): string {
-  return `${ownerKey(node.owner)}:${node.resource.id}:${folderPath}`;
+/** What the content store's prefetch needs to know about a folder inside a resource. */
+function folderContext(ctx: FsContext, node: { owner: FileNode['owner']; resource: FileNode['resource'] }, folderPath: string): FolderContext {
+  return {
+    key: `${ownerKey(node.owner)}:${node.resource.id}:${folderPath}`,
+    siblings: () => siblingsOf(ctx, folderPath),
+    resource: {
+      owner: node.owner,
+      id: node.resource.id,
+      totalBytes: ctx.catalogue.peekFileTree(node.owner, node.resource)?.totalSize ?? Number.POSITIVE_INFINITY,
+    },
+  };
 }
 
 /** Files of an already-resolved folder, in listing order (cached: no request). */

@@ -228,7 +228,7 @@ describe('ContentStore', () => {
       prefetch: { enabled: true, concurrency: 4, maxFileBytes: 1 << 20, maxFolderBytes: 1 << 24, zipMinFiles: 8, zipMaxBytes: 1 << 24, zipCompression: 0 },
     });
     const folder = { key: 'wf', siblings: () => refs, resource: { owner, id: 'R', totalBytes: 7000 } };
-    store.noteListed('wf');
+    store.noteListed(folder);
     const first = await store.open(refs[0]!);
     store.noteOpen(folder, refs[0]!);
     // opened before the zip has sent anything: the reads wait for the members
@@ -255,7 +255,7 @@ describe('ContentStore', () => {
     const refs = Array.from({ length: 5 }, (_, i) => refFor(x, `l/${i}.dcm`, Buffer.alloc(100, i)));
     const store = make(x, true);
     const folder = { key: 'listed', siblings: () => refs, resource: { owner, id: 'R', totalBytes: 500 } };
-    store.noteListed('listed');
+    store.noteListed(folder);
     const fd = await store.open(refs[0]!);
     store.noteOpen(folder, refs[0]!);
     await store.release(fd);
@@ -268,6 +268,39 @@ describe('ContentStore', () => {
     store2.noteOpen({ ...folder, key: 'unlisted', siblings: () => refs2 }, refs2[0]!);
     await store2.idle();
     expect(store2.stats.prefetched).toBe(0);
+  });
+
+  it('reads the next listed folder ahead once the current one has arrived, one folder beyond the furthest opened', async () => {
+    const x = new MemoryXnat();
+    const folders = ['a', 'b', 'c'].map((name) => {
+      const refs = Array.from({ length: 5 }, (_, i) => refFor(x, `${name}/${i}.dcm`, Buffer.alloc(100, i)));
+      return { key: name, siblings: () => refs, resource: { owner, id: 'R', totalBytes: 1500 }, refs };
+    });
+    const store = make(x, true);
+    for (const f of folders.slice(0, 2)) store.noteListed(f); // find, dcm2niix: listed before being read
+    const gets = (name: string): number => x.calls.filter((c) => c.startsWith(`get ${name}/`)).length;
+    const fd = await store.open(folders[0]!.refs[0]!);
+    store.noteOpen(folders[0]!, folders[0]!.refs[0]!);
+    await store.release(fd);
+    await store.idle();
+    await new Promise((r) => setTimeout(r, 10));
+    await store.idle();
+    // a: the opened file and its prefetch; b: read ahead whole; c: not yet
+    expect([gets('a'), gets('b'), gets('c')]).toEqual([5, 5, 0]);
+    const fdB = await store.open(folders[1]!.refs[0]!);
+    store.noteOpen(folders[1]!, folders[1]!.refs[0]!);
+    await store.release(fdB);
+    await store.idle();
+    expect([gets('a'), gets('b'), gets('c')]).toEqual([5, 5, 0]);
+    // c is listed while b is being read (find lists ahead of cat): the next open in b finds it
+    store.noteListed(folders[2]!);
+    const fdB2 = await store.open(folders[1]!.refs[1]!);
+    store.noteOpen(folders[1]!, folders[1]!.refs[1]!);
+    await store.release(fdB2);
+    await store.idle();
+    await new Promise((r) => setTimeout(r, 10));
+    await store.idle();
+    expect([gets('a'), gets('b'), gets('c')]).toEqual([5, 5, 5]);
   });
 
   it('falls back to one GET per file when the zip fails', async () => {
