@@ -31,7 +31,8 @@ Options:
   --cache-size SIZE      disk cache bound, e.g. 20G (default 10G)
   --ttl SECONDS          how long listings are trusted (default 600; the archive rarely changes)
   --max-concurrency N    HTTP requests in flight at once (default 8)
-  --no-prefetch          don't fetch the rest of a folder once a program reads through it
+  --no-prefetch          don't fetch the rest of a folder once a program reads through it,
+                         nor the next folder it listed
   --prefetch-concurrency N  parallel prefetch downloads (default 12)
   --zip-compression N    deflate level (0-9) asked of XNAT for prefetch zips (default 0: XNAT
                          deflates slower than a campus network; raise it on slow links)
