@@ -119,6 +119,23 @@ requireFuse()('writing through the mount', () => {
     expect(chmod.stderr).toMatch(/Operation not permitted/);
   });
 
+  it('a large cp whose upload-while-writing fails (500, or an answer lost after XNAT stored it) still succeeds, from the spool', async () => {
+    const src = join(tmp.path, 'big2.nii');
+    await writeFile(src, randomBytes(20 * 1024 * 1024 + 5));
+    for (const [name, kind] of [['refused.nii', 'status500'], ['lost.nii', 'drop']] as const) {
+      x.emulator.injectFaults({ match: new RegExp(`/files/${name}`), method: 'PUT', count: 1, kind });
+      const before = x.emulator.requests().length;
+      const cp = await run('cp', [src, at(`${EXP}/resources/RESULTS/files/${name}`)], { timeout: 120_000 });
+      expect(cp.stderr).toBe('');
+      expect(cp.code).toBe(0);
+      expect(await md5File(stored('RESULTS', name)!)).toBe(await md5File(src));
+      const puts = x.emulator.requests().slice(before).filter((r) => r.method === 'PUT' && r.url.includes(name));
+      // the streamed attempt, then the upload of the spool (replacing the copy a lost answer may hide)
+      expect(puts.map((r) => r.chunked)).toEqual([true, false]);
+      if (kind === 'drop') expect(puts[1]!.url).toContain('overwrite=true');
+    }
+  });
+
   it('a shell redirection costs one PUT; touch makes an empty file on XNAT', async () => {
     const before = x.emulator.requests().length;
     const out = at(`${EXP}/resources/RESULTS/files/log.txt`);
