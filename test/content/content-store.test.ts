@@ -45,6 +45,12 @@ describe('ContentStore', () => {
     download: { maxAttempts: 4, retryDelayMs: 1 },
     prefetch: { enabled: prefetch, concurrency: 4, maxFileBytes: 1 << 20, maxFolderBytes: 1 << 24, zipMinFiles: 1000, zipMaxBytes: 1 << 24, zipCompression: 0 },
   });
+  /** Prefetch on, a folder of 8 files or more as one zip. */
+  const makeZipping = (x: MemoryXnat) => new ContentStore(x, {
+    server: x.baseUrl, cache,
+    download: { maxAttempts: 2, retryDelayMs: 1 },
+    prefetch: { enabled: true, concurrency: 4, maxFileBytes: 1 << 20, maxFolderBytes: 1 << 24, zipMinFiles: 8, zipMaxBytes: 1 << 24, zipCompression: 0 },
+  });
 
   it('streams a file and then serves it from the 0700 disk cache without a request', async () => {
     const x = new MemoryXnat();
@@ -185,10 +191,7 @@ describe('ContentStore', () => {
       // a zip holding all but the last file
       return resourceZip(join(tmp.path, 'r'), new Map(refs.slice(0, 29).map((r, i) => [r.path, Buffer.alloc(500 + i, i)])));
     };
-    const store = new ContentStore(x, {
-      server: x.baseUrl, cache, download: { maxAttempts: 2, retryDelayMs: 1 },
-      prefetch: { enabled: true, concurrency: 4, maxFileBytes: 1 << 20, maxFolderBytes: 1 << 24, zipMinFiles: 8, zipMaxBytes: 1 << 24, zipCompression: 0 },
-    });
+    const store = makeZipping(x);
     for (const r of refs.slice(0, 2)) {
       const fd = await store.open(r);
       store.noteOpen({ key: 'zf', siblings: () => refs, resource: { owner, id: 'R', totalBytes: 20_000 } }, r);
@@ -223,10 +226,7 @@ describe('ContentStore', () => {
       await gate;
       return resourceZip(join(tmp.path, 'w'), new Map(refs.map((r, i) => [r.path, Buffer.alloc(300 + i, i === bad ? 0xee : i)])), true);
     };
-    const store = new ContentStore(x, {
-      server: x.baseUrl, cache, download: { maxAttempts: 2, retryDelayMs: 1 },
-      prefetch: { enabled: true, concurrency: 4, maxFileBytes: 1 << 20, maxFolderBytes: 1 << 24, zipMinFiles: 8, zipMaxBytes: 1 << 24, zipCompression: 0 },
-    });
+    const store = makeZipping(x);
     const folder = { key: 'wf', siblings: () => refs, resource: { owner, id: 'R', totalBytes: 7000 } };
     store.noteListed(folder);
     const first = await store.open(refs[0]!);
@@ -306,10 +306,7 @@ describe('ContentStore', () => {
   it('falls back to one GET per file when the zip fails', async () => {
     const x = new MemoryXnat();
     const refs = Array.from({ length: 20 }, (_, i) => refFor(x, `f/${i}.dcm`, Buffer.alloc(100, i)));
-    const store = new ContentStore(x, {
-      server: x.baseUrl, cache, download: { maxAttempts: 2, retryDelayMs: 1 },
-      prefetch: { enabled: true, concurrency: 4, maxFileBytes: 1 << 20, maxFolderBytes: 1 << 24, zipMinFiles: 8, zipMaxBytes: 1 << 24, zipCompression: 0 },
-    });
+    const store = makeZipping(x);
     for (const r of refs.slice(0, 2)) {
       const fd = await store.open(r);
       store.noteOpen({ key: 'ff', siblings: () => refs, resource: { owner, id: 'R', totalBytes: 2000 } }, r);
