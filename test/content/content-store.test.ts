@@ -279,27 +279,23 @@ describe('ContentStore', () => {
     const store = make(x, true);
     for (const f of folders.slice(0, 2)) store.noteListed(f); // find, dcm2niix: listed before being read
     const gets = (name: string): number => x.calls.filter((c) => c.startsWith(`get ${name}/`)).length;
-    const fd = await store.open(folders[0]!.refs[0]!);
-    store.noteOpen(folders[0]!, folders[0]!.refs[0]!);
-    await store.release(fd);
-    await store.idle();
-    await new Promise((r) => setTimeout(r, 10));
-    await store.idle();
+    /** A program reads file `i` of a folder; then every transfer (and what it starts) settles. */
+    const read = async (f: (typeof folders)[number], i: number): Promise<void> => {
+      const fd = await store.open(f.refs[i]!);
+      store.noteOpen(f, f.refs[i]!);
+      await store.release(fd);
+      await store.idle();
+      await new Promise((r) => setTimeout(r, 10));
+      await store.idle();
+    };
+    await read(folders[0]!, 0);
     // a: the opened file and its prefetch; b: read ahead whole; c: not yet
     expect([gets('a'), gets('b'), gets('c')]).toEqual([5, 5, 0]);
-    const fdB = await store.open(folders[1]!.refs[0]!);
-    store.noteOpen(folders[1]!, folders[1]!.refs[0]!);
-    await store.release(fdB);
-    await store.idle();
+    await read(folders[1]!, 0);
     expect([gets('a'), gets('b'), gets('c')]).toEqual([5, 5, 0]);
     // c is listed while b is being read (find lists ahead of cat): the next open in b finds it
     store.noteListed(folders[2]!);
-    const fdB2 = await store.open(folders[1]!.refs[1]!);
-    store.noteOpen(folders[1]!, folders[1]!.refs[1]!);
-    await store.release(fdB2);
-    await store.idle();
-    await new Promise((r) => setTimeout(r, 10));
-    await store.idle();
+    await read(folders[1]!, 1);
     expect([gets('a'), gets('b'), gets('c')]).toEqual([5, 5, 5]);
   });
 
