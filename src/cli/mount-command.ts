@@ -7,7 +7,7 @@ import createDebug from 'debug';
 import { createStack, type StackOptions, type XnatFsStack } from '../fs/stack.js';
 import { mountFuse, type FuseMount } from '../fs/fuse-adapter.js';
 import { readFile } from 'node:fs/promises';
-import { isMounted, prepareMountpoint } from '../fs/mountpoint.js';
+import { mountedHere, prepareMountpoint } from '../fs/mountpoint.js';
 import { createXnatClient, type XnatClientOptions } from '../xnat/client.js';
 import type { XnatApi } from '../xnat/types.js';
 import { defaultCacheDir, parseCount, parseSize, UsageError } from './args.js';
@@ -171,7 +171,8 @@ export async function startMount(s: MountSettings, client?: XnatApi): Promise<Ru
   let resolveDone!: (code: number) => void;
   const done = new Promise<number>((r) => (resolveDone = r));
 
-  const stop = (): Promise<number> => {
+  /** `detached`: already unmounted from outside; the path may hold someone else's mount now. */
+  const stop = (how: { detached?: boolean } = {}): Promise<number> => {
     stopping ??= (async () => {
       const waitS = Math.round(s.uploadWaitMs / 1000);
       if (st.uploader.pending().length > 0) console.error(`xnatfs: waiting up to ${waitS} s for ${st.uploader.pending().length} pending upload(s)…`);
@@ -180,7 +181,7 @@ export async function startMount(s: MountSettings, client?: XnatApi): Promise<Ru
       try {
         // Also when `xnatfs unmount` already detached it: only fuse.unmount() releases
         // fuse-native's handle, which otherwise keeps this process alive forever.
-        await fuse.unmount();
+        await fuse.unmount(how);
       } catch (err) {
         console.error(`xnatfs: ${(err as Error).message}`);
         code = 1;
@@ -198,13 +199,18 @@ export async function startMount(s: MountSettings, client?: XnatApi): Promise<Ru
   };
 
   // `xnatfs unmount` (or fusermount -u) detaches the mount without telling this process.
+  const rootMtimeMs = (await st.ops.getattr!('/')).mtime.getTime();
+  let checking = false;
   const watch = setInterval(() => {
-    void isMounted(s.mountpoint).then((m) => {
-      if (!m && !stopping) {
+    if (checking || stopping) return;
+    checking = true;
+    void mountedHere(s.mountpoint, rootMtimeMs)
+      .then((here) => {
+        if (here || stopping) return;
         log('mount point %s was unmounted from outside', s.mountpoint);
-        void stop();
-      }
-    });
+        void stop({ detached: true });
+      })
+      .finally(() => (checking = false));
   }, 1000);
   void done.then(() => clearInterval(watch));
 

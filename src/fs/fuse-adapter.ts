@@ -19,7 +19,11 @@ const log = createDebug('xnatfs:fuse');
 
 export interface FuseMount {
   mountpoint: string;
-  unmount(): Promise<void>;
+  /**
+   * Unmount and release the binding. `detached`: someone else already unmounted it (the path may
+   * hold another mount by now), so only the binding is released.
+   */
+  unmount(how?: { detached?: boolean }): Promise<void>;
 }
 
 /** Knobs beyond MountOptions; the defaults suit XNAT. */
@@ -55,6 +59,8 @@ type Handler = (...args: any[]) => void; // eslint-disable-line @typescript-esli
 interface FuseNative {
   mount(cb: (err: Error | null) => void): void;
   unmount(cb: (err: Error | null) => void): void;
+  /** Added by patches/: release the handle without fusermount. */
+  releaseDetached(cb: (err: Error | null) => void): void;
 }
 type FuseNativeCtor = new (mnt: string, ops: Record<string, Handler>, opts: object) => FuseNative;
 
@@ -322,18 +328,20 @@ export async function mountFuse(ops: FsOps, opts: MountOptions & FuseTuning): Pr
   );
 
   let closing: Promise<void> | undefined;
-  const unmount = (): Promise<void> => {
-    closing ??= new Promise<void>((res, rej) =>
-      // The patched fuse-native also releases its handle when the mount was already detached.
-      fuse.unmount((err) => {
+  const unmount = (how: { detached?: boolean } = {}): Promise<void> => {
+    closing ??= new Promise<void>((res, rej) => {
+      // The patched fuse-native also releases its handle when fusermount finds nothing mounted.
+      const done = (err: Error | null): void => {
         if (!err) {
           log('unmounted %s', mountpoint);
           return res();
         }
         closing = undefined; // allow a retry once the mount is no longer busy
         rej(new Error(`could not unmount ${mountpoint}: ${err.message}`, { cause: err }));
-      }),
-    );
+      };
+      if (how.detached) fuse.releaseDetached(done);
+      else fuse.unmount(done);
+    });
     return closing;
   };
 

@@ -67,6 +67,22 @@ export async function isMounted(path: string): Promise<boolean> {
   return (await readMountinfo()).some((m) => m.mountPoint === abs);
 }
 
+/**
+ * Whether the mount at `path` is still the one whose root shows `rootMtimeMs`. After a lazy
+ * unmount (fusermount -uz, umount -l) another mount may be made at the same path, and the kernel
+ * may give it the same device and mount id; each xnatfs mount shows its own start time on its
+ * root. Async: the process serving the mount answers the stat on its main thread.
+ */
+export async function mountedHere(path: string, rootMtimeMs: number): Promise<boolean> {
+  if (!(await isMounted(path))) return false;
+  try {
+    return Math.round((await stat(path)).mtimeMs) === Math.round(rootMtimeMs);
+  } catch (err) {
+    // A stale mount there is not this live one; any other failure says nothing either way.
+    return (err as NodeJS.ErrnoException).code !== 'ENOTCONN';
+  }
+}
+
 interface RunResult { ok: boolean; message: string }
 
 function runQuiet(cmd: string, args: string[]): Promise<RunResult> {

@@ -311,6 +311,22 @@ requireFuse()('xnatfs command line (dist/cli/main.js)', () => {
     expect(await fuseMountsUnder(mp.path)).toEqual([]);
   });
 
+  it('a mount detached lazily exits even when another mount is made at the same path', async () => {
+    const creds = { XNAT_USER: 'demo', XNAT_PASS: 'demo' };
+    const first = start(['mount', emulator.url, mp.path, '--cache-dir', join(work.path, 'cache-1')], creds);
+    await waitMounted(first, mp.path);
+    const detach = await run('fusermount', ['-uz', mp.path]); // a lazy unmount, as by hand
+    expect(detach.code, detach.stderr).toBe(0);
+    // A second mount at once: within the first one's 1 s watch, so the path is mounted again.
+    const second = start(['mount', emulator.url, mp.path, '--cache-dir', join(work.path, 'cache-2')], creds);
+    expect(await waitMounted(second, mp.path)).toContain('DEMO');
+    expect(await exitOf(first, 15_000)).toEqual({ code: 0, signal: null });
+    expect(second.hasExited()).toBe(false);
+    expect(await fuseMountsUnder(mp.path)).toHaveLength(1);
+    second.child.kill('SIGTERM');
+    expect(await exitOf(second, 15_000)).toEqual({ code: 0, signal: null });
+  });
+
   // ── 4. stale mount ──────────────────────────────────────────────────────────────────────
 
   it('after kill -9 the mount is stale; a new xnatfs mount clears it and works', async () => {
