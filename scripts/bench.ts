@@ -199,10 +199,10 @@ async function main(): Promise<number> {
   const memMp = join(work, 'memmnt');
 
   /** A fresh mount with an empty cache; fn runs right after the page cache is dropped; requests counted. */
-  const onColdMount = async (row: Row, fn: (mp: string) => Promise<RunResult>, check?: (r: RunResult) => void): Promise<{ r: RunResult; requests: number; kinds: Record<string, number>; m: MountProc }> => {
+  const onColdMount = async (row: Row, fn: (mp: string) => Promise<RunResult>, check?: (r: RunResult) => void, extraArgs: string[] = []): Promise<{ r: RunResult; requests: number; kinds: Record<string, number>; m: MountProc }> => {
     const n = mountSeq++;
     const cacheDir = join(work, `cache-${n}`);
-    const m = await startXnatMount({ cli: CLI, url, mountpoint: mp, cacheDir, extraArgs: s.mountArgs, logFile: join(logs, `mount-${n}.log`), debug: s.debugMount });
+    const m = await startXnatMount({ cli: CLI, url, mountpoint: mp, cacheDir, extraArgs: [...s.mountArgs, ...extraArgs], logFile: join(logs, `mount-${n}.log`), debug: s.debugMount });
     mountStarts.push(m.startMs);
     try {
       await dropCaches();
@@ -320,6 +320,12 @@ async function main(): Promise<number> {
         id: 'b3', title: `cat ${n} small files from memory with flush+release callbacks`, mountLabel: 'the floor plus no-op flush and release', baselineLabel: '',
         mount: [], baseline: [], ratioKind: 'time',
       };
+      // Users who only read can mount --read-only: only the read callbacks are registered, so
+      // closing a file costs no flush trip. Against the same floor runs as b.
+      const readOnlyRow: Row = {
+        id: 'b4', title: `cat ${n} small files on a --read-only mount vs the same floor`, mountLabel: 'find -exec cat on a --read-only mount', baselineLabel: 'the same on an in-memory FsOps',
+        mount: [], baseline: row.baseline, ratioKind: 'time', requests: [],
+      };
       const check = (r: RunResult): void => {
         const got = Number(r.stdout.trim());
         if (got !== total) throw new Error(`read ${got} bytes, expected ${total}`);
@@ -345,10 +351,13 @@ async function main(): Promise<number> {
         const h = await onMemMount('small', (m) => sh(`find '${m}/files' -type f -exec cat {} + | wc -c`), true);
         check(h);
         handlesRow.mount.push(h.ms);
-        log(`  run ${i + 1}: mount ${fmtS(row.mount.at(-1)!)} (${row.requests!.at(-1)} requests), in-memory floor ${fmtS(row.baseline.at(-1)!)} (with flush+release ${fmtS(h.ms)}), curl zip ${fmtS(c.ms)} + unzip ${fmtS(u.ms)}`);
+        const ro = await onColdMount(readOnlyRow, (m) => sh(`find '${m}/${MOUNT_PATHS.small}' -type f -exec cat {} + | wc -c`), check, ['--read-only']);
+        readOnlyRow.mount.push(ro.r.ms);
+        readOnlyRow.requests!.push(ro.requests);
+        log(`  run ${i + 1}: mount ${fmtS(row.mount.at(-1)!)} (${row.requests!.at(-1)} requests), in-memory floor ${fmtS(row.baseline.at(-1)!)} (with flush+release ${fmtS(h.ms)}), --read-only mount ${fmtS(ro.r.ms)}, curl zip ${fmtS(c.ms)} + unzip ${fmtS(u.ms)}`);
       }
       if (row.errors) zipRow.errors = row.errors;
-      rows.push(row, zipRow, handlesRow);
+      rows.push(row, zipRow, handlesRow, readOnlyRow);
     }
 
     // ------------------------------------------------------------------ c) large file
