@@ -7,7 +7,7 @@ import createDebug from 'debug';
 import { createStack, type StackOptions, type XnatFsStack } from '../fs/stack.js';
 import { mountFuse, type FuseMount } from '../fs/fuse-adapter.js';
 import { readFile } from 'node:fs/promises';
-import { mountedHere, prepareMountpoint } from '../fs/mountpoint.js';
+import { prepareMountpoint, whatIsMounted } from '../fs/mountpoint.js';
 import { createXnatClient, type XnatClientOptions } from '../xnat/client.js';
 import type { XnatApi } from '../xnat/types.js';
 import { defaultCacheDir, parseCount, parseSize, UsageError } from './args.js';
@@ -204,11 +204,13 @@ export async function startMount(s: MountSettings, client?: XnatApi): Promise<Ru
   const watch = setInterval(() => {
     if (checking || stopping) return;
     checking = true;
-    void mountedHere(s.mountpoint, rootMtimeMs)
-      .then((here) => {
-        if (here || stopping) return;
-        log('mount point %s was unmounted from outside', s.mountpoint);
-        void stop({ detached: true });
+    void whatIsMounted(s.mountpoint, rootMtimeMs)
+      .then((there) => {
+        if (there === 'ours' || stopping) return;
+        log('mount point %s was unmounted from outside (%s)', s.mountpoint, there);
+        if (there === 'stale') console.error(`xnatfs: the FUSE connection of ${s.mountpoint} ended (aborted, or lost by the kernel); unmounting`);
+        // A stale mount is cleared; someone else's live mount is left alone.
+        void stop({ detached: there === 'gone' });
       })
       .finally(() => (checking = false));
   }, 1000);

@@ -68,18 +68,20 @@ export async function isMounted(path: string): Promise<boolean> {
 }
 
 /**
- * Whether the mount at `path` is still the one whose root shows `rootMtimeMs`. After a lazy
- * unmount (fusermount -uz, umount -l) another mount may be made at the same path, and the kernel
- * may give it the same device and mount id; each xnatfs mount shows its own start time on its
- * root. Async: the process serving the mount answers the stat on its main thread.
+ * What is mounted at `path` now, seen by a mount whose root shows `rootMtimeMs`: 'ours' while it
+ * is still there; 'gone' when nothing, or another mount, is. After a lazy unmount (fusermount -uz,
+ * umount -l) another mount may be made at the same path, and the kernel may give it the same
+ * device and mount id; each xnatfs mount shows its own start time on its root. 'stale': a dead
+ * FUSE mount is there (ours, if its connection was aborted, or another's); unmounting it harms
+ * no one. Async: the process serving the mount answers the stat on its main thread.
  */
-export async function mountedHere(path: string, rootMtimeMs: number): Promise<boolean> {
-  if (!(await isMounted(path))) return false;
+export async function whatIsMounted(path: string, rootMtimeMs: number): Promise<'ours' | 'gone' | 'stale'> {
+  if (!(await isMounted(path))) return 'gone';
   try {
-    return Math.round((await stat(path)).mtimeMs) === Math.round(rootMtimeMs);
+    return Math.round((await stat(path)).mtimeMs) === Math.round(rootMtimeMs) ? 'ours' : 'gone';
   } catch (err) {
-    // A stale mount there is not this live one; any other failure says nothing either way.
-    return (err as NodeJS.ErrnoException).code !== 'ENOTCONN';
+    // Any other failure says nothing either way.
+    return (err as NodeJS.ErrnoException).code === 'ENOTCONN' ? 'stale' : 'ours';
   }
 }
 
