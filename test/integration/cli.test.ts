@@ -328,21 +328,27 @@ requireFuse()('xnatfs command line (dist/cli/main.js)', () => {
   });
 
   it.skipIf(process.getuid?.() !== 0)('a mount whose FUSE connection is aborted clears the dead mount and exits', async () => {
-    // Aborting goes through fusectl (root); mount it where the system has not.
-    if ((await run('mountpoint', ['-q', '/sys/fs/fuse/connections'])).code !== 0) {
-      const m = await run('mount', ['-t', 'fusectl', 'none', '/sys/fs/fuse/connections']);
-      expect(m.code, m.stderr).toBe(0);
+    // Aborting goes through fusectl (root); mount it where the system has not, for this test.
+    const fusectl = '/sys/fs/fuse/connections';
+    const mountedFusectl = (await run('mountpoint', ['-q', fusectl])).code !== 0;
+    if (mountedFusectl) {
+      const r = await run('mount', ['-t', 'fusectl', 'none', fusectl]);
+      expect(r.code, r.stderr).toBe(0);
     }
-    // --ttl 1: the kernel keeps the root's attributes for 1 s, after which a stat sees the abort.
-    const m = start(['mount', emulator.url, mp.path, '--cache-dir', join(work.path, 'cache'), '--ttl', '1'], { XNAT_USER: 'demo', XNAT_PASS: 'demo' });
-    await waitMounted(m, mp.path);
-    const info = await readFile('/proc/self/mountinfo', 'utf8');
-    const dev = info.split('\n').find((l) => l.split(' ')[4] === mp.path)?.split(' ')[2];
-    expect(dev).toMatch(/^0:\d+$/);
-    await writeFile(`/sys/fs/fuse/connections/${dev!.split(':')[1]}/abort`, '1');
-    expect(await exitOf(m, 15_000)).toEqual({ code: 0, signal: null });
-    expect(m.out.stderr).toMatch(/connection .* ended/);
-    expect(await fuseMountsUnder(mp.path)).toEqual([]);
+    try {
+      // --ttl 1: the kernel keeps the root's attributes for 1 s, after which a stat sees the abort.
+      const m = start(['mount', emulator.url, mp.path, '--cache-dir', join(work.path, 'cache'), '--ttl', '1'], { XNAT_USER: 'demo', XNAT_PASS: 'demo' });
+      await waitMounted(m, mp.path);
+      const info = await readFile('/proc/self/mountinfo', 'utf8');
+      const dev = info.split('\n').find((l) => l.split(' ')[4] === mp.path)?.split(' ')[2];
+      expect(dev).toMatch(/^0:\d+$/);
+      await writeFile(`${fusectl}/${dev!.split(':')[1]}/abort`, '1');
+      expect(await exitOf(m, 15_000)).toEqual({ code: 0, signal: null });
+      expect(m.out.stderr).toMatch(/connection .* ended/);
+      expect(await fuseMountsUnder(mp.path)).toEqual([]);
+    } finally {
+      if (mountedFusectl) await run('umount', [fusectl]);
+    }
   });
 
   // ── 4. stale mount ──────────────────────────────────────────────────────────────────────
