@@ -57,6 +57,9 @@ export interface ContentStoreOptions {
 
 type Gate = <T>(fn: () => Promise<T>) => Promise<T>;
 
+/** Handles answer at once when memory has the bytes: no promise per kernel request. */
+type MaybePromise<T> = T | Promise<T>;
+
 interface Active {
   download: Download;
   refs: number;
@@ -157,7 +160,8 @@ export class ContentStore {
     return key;
   }
 
-  async open(ref: FileRef): Promise<number> {
+  /** A handle for `ref`; at once (no promise) when its bytes are in memory or on their way. */
+  open(ref: FileRef): MaybePromise<number> {
     const fd = this.nextFd++;
     if (ref.size === 0) {
       this.handles.set(fd, { kind: 'empty' });
@@ -176,6 +180,10 @@ export class ContentStore {
       this.handles.set(fd, { kind: 'incoming', key, ref, member });
       return fd;
     }
+    return this.openFromCacheOrServer(fd, key, ref);
+  }
+
+  private async openFromCacheOrServer(fd: number, key: string, ref: FileRef): Promise<number> {
     const cached = this.options.cache.lookup(key);
     if (cached) {
       try {
@@ -193,7 +201,8 @@ export class ContentStore {
     return fd;
   }
 
-  async read(fd: number, buf: Buffer, len: number, pos: number): Promise<number> {
+  /** Bytes read into `buf`; at once (no promise) from memory. */
+  read(fd: number, buf: Buffer, len: number, pos: number): MaybePromise<number> {
     const h = this.handles.get(fd);
     if (!h) throw Object.assign(new Error(`read on unknown handle ${fd}`), { code: 'EBADF' });
     this.writeBehind.touch();
@@ -202,6 +211,13 @@ export class ContentStore {
         return 0;
       case 'memory':
         return pos >= h.buf.length ? 0 : h.buf.copy(buf, 0, pos, Math.min(h.buf.length, pos + len));
+      default:
+        return this.readSlow(fd, h, buf, len, pos);
+    }
+  }
+
+  private async readSlow(fd: number, h: Exclude<Handle, { kind: 'empty' | 'memory' }>, buf: Buffer, len: number, pos: number): Promise<number> {
+    switch (h.kind) {
       case 'cached': {
         const { bytesRead } = await h.fh.read(buf, 0, len, pos);
         return bytesRead;
@@ -226,14 +242,14 @@ export class ContentStore {
     }
   }
 
-  async release(fd: number): Promise<void> {
+  /** Frees a handle; at once (no promise) unless a file or a download must be let go. */
+  release(fd: number): MaybePromise<void> {
     const h = this.handles.get(fd);
     this.handles.delete(fd);
-    if (!h) return;
-    if (h.kind === 'cached') await h.fh.close().catch(() => undefined);
-    if (h.kind === 'download') {
+    if (h?.kind === 'cached') return h.fh.close().catch(() => undefined);
+    if (h?.kind === 'download') {
       h.active.refs--;
-      await this.maybeDiscard(h.key, h.active);
+      return this.maybeDiscard(h.key, h.active);
     }
   }
 

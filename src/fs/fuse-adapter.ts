@@ -9,7 +9,7 @@
 //  - fuse-native uses uv_default_loop(), so mounting from a worker_thread does not work.
 import { createRequire } from 'node:module';
 import createDebug from 'debug';
-import type { FsOps, MountOptions, Stat } from './types.js';
+import type { FsOps, MaybePromise, MountOptions, Stat } from './types.js';
 import { errnoOf } from './errors.js';
 import { canonicalMountpoint, prepareMountpoint } from './mountpoint.js';
 
@@ -129,20 +129,9 @@ function toFuseStat(s: Stat): object {
 export function buildHandlers(ops: FsOps, timeoutMs = 0): Record<string, Handler> {
   const handlers: Record<string, Handler> = {};
 
-  const settle = <T>(op: string, path: unknown, cb: Cb, run: () => Promise<T>, reply: (v: T) => unknown[]): void => {
-    const started = Date.now();
+  const settle = <T>(op: string, path: unknown, cb: Cb, run: () => MaybePromise<T>, reply: (v: T) => unknown[]): void => {
     const fail = (err: unknown) => cb(errnoFor(op, path, err));
-    let p: Promise<T>;
-    try {
-      p = run();
-    } catch (err) {
-      fail(err);
-      return;
-    }
-    p.then((v) => {
-      if (timeoutMs > 0 && Date.now() - started > timeoutMs) {
-        log('%s %s answered after %d ms, the kernel already got ETIMEDOUT', op, path, Date.now() - started);
-      }
+    const answer = (v: T): void => {
       let args: unknown[];
       try {
         args = reply(v);
@@ -151,6 +140,22 @@ export function buildHandlers(ops: FsOps, timeoutMs = 0): Record<string, Handler
         return;
       }
       (cb as (...a: unknown[]) => void)(...args);
+    };
+    let p: MaybePromise<T>;
+    try {
+      p = run();
+    } catch (err) {
+      fail(err);
+      return;
+    }
+    // Answered from memory: reply within this callback, without a microtask.
+    if (!(p instanceof Promise)) return answer(p);
+    const started = Date.now();
+    p.then((v) => {
+      if (timeoutMs > 0 && Date.now() - started > timeoutMs) {
+        log('%s %s answered after %d ms, the kernel already got ETIMEDOUT', op, path, Date.now() - started);
+      }
+      answer(v);
     }, fail);
   };
   const ok = (): unknown[] => [0];

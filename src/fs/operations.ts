@@ -277,6 +277,49 @@ export function createOperations(ctx: WriteContext): XnatFs {
     return fd;
   }
 
+  /** open() of a file being written here, or of any file for writing. */
+  async function openOverlayOrForWriting(path: string, flags: number, writable: boolean): Promise<number> {
+    const f = overlay.files.get(path);
+    if (f) {
+      if (writable) refuseWrites(path, 'write');
+      return openPending(f, writable);
+    }
+    refuseWrites(path, 'write');
+    const pending = await pendingForServerFile(path);
+    if (pending.populating) await pending.populating;
+    if (flags & constants.O_TRUNC) {
+      pending.lazyFromServer = false;
+      pending.size = 0;
+      pending.dirty = true;
+      startAppending(pending);
+    }
+    return openPending(pending, true);
+  }
+
+  async function readPending(f: PendingFile, buf: Buffer, len: number, pos: number): Promise<number> {
+    await populate(f);
+    const fh = await handleOf(f);
+    const { bytesRead } = await fh.read(buf, 0, len, pos);
+    return bytesRead;
+  }
+
+  /** The last close of a file being written uploads what flush did not. */
+  async function releasePending(fd: number, f: PendingFile): Promise<void> {
+    spoolHandles.delete(fd);
+    f.opens--;
+    if (f.opens > 0) return;
+    const fh = f.fh ?? (f.fhOpening ? await f.fhOpening.catch(() => null) : null);
+    f.fh = null;
+    f.fhOpening = null;
+    await fh?.close().catch(() => undefined);
+    if (f.dirty) {
+      // Written through a path that never flushed (e.g. mmap): upload now, report in the log.
+      sync(f).then(() => settle(f), () => undefined);
+      return;
+    }
+    await settle(f);
+  }
+
   /** Start replacing a server file: a pending file standing for its current bytes. */
   async function pendingForServerFile(path: string): Promise<PendingFile> {
     const existing = overlay.files.get(path);
@@ -288,9 +331,10 @@ export function createOperations(ctx: WriteContext): XnatFs {
   }
 
   const ops: FsOps = {
-    async getattr(path) {
+    getattr(path) {
       const f = overlay.files.get(path);
-      if (f) return fileStat(ctx, f.lazyFromServer ? (await read.getattr(path)).size : f.size, f.mtime);
+      if (f && !f.lazyFromServer) return fileStat(ctx, f.size, f.mtime);
+      if (f) return Promise.resolve(read.getattr(path)).then((st) => fileStat(ctx, st.size, f.mtime));
       if (overlay.dirs.has(path)) return dirStat(ctx);
       return read.getattr(path);
     },
@@ -317,24 +361,10 @@ export function createOperations(ctx: WriteContext): XnatFs {
       return { names: [...entries.keys()], stats: [...entries.values()] };
     },
 
-    async open(path, flags) {
+    open(path, flags) {
       const writable = (flags & O_ACCMODE) !== constants.O_RDONLY;
-      const f = overlay.files.get(path);
-      if (f) {
-        if (writable) refuseWrites(path, 'write');
-        return openPending(f, writable);
-      }
-      if (!writable) return read.open(path, flags);
-      refuseWrites(path, 'write');
-      const pending = await pendingForServerFile(path);
-      if (pending.populating) await pending.populating;
-      if (flags & constants.O_TRUNC) {
-        pending.lazyFromServer = false;
-        pending.size = 0;
-        pending.dirty = true;
-        startAppending(pending);
-      }
-      return openPending(pending, true);
+      if (!writable && !overlay.files.has(path)) return read.open(path, flags);
+      return openOverlayOrForWriting(path, flags, writable);
     },
 
     async create(path, _mode) {
@@ -356,13 +386,9 @@ export function createOperations(ctx: WriteContext): XnatFs {
       return openPending(f, true);
     },
 
-    async read(path, fd, buf, len, pos) {
+    read(path, fd, buf, len, pos) {
       const h = pendingOf(fd);
-      if (!h) return read.read(path, fd, buf, len, pos);
-      await populate(h.file);
-      const fh = await handleOf(h.file);
-      const { bytesRead } = await fh.read(buf, 0, len, pos);
-      return bytesRead;
+      return h ? readPending(h.file, buf, len, pos) : read.read(path, fd, buf, len, pos);
     },
 
     async write(path, fd, buf, len, pos) {
@@ -416,14 +442,14 @@ export function createOperations(ctx: WriteContext): XnatFs {
       return ops.truncate!(path, size);
     },
 
-    async flush(path, fd) {
+    flush(path, fd) {
       const h = pendingOf(fd);
       if (!h?.writable) return;
       // Still empty: a shell redirection or dd opens, dup2()s and closes the first descriptor
       // before writing through the other one. An empty file is uploaded at release instead (as
       // mountpoint-s3 does), so that this close costs no PUT of an empty file.
       if (h.file.size === 0 && !h.file.lazyFromServer) return;
-      await sync(h.file);
+      return sync(h.file);
     },
 
     async fsync(path, fd) {
@@ -431,23 +457,9 @@ export function createOperations(ctx: WriteContext): XnatFs {
       if (h?.writable) await sync(h.file);
     },
 
-    async release(path, fd) {
+    release(path, fd) {
       const h = pendingOf(fd);
-      if (!h) return read.release(path, fd);
-      spoolHandles.delete(fd);
-      const f = h.file;
-      f.opens--;
-      if (f.opens > 0) return;
-      const fh = f.fh ?? (f.fhOpening ? await f.fhOpening.catch(() => null) : null);
-      f.fh = null;
-      f.fhOpening = null;
-      await fh?.close().catch(() => undefined);
-      if (f.dirty) {
-        // Written through a path that never flushed (e.g. mmap): upload now, report in the log.
-        sync(f).then(() => settle(f), () => undefined);
-        return;
-      }
-      await settle(f);
+      return h ? releasePending(fd, h.file) : read.release(path, fd);
     },
 
     async utimens(path, _atime, mtime) {

@@ -8,7 +8,7 @@ import { isDir, ownerKey } from '../catalogue/catalogue.js';
 import type { ContentStore, FolderContext } from '../content/content-store.js';
 import type { FileRef } from '../xnat/types.js';
 import { FsError, toFsError } from './errors.js';
-import type { FsOps, Stat, StatFs } from './types.js';
+import type { FsOps, MaybePromise, Stat, StatFs } from './types.js';
 
 // O_ACCMODE is not exported by node:fs; it is 3 on Linux and macOS.
 const O_ACCMODE = 3;
@@ -74,8 +74,10 @@ export async function resolveDir(ctx: FsContext, path: string): Promise<DirNode>
 
 export function createReadOperations(ctx: FsContext): Required<Pick<FsOps, 'getattr' | 'readdir' | 'open' | 'read' | 'release' | 'statfs'>> {
   return {
-    async getattr(path) {
-      return statOf(ctx, await resolveNode(ctx, path));
+    getattr(path) {
+      // A path resolved before (the lookup after a listing, a stat after open) costs no promise.
+      const known = ctx.catalogue.peekResolved(path);
+      return known ? statOf(ctx, known) : resolveNode(ctx, path).then((node) => statOf(ctx, node));
     },
 
     async readdir(path) {
@@ -96,35 +98,49 @@ export function createReadOperations(ctx: FsContext): Required<Pick<FsOps, 'geta
       return { names: ['.', '..', ...names], stats: [dir, dir, ...stats] };
     },
 
-    async open(path, flags) {
-      const node = await resolveNode(ctx, path);
-      if (node.kind !== 'file') throw new FsError('EISDIR', `${path}: is a folder`);
-      if ((flags & O_ACCMODE) !== constants.O_RDONLY) {
-        if (ctx.readOnly) throw new FsError('EROFS', `${path}: the mount is read-only (mounted with --read-only)`);
-        throw new FsError('EACCES', `${path}: files already on XNAT cannot be modified in place; write a new file or replace it with cp`);
-      }
-      const ref = fileRefOf(node);
-      const fd = await ctx.content.open(ref);
-      ctx.content.noteOpen(folderContext(ctx, node, dirname(path)), ref);
-      return fd;
-    },
-
-    async read(path, fd, buf, len, pos) {
+    open(path, flags) {
+      const known = ctx.catalogue.peekResolved(path);
+      if (!known) return resolveNode(ctx, path).then((node) => openNode(ctx, node, path, flags));
       try {
-        return await ctx.content.read(fd, buf, len, pos);
+        return openNode(ctx, known, path, flags);
       } catch (err) {
-        throw toFsError(err, `reading ${path}`);
+        return Promise.reject(err);
       }
     },
 
-    async release(_path, fd) {
-      await ctx.content.release(fd);
+    read(path, fd, buf, len, pos) {
+      const failed = (err: unknown): Promise<never> => Promise.reject(toFsError(err, `reading ${path}`));
+      try {
+        const n = ctx.content.read(fd, buf, len, pos);
+        return n instanceof Promise ? n.catch(failed) : n;
+      } catch (err) {
+        return failed(err);
+      }
+    },
+
+    release(_path, fd) {
+      return ctx.content.release(fd);
     },
 
     async statfs() {
       return statfsOf();
     },
   };
+}
+
+function openNode(ctx: FsContext, node: Node, path: string, flags: number): MaybePromise<number> {
+  if (node.kind !== 'file') throw new FsError('EISDIR', `${path}: is a folder`);
+  if ((flags & O_ACCMODE) !== constants.O_RDONLY) {
+    if (ctx.readOnly) throw new FsError('EROFS', `${path}: the mount is read-only (mounted with --read-only)`);
+    throw new FsError('EACCES', `${path}: files already on XNAT cannot be modified in place; write a new file or replace it with cp`);
+  }
+  const ref = fileRefOf(node);
+  const opened = ctx.content.open(ref);
+  const noted = (fd: number): number => {
+    ctx.content.noteOpen(folderContext(ctx, node, dirname(path)), ref);
+    return fd;
+  };
+  return opened instanceof Promise ? opened.then(noted) : noted(opened);
 }
 
 /** What the content store's prefetch needs to know about a folder inside a resource. */

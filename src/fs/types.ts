@@ -3,6 +3,14 @@
 // callback-and-negative-errno protocol. Only operations that are defined get registered with
 // the kernel: every registered op costs a round trip to Node's main thread.
 
+/**
+ * The per-file operations a program's open-read-close runs through (getattr, open, read, flush,
+ * release) may answer with a plain value when memory has the answer: no promise and no microtask
+ * per kernel request (a cold `find -exec cat` over 2,000 small files: medians 3-16 % lower in four
+ * interleaved batches). Failures are always rejected promises, never synchronous throws.
+ */
+export type MaybePromise<T> = T | Promise<T>;
+
 export interface Stat {
   mode: number; // including S_IFDIR / S_IFREG
   size: number;
@@ -32,22 +40,22 @@ export interface StatFs {
 
 export interface FsOps {
   init?(): Promise<void>;
-  getattr?(path: string): Promise<Stat>;
+  getattr?(path: string): MaybePromise<Stat>;
   readdir?(path: string): Promise<{ names: string[]; stats?: Stat[] }>;
   statfs?(path: string): Promise<StatFs>;
   access?(path: string, mode: number): Promise<void>;
-  open?(path: string, flags: number): Promise<number>;
+  open?(path: string, flags: number): MaybePromise<number>;
   opendir?(path: string, flags: number): Promise<number>;
   releasedir?(path: string, fd: number): Promise<void>;
   /** Resolves with bytes read; 0 only at EOF. */
-  read?(path: string, fd: number, buf: Buffer, len: number, pos: number): Promise<number>;
+  read?(path: string, fd: number, buf: Buffer, len: number, pos: number): MaybePromise<number>;
   write?(path: string, fd: number, buf: Buffer, len: number, pos: number): Promise<number>;
   create?(path: string, mode: number): Promise<number>;
   truncate?(path: string, size: number): Promise<void>;
   ftruncate?(path: string, fd: number, size: number): Promise<void>;
-  flush?(path: string, fd: number): Promise<void>;
+  flush?(path: string, fd: number): MaybePromise<void>;
   fsync?(path: string, fd: number, datasync: boolean): Promise<void>;
-  release?(path: string, fd: number): Promise<void>;
+  release?(path: string, fd: number): MaybePromise<void>;
   utimens?(path: string, atime: number, mtime: number): Promise<void>;
   chmod?(path: string, mode: number): Promise<void>;
   chown?(path: string, uid: number, gid: number): Promise<void>;

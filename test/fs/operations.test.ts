@@ -15,8 +15,8 @@ const E = '/projects/P1/subjects/S1/experiments/E1';
 const NOTES = `${E}/resources/NOTES/files`;
 const expOwner: Owner = { level: 'experiment', project: 'P1', experiment: 'XNAT_E00001' };
 
-async function errno(p: Promise<unknown>): Promise<string> {
-  const e = await p.then(() => null, (err: unknown) => err);
+async function errno(p: unknown): Promise<string> {
+  const e = await Promise.resolve(p).then(() => null, (err: unknown) => err);
   expect(e).toBeInstanceOf(FsError);
   return (e as FsError).code;
 }
@@ -69,6 +69,26 @@ describe('fs operations over an in-memory XNAT', () => {
     expect((await fs.ops.readdir!(NOTES)).names).toEqual(['.', '..', 'sub dir']);
   });
 
+  it('answers from memory without a promise: getattr of a resolved path, open, read, flush and release of a file in memory', async () => {
+    const path = `${NOTES}/sub dir/a#b.txt`;
+    expect(await readFile(path)).toEqual(Buffer.from('hello')); // listed and fetched
+    await fs.content.idle(); // and kept in memory
+    const st = fs.ops.getattr!(path);
+    expect(st).not.toBeInstanceOf(Promise);
+    expect((st as { size: number }).size).toBe(5);
+    const fd = fs.ops.open!(path, constants.O_RDONLY);
+    expect(typeof fd).toBe('number');
+    const buf = Buffer.alloc(16);
+    expect(fs.ops.read!(path, fd as number, buf, 16, 0)).toBe(5);
+    expect(buf.subarray(0, 5).toString()).toBe('hello');
+    expect(fs.ops.flush!(path, fd as number)).toBeUndefined();
+    expect(fs.ops.release!(path, fd as number)).toBeUndefined();
+    // Failures stay promises, even when known at once.
+    const dir = fs.ops.open!(NOTES, constants.O_RDONLY);
+    expect(dir).toBeInstanceOf(Promise);
+    expect(await errno(dir)).toBe('EISDIR');
+  });
+
   it('readdir gives every entry its type and size, so find and ls need no stat apiece', async () => {
     const dir = `${E}/scans/4-Ax_3D_T1/resources/DICOM/files`;
     const { names, stats } = await fs.ops.readdir!(dir);
@@ -95,7 +115,7 @@ describe('fs operations over an in-memory XNAT', () => {
   it('maps what XNAT answers a listing to errnos: 403 → EACCES, 500 → EIO', async () => {
     x.listSubjects = async () => { throw new XnatError('forbidden', 'Unable to read subjects', 403); };
     x.listScans = async () => { throw new XnatError('server', 'Internal Server Error', 500); };
-    const denied = await fs.ops.getattr!('/projects/P1/subjects/S1').catch((e: unknown) => e as FsError);
+    const denied = await Promise.resolve(fs.ops.getattr!('/projects/P1/subjects/S1')).catch((e: unknown) => e as FsError);
     expect(denied).toMatchObject({ code: 'EACCES' });
     expect((denied as FsError).message).toMatch(/^\/projects\/P1\/subjects\/S1: XNAT denies access \(403\); ask the project owner/);
     expect(await errno(fs.ops.readdir!('/projects/P1/experiments/E1/scans'))).toBe('EIO');

@@ -38,6 +38,29 @@ describe('buildHandlers', () => {
     expect(Object.keys(ro).sort()).toEqual(['getattr', 'open', 'read', 'readdir']);
     expect(Object.keys(buildHandlers(createMemFs()))).toContain('write');
   });
+
+  it('answers a plain value within the call, a promise once it settles, a rejection as an errno', async () => {
+    const stat: Stat = { mode: 0o100644, size: 3, nlink: 1, uid: 0, gid: 0, mtime: new Date(0), atime: new Date(0), ctime: new Date(0) };
+    const h = buildHandlers({
+      getattr: () => stat,
+      open: async () => 7,
+      read: (_p, fd) => (fd === 7 ? 3 : Promise.reject(new FsError('EBADF', 'no such handle'))),
+    });
+    const calls: unknown[][] = [];
+    const cb = (...args: unknown[]): void => void calls.push(args);
+    h.getattr!('/f', cb);
+    expect(calls).toHaveLength(1); // already answered, no microtask
+    expect(calls[0]).toMatchObject([0, { size: 3, mode: 0o100644 }]);
+    h.open!('/f', 0, cb);
+    expect(calls).toHaveLength(1);
+    await new Promise((r) => setImmediate(r));
+    expect(calls[1]).toEqual([0, 7]);
+    h.read!('/f', 7, Buffer.alloc(3), 3, 0, cb);
+    expect(calls[2]).toEqual([3]);
+    h.read!('/f', 8, Buffer.alloc(3), 3, 0, cb);
+    await new Promise((r) => setImmediate(r));
+    expect(calls[3]).toEqual([-9]); // EBADF
+  });
 });
 
 describeFuse('fuse adapter (real mounts)', () => {
