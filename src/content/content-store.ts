@@ -11,6 +11,7 @@ import createDebug from 'debug';
 import { LRUCache } from 'lru-cache';
 import pLimit, { type LimitFunction } from 'p-limit';
 import { XnatError, type FileRef, type Owner, type ReadResult, type XnatApi } from '../xnat/types.js';
+import { Arrival } from './arrival.js';
 import { DiskCache } from './disk-cache.js';
 import { Download, type DownloadOptions, type FirstSource } from './download.js';
 import { WriteBehind } from './write-behind.js';
@@ -78,7 +79,7 @@ type Handle =
   | { kind: 'cached'; fh: FileHandle }
   | { kind: 'download'; key: string; active: Active }
   /** A small file on its way in a prefetch zip. */
-  | { kind: 'incoming'; key: string; ref: FileRef; member: Promise<Buffer> }
+  | { kind: 'incoming'; key: string; ref: FileRef; member: Arrival<Buffer> }
   | { kind: 'empty' };
 
 interface FolderState {
@@ -129,7 +130,7 @@ export class ContentStore {
    */
   private readonly memory: LRUCache<string, Buffer>;
   /** Small files coming in a zip being received (rejected when the zip does not deliver them). */
-  private readonly incoming = new Map<string, Promise<Buffer>>();
+  private readonly incoming = new Map<string, Arrival<Buffer>>();
   private readonly zipsInFlight = new Set<Promise<void>>();
   private readonly writeBehind: WriteBehind;
   private nextFd = 10;
@@ -225,7 +226,7 @@ export class ContentStore {
       case 'download':
         return h.active.download.read(buf, len, pos);
       case 'incoming': {
-        const data = await h.member.catch(() => null);
+        const data = await h.member.wait().catch(() => null);
         // Another read of this handle may have moved it on meanwhile.
         if (this.handles.get(fd) === h) {
           if (data) {
@@ -353,26 +354,26 @@ export class ContentStore {
   private prefetchByZip(resource: FolderContext['resource'], refs: FileRef[]): Promise<void> {
     const wanted = new Map<string, WantedMember>();
     for (const ref of refs) {
-      let settle!: Pick<WantedMember, 'resolve' | 'reject'>;
-      const member = new Promise<Buffer | Readable>((resolve, reject) => (settle = { resolve, reject }));
-      member.catch(() => undefined);
-      wanted.set(ref.path, { size: ref.size, ...settle });
       const key = this.keyOf(ref);
       if (ref.size <= SMALL_FILE_BYTES) {
         // Small files skip the Download machinery: checked, kept in memory, written later.
         this.stats.prefetched++;
-        const arrived = member.then((m) => this.acceptMember(key, ref, m));
-        this.incoming.set(key, arrived);
-        arrived.then(
-          () => this.incoming.delete(key),
-          (err: unknown) => {
-            this.incoming.delete(key);
-            log('%s: not from the zip (%s); fetching it on its own', ref.path, (err as Error).message);
-            if (!this.closing.signal.aborted) void this.prefetchLimit(() => this.prefetchOne(ref));
+        const arrival = new Arrival<Buffer>();
+        this.incoming.set(key, arrival);
+        wanted.set(ref.path, {
+          size: ref.size,
+          resolve: (m) => {
+            if (Buffer.isBuffer(m)) this.acceptMember(key, ref, arrival, m);
+            else void wholeStream(m).then((b) => this.acceptMember(key, ref, arrival, b), (err: unknown) => this.missedMember(key, ref, arrival, err as Error));
           },
-        );
+          reject: (err) => this.missedMember(key, ref, arrival, err),
+        });
         continue;
       }
+      let settle!: Pick<WantedMember, 'resolve' | 'reject'>;
+      const member = new Promise<Buffer | Readable>((resolve, reject) => (settle = { resolve, reject }));
+      member.catch(() => undefined);
+      wanted.set(ref.path, { size: ref.size, ...settle });
       // Files the zip does not deliver are fetched on their own, under the prefetch limit.
       const first = (): Promise<ReadResult> => member.then((m) => ({ status: 200, start: 0, totalSize: ref.size, lastModified: null, body: Buffer.isBuffer(m) ? Readable.from([m]) : m }));
       void this.hold(key, this.startDownload(key, ref, first, (fn) => this.prefetchLimit(fn)));
@@ -393,23 +394,27 @@ export class ContentStore {
   }
 
   /** A small file from a zip: checked against the listing like any download, then kept. */
-  private async acceptMember(key: string, ref: FileRef, member: Buffer | Readable): Promise<Buffer> {
-    let data: Buffer;
-    if (Buffer.isBuffer(member)) {
-      data = member;
-    } else {
-      const parts: Buffer[] = [];
-      for await (const chunk of member as AsyncIterable<Buffer>) parts.push(chunk);
-      data = Buffer.concat(parts);
-    }
-    if (data.length !== ref.size) throw new XnatError('protocol', `${ref.path}: ${data.length} bytes in the zip, the listing says ${ref.size}`);
-    if (ref.digest !== '') {
+  private acceptMember(key: string, ref: FileRef, arrival: Arrival<Buffer>, data: Buffer): void {
+    let problem: string | null = null;
+    if (data.length !== ref.size) {
+      problem = `${data.length} bytes in the zip, the listing says ${ref.size}`;
+    } else if (ref.digest !== '') {
       const actual = createHash('md5').update(data).digest('hex');
-      if (actual !== ref.digest.toLowerCase()) throw new XnatError('protocol', `${ref.path}: MD5 ${actual} differs from XNAT's listed digest ${ref.digest}`);
+      if (actual !== ref.digest.toLowerCase()) problem = `MD5 ${actual} differs from XNAT's listed digest ${ref.digest}`;
     }
+    if (problem) return this.missedMember(key, ref, arrival, new XnatError('protocol', `${ref.path}: ${problem}`));
     this.memory.set(key, data);
     this.writeBehind.add(key, data);
-    return data;
+    this.incoming.delete(key);
+    arrival.deliver(data);
+  }
+
+  /** A small file the zip did not deliver (or delivered wrong): fetched on its own. */
+  private missedMember(key: string, ref: FileRef, arrival: Arrival<Buffer>, err: Error): void {
+    if (this.incoming.get(key) === arrival) this.incoming.delete(key);
+    arrival.fail(err);
+    log('%s: not from the zip (%s); fetching it on its own', ref.path, err.message);
+    if (!this.closing.signal.aborted) void this.prefetchLimit(() => this.prefetchOne(ref));
   }
 
   /** Keep a prefetch download referenced until it ends, then let it go. */
@@ -428,7 +433,7 @@ export class ContentStore {
   async idle(): Promise<void> {
     while (this.active.size > 0 || this.zipsInFlight.size > 0 || this.incoming.size > 0) {
       await Promise.all([...this.active.values()].map((a) => a.download.finished));
-      await Promise.all([...this.zipsInFlight, ...[...this.incoming.values()].map((p) => p.catch(() => undefined))]);
+      await Promise.all([...this.zipsInFlight, ...[...this.incoming.values()].map((a) => a.wait().catch(() => undefined))]);
       await new Promise((r) => setImmediate(r));
     }
     await this.writeBehind.flush();
@@ -479,4 +484,10 @@ export class ContentStore {
       await unlink(active.download.path).catch(() => undefined);
     }
   }
+}
+
+async function wholeStream(stream: Readable): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const chunk of stream as AsyncIterable<Buffer>) parts.push(chunk);
+  return Buffer.concat(parts);
 }

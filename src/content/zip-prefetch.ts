@@ -30,7 +30,10 @@ const IN_MEMORY_ZIP_BYTES = 64 * 1024 * 1024;
 
 export interface WantedMember {
   size: number;
-  /** The member's bytes: whole when the zip is in memory, a stream when it was spooled to disk. */
+  /**
+   * The member's bytes: whole when the zip is in memory, a stream when it was spooled to disk.
+   * Called from within the zip's data handling for most members: it must return quickly.
+   */
   resolve(member: Buffer | Readable): void;
   reject(err: Error): void;
 }
@@ -79,6 +82,19 @@ export async function fetchZipMembers(
       const w = path !== null ? pending.get(path) : undefined;
       if (!w || w.size !== m.uncompressedSize || m.name.endsWith('/')) return;
       pending.delete(path!);
+      // Stored and small deflated members are handed over within this call: a promise per
+      // member cost more main thread than the member itself while thousands stream in.
+      if (m.method === 0 || (m.method === 8 && m.raw.length <= INLINE_INFLATE_BYTES)) {
+        let data: Buffer;
+        try {
+          data = decodeNow(m.name, m.method, m.raw, m.uncompressedSize, true);
+        } catch (err) {
+          w.reject(err instanceof Error ? err : new Error(String(err)));
+          return;
+        }
+        w.resolve(data);
+        return;
+      }
       decoding.push(
         decode(m.name, m.method, m.raw, m.uncompressedSize, true).then(
           (data) => w.resolve(data),
@@ -248,10 +264,19 @@ async function memberBytes(zip: Buffer, entry: yauzl.Entry): Promise<Buffer> {
  * a view would keep the whole zip in memory for as long as the file is cached.
  */
 async function decode(name: string, method: number, raw: Buffer, size: number, owned = false): Promise<Buffer> {
-  if (method !== 0 && method !== 8) throw new Error(`${name}: compression method ${method} is not supported`);
   // Small members inflate inline (tens of microseconds): through the thread pool they would queue
   // behind the cache's disk writes. Large ones go to the pool, off the main thread.
-  const data = method === 0 ? (owned ? raw : Buffer.from(raw)) : raw.length <= INLINE_INFLATE_BYTES ? inflateRawSync(raw) : await inflateRaw(raw);
+  if (method !== 8 || raw.length <= INLINE_INFLATE_BYTES) return decodeNow(name, method, raw, size, owned);
+  return checkSize(name, await inflateRaw(raw), size);
+}
+
+/** `decode` for stored and small deflated members, without a promise. */
+function decodeNow(name: string, method: number, raw: Buffer, size: number, owned: boolean): Buffer {
+  if (method !== 0 && method !== 8) throw new Error(`${name}: compression method ${method} is not supported`);
+  return checkSize(name, method === 0 ? (owned ? raw : Buffer.from(raw)) : inflateRawSync(raw), size);
+}
+
+function checkSize(name: string, data: Buffer, size: number): Buffer {
   if (data.length !== size) throw new Error(`${name}: ${data.length} bytes unpacked, the zip says ${size}`);
   return data;
 }
