@@ -9,7 +9,8 @@ const HELP = `xnatfs — mount an XNAT imaging archive as ordinary folders and f
 
 Usage:
   xnatfs mount URL MOUNTPOINT [options]   mount (foreground; see xnatfs mount --help)
-  xnatfs unmount MOUNTPOINT               unmount a mount made by xnatfs
+  xnatfs unmount MOUNTPOINT               unmount a mount made by xnatfs (others are refused;
+                                          exit 4 when nothing is mounted there)
   xnatfs demo [MOUNTPOINT] [--once]       start the XNAT emulator with sample data and mount it
   xnatfs emulator [--port N] [--data DIR] run the XNAT emulator alone (see xnatfs emulator --help)
   xnatfs --version
@@ -43,8 +44,8 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'unmount':
     case 'umount': {
-      const { runUnmountCommand } = await import('./unmount-command.js');
-      return runUnmountCommand(rest);
+      const u = await import('./unmount-command.js');
+      return u.runUnmountCommand(rest);
     }
     case 'demo': {
       const d = await import('./demo-command.js');

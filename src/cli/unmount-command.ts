@@ -1,11 +1,34 @@
 // `xnatfs unmount MOUNTPOINT`: detach the mount; the mounting process notices, finishes pending
-// uploads and exits.
-import { resolve } from 'node:path';
-import { unmountPath } from '../fs/mountpoint.js';
+// uploads and exits. Only xnatfs mounts are touched: as root, fusermount -u would unmount anything.
+import { stat } from 'node:fs/promises';
+import { canonicalMountpoint, isXnatfsMount, mountAt, unmountPath } from '../fs/mountpoint.js';
 import { UsageError } from './args.js';
+
+export const UNMOUNT_HELP = `Usage: xnatfs unmount MOUNTPOINT
+
+Unmounts an xnatfs mount (also one left stale by a crash). The mounting process waits for
+pending uploads, then exits. Other file systems are refused.
+
+Exit status: 0 unmounted; 1 not an xnatfs mount, or it could not be unmounted (busy);
+4 nothing is mounted there (a script may treat that as done).
+`;
+
+/** Exit status when nothing is mounted at the path. */
+export const NOT_MOUNTED = 4;
 
 export async function runUnmountCommand(argv: string[]): Promise<number> {
   if (argv.length !== 1 || argv[0]!.startsWith('-')) throw new UsageError('unmount needs exactly one MOUNTPOINT');
-  await unmountPath(resolve(argv[0]!));
+  const abs = await canonicalMountpoint(argv[0]!);
+  const m = await mountAt(abs);
+  if (!m) {
+    const exists = await stat(abs).then(() => true, () => false);
+    console.error(`xnatfs: nothing is mounted at ${abs}${exists ? '' : ' (it does not exist)'}: check the path`);
+    return NOT_MOUNTED;
+  }
+  if (!isXnatfsMount(m)) {
+    console.error(`xnatfs: ${abs} is a ${m.fsType} mount, not one made by xnatfs: refusing to unmount it (use umount if you mean it)`);
+    return 1;
+  }
+  await unmountPath(abs);
   return 0;
 }

@@ -67,6 +67,19 @@ export async function isMounted(path: string): Promise<boolean> {
   return (await readMountinfo()).some((m) => m.mountPoint === abs);
 }
 
+/** The mount on top at `abs` (canonical), or null. Later lines of mountinfo are mounted later. */
+export async function mountAt(abs: string): Promise<MountInfo | null> {
+  return (await readMountinfo()).filter((m) => m.mountPoint === abs).pop() ?? null;
+}
+
+/**
+ * A mount made by xnatfs: subtype "xnatfs" (fstype fuse.xnatfs), or libfuse's fallback for
+ * kernels without subtypes, fstype "fuse" with the source "xnatfs#…".
+ */
+export function isXnatfsMount(m: MountInfo): boolean {
+  return m.fsType === 'fuse.xnatfs' || (m.fsType === 'fuse' && m.source.startsWith('xnatfs#'));
+}
+
 /**
  * What is mounted at `path` now, seen by a mount whose root shows `rootMtimeMs`: 'ours' while it
  * is still there; 'gone' when nothing, or another mount, is. After a lazy unmount (fusermount -uz,

@@ -311,6 +311,39 @@ requireFuse()('xnatfs command line (dist/cli/main.js)', () => {
     expect(await fuseMountsUnder(mp.path)).toEqual([]);
   });
 
+  it('`xnatfs unmount` of a path where nothing is mounted: one line, exit 4', async () => {
+    const missing = join(mp.path, 'nope');
+    const a = await xnatfs(['unmount', missing]);
+    expect(a.code).toBe(4);
+    expect(a.stderr).toBe(`xnatfs: nothing is mounted at ${missing} (it does not exist): check the path\n`);
+    const b = await xnatfs(['unmount', mp.path]);
+    expect(b.code).toBe(4);
+    expect(b.stderr).toBe(`xnatfs: nothing is mounted at ${mp.path}: check the path\n`);
+  });
+
+  it('`xnatfs unmount` clears a stale xnatfs mount (its process was killed)', async () => {
+    const m = start(['mount', emulator.url, mp.path, '--cache-dir', join(work.path, 'cache')], { XNAT_USER: 'demo', XNAT_PASS: 'demo' });
+    await waitMounted(m, mp.path);
+    m.child.kill('SIGKILL');
+    await m.exited;
+    const u = await xnatfs(['unmount', mp.path]);
+    expect(u.code, u.stderr).toBe(0);
+    expect(await isMounted(mp.path)).toBe(false);
+  });
+
+  it.skipIf(process.getuid?.() !== 0)('`xnatfs unmount` as root refuses a mount xnatfs did not make', async () => {
+    const r = await run('mount', ['-t', 'tmpfs', 'xnatfs-test-tmpfs', mp.path]);
+    expect(r.code, r.stderr).toBe(0);
+    try {
+      const u = await xnatfs(['unmount', mp.path]);
+      expect(u.code).toBe(1);
+      expect(u.stderr).toBe(`xnatfs: ${mp.path} is a tmpfs mount, not one made by xnatfs: refusing to unmount it (use umount if you mean it)\n`);
+      expect(await isMounted(mp.path)).toBe(true);
+    } finally {
+      await run('umount', [mp.path]);
+    }
+  });
+
   it('a mount detached lazily exits even when another mount is made at the same path', async () => {
     const creds = { XNAT_USER: 'demo', XNAT_PASS: 'demo' };
     const first = start(['mount', emulator.url, mp.path, '--cache-dir', join(work.path, 'cache-1')], creds);
