@@ -80,6 +80,26 @@ export function isXnatfsMount(m: MountInfo): boolean {
   return m.fsType === 'fuse.xnatfs' || (m.fsType === 'fuse' && m.source.startsWith('xnatfs#'));
 }
 
+const PROBE_MS = 5000;
+
+/**
+ * Whether the FUSE mount at `abs` has lost its server (the process was killed). stat is no
+ * test: the kernel answers it from cached attributes for up to the attr timeout (60 s). Listing
+ * the root always asks the server (OPENDIR), and a dead connection answers ENOTCONN at once. A
+ * server that does not answer within 5 s counts as alive: it may only be busy.
+ */
+export async function isDeadFuseMount(abs: string): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const slow = new Promise<'slow'>((r) => (timer = setTimeout(() => r('slow'), PROBE_MS)));
+  try {
+    const r = await Promise.race([readdir(abs).then(() => 'ok' as const, (err: NodeJS.ErrnoException) => err.code ?? 'error'), slow]);
+    log('probe of %s: %s', abs, r);
+    return r === 'ENOTCONN' || r === 'ECONNABORTED';
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /**
  * What is mounted at `path` now, seen by a mount whose root shows `rootMtimeMs`: 'ours' while it
  * is still there; 'gone' when nothing, or another mount, is. After a lazy unmount (fusermount -uz,
@@ -155,6 +175,11 @@ export async function unmountPath(mountpoint: string, options: { lazy?: boolean 
  */
 export async function prepareMountpoint(path: string): Promise<void> {
   const abs = await canonicalMountpoint(path);
+  const there = await mountAt(abs);
+  if (there?.fsType.startsWith('fuse') && (await isDeadFuseMount(abs))) {
+    log('%s is a stale FUSE mount (%s): detaching it', abs, there.fsType);
+    await detachStale(abs);
+  }
   let st: Stats;
   try {
     st = await stat(abs);

@@ -232,6 +232,35 @@ describeFuse('fuse adapter (real mounts)', () => {
     expect((await run('ls', [mp.path])).stdout.trim()).toBe('again.txt');
   });
 
+  it('clears a crashed mount at once although the kernel still answers stat from its cache', async () => {
+    // As `xnatfs mount` does: attributes cached for 60 s, so stat of the root never reaches the
+    // (dead) server until they expire.
+    const proc = spawn(process.execPath, [child!.entry, 'hold', mp.path, '60'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const [line] = (await once(proc.stdout, 'data')) as [Buffer];
+    expect(line.toString()).toContain('MOUNTED');
+    expect((await run('stat', [mp.path])).code).toBe(0); // caches the root's attributes
+    proc.kill('SIGKILL');
+    await once(proc, 'exit');
+    expect((await run('ls', [mp.path])).stderr).toMatch(/Transport endpoint is not connected/);
+
+    await prepareMountpoint(mp.path);
+    expect(await isMounted(mp.path)).toBe(false);
+  });
+
+  it('refuses a live mount even when it answers slowly', async () => {
+    const fs = createMemFs({ '/a': 'a' });
+    const readdir = fs.readdir!.bind(fs);
+    fs.readdir = async (path) => {
+      await new Promise((r) => setTimeout(r, 300));
+      return readdir(path);
+    };
+    mount = await mountFuse(fs, options(mp.path));
+    await expect(prepareMountpoint(mp.path)).rejects.toThrow(/already mounted/);
+    expect(await isMounted(mp.path)).toBe(true);
+    await mount.unmount();
+    mount = undefined;
+  });
+
   it('explains unusable mount points', async () => {
     const missing = join(mp.path, 'nope');
     await expect(prepareMountpoint(missing)).rejects.toThrow(
