@@ -8,7 +8,7 @@ import { createStack, type StackOptions, type XnatFsStack } from '../fs/stack.js
 import { mountFuse, type FuseMount } from '../fs/fuse-adapter.js';
 import { readFile } from 'node:fs/promises';
 import { prepareMountpoint, whatIsMounted } from '../fs/mountpoint.js';
-import { createXnatClient, type XnatClientOptions } from '../xnat/client.js';
+import { createXnatClient, normalizeBaseUrl, type XnatClientOptions } from '../xnat/client.js';
 import type { XnatApi } from '../xnat/types.js';
 import { defaultCacheDir, parseCount, parseSize, UsageError } from './args.js';
 
@@ -17,7 +17,8 @@ const log = createDebug('xnatfs:cli');
 export const MOUNT_HELP = `Usage: xnatfs mount URL MOUNTPOINT [options]
 
 Mounts the XNAT server at URL on MOUNTPOINT (an existing empty directory) and stays in the
-foreground until Ctrl-C, SIGTERM or \`xnatfs unmount MOUNTPOINT\`.
+foreground until Ctrl-C, SIGTERM or \`xnatfs unmount MOUNTPOINT\`. URL is the server's address
+with any context path (https://host/xnat); a REST path such as /data is dropped, with a note.
 
 Credentials (never on the command line): XNAT_USER/XNAT_PASS, ~/.netrc (chmod 600) with
 "machine HOST login USER password PASS", an alias token used as user and password, an existing
@@ -45,7 +46,10 @@ Options:
 `;
 
 export interface MountSettings {
+  /** Normalised (normalizeBaseUrl). */
   url: string;
+  /** One line for stderr when the URL given was changed beyond a trailing slash. */
+  urlNote?: string;
   mountpoint: string;
   client: Omit<XnatClientOptions, 'baseUrl'>;
   stack: StackOptions;
@@ -84,12 +88,16 @@ export function parseMountArgs(argv: string[]): MountSettings {
   if (values.debug) createDebug.enable('xnatfs:*');
   const maxConcurrency = parseCount(values['max-concurrency'], '--max-concurrency', 8, 1);
   const cacheBytes = values['cache-size'] ? parseSize(values['cache-size'], '--cache-size') : 10 * 2 ** 30;
-  const url = positionals[0]!;
+  // Normalised once, here: the cache folder is named after it, and the uploads an earlier mount
+  // left unfinished are found only under the same name.
+  const { baseUrl: url, user: urlUser, dropped } = normalizeBaseUrl(positionals[0]!);
+  const user = values.user ?? urlUser;
   return {
     url,
+    ...(dropped ? { urlNote: `using ${url}: xnatfs adds XNAT's REST path itself, so ${dropped} was dropped from the URL` } : {}),
     mountpoint: resolve(positionals[1]!),
     client: {
-      ...(values.user ? { user: values.user } : {}),
+      ...(user ? { user } : {}),
       ...(values.jsession ? { jsession: values.jsession } : {}),
       ...(values['ca-file'] ? { caFile: values['ca-file'] } : {}),
       maxConcurrency,
@@ -112,8 +120,8 @@ export function parseMountArgs(argv: string[]): MountSettings {
   };
 }
 
-/** One cache folder per server, so two servers' files never mix. */
-function cacheDirFor(base: string, url: string): string {
+/** One cache folder per server (`url` normalised), so two servers' files never mix. */
+export function cacheDirFor(base: string, url: string): string {
   const host = (() => {
     try {
       return new URL(url).host.replace(/[^A-Za-z0-9.-]/g, '_');
@@ -250,6 +258,7 @@ async function checkAllowOther(): Promise<void> {
 
 export async function runMountCommand(argv: string[]): Promise<number> {
   const settings = parseMountArgs(argv);
+  if (settings.urlNote) console.error(`xnatfs: ${settings.urlNote}`);
   // Before logging in: a wrong mount point is reported without asking for a password first.
   await prepareMountpoint(settings.mountpoint);
   if (settings.allowOther) await checkAllowOther();

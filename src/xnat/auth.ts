@@ -173,7 +173,7 @@ export class Session {
       const detail = extractBodyMessage(res.text, headerValue(res.headers, 'content-type'));
       throw new XnatError(
         res.status >= 500 ? 'server' : 'protocol',
-        `XNAT at ${this.http.baseUrl} answered ${res.status} to the login at /data/JSESSION${detail ? `: ${detail}` : ''}; check the URL (include any context path, e.g. https://host/xnat)`,
+        `XNAT at ${this.http.baseUrl} answered ${res.status} to the login at /data/JSESSION${detail ? `: ${detail}` : ''}; check the URL: the server's address without /data (include any context path, e.g. https://host/xnat)`,
         res.status,
       );
     }

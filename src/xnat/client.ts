@@ -74,8 +74,13 @@ export interface XnatClientOptions {
   retry?: RetryOptions;
 }
 
-/** Validate and normalise a base URL: scheme http(s), no credentials, no trailing slash. */
-export function normalizeBaseUrl(raw: string): { baseUrl: string; user?: string } {
+/**
+ * Validate and normalise a base URL: scheme http(s), no credentials, no trailing slash, and no
+ * REST path. A URL copied from a REST call (…/data, …/REST/projects/P) is cut before /data or
+ * /REST, which xnatfs adds itself; `dropped` says what was cut. So every spelling of one server
+ * names the same cache folder.
+ */
+export function normalizeBaseUrl(raw: string): { baseUrl: string; user?: string; dropped?: string } {
   let url: URL;
   try {
     url = new URL(raw);
@@ -92,8 +97,11 @@ export function normalizeBaseUrl(raw: string): { baseUrl: string; user?: string 
   url.username = '';
   url.search = '';
   url.hash = '';
-  const path = url.pathname.replace(/\/+$/, '');
-  return { baseUrl: `${url.origin}${path}`, ...(user ? { user } : {}) };
+  let path = url.pathname.replace(/\/+$/, '');
+  const rest = /\/(data|REST)(\/.*)?$/i.exec(path);
+  const dropped = rest ? path.slice(rest.index) : undefined;
+  if (rest) path = path.slice(0, rest.index);
+  return { baseUrl: `${url.origin}${path}`, ...(user ? { user } : {}), ...(dropped ? { dropped } : {}) };
 }
 
 export async function createXnatClient(options: XnatClientOptions): Promise<XnatClient> {

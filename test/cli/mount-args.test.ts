@@ -1,0 +1,35 @@
+// `xnatfs mount` argument parsing: the URL is normalised once, so every spelling of one server
+// shares its cache folder (and the uploads an earlier mount left unfinished).
+import { describe, expect, it } from 'vitest';
+import { parseMountArgs } from '../../src/cli/mount-command.js';
+import { normalizeBaseUrl } from '../../src/xnat/client.js';
+
+const parse = (url: string) => parseMountArgs([url, '/tmp/wt-c/mp', '--cache-dir', '/tmp/wt-c/cache']);
+
+describe('mount URL normalisation', () => {
+  it('gives equivalent URLs one cache folder', () => {
+    const base = parse('http://127.0.0.1:18301');
+    expect(base.url).toBe('http://127.0.0.1:18301');
+    expect(base.urlNote).toBeUndefined();
+    for (const u of ['http://127.0.0.1:18301/', 'http://127.0.0.1:18301//', 'http://127.0.0.1:18301/data', 'http://127.0.0.1:18301/data/', 'http://127.0.0.1:18301/REST', 'http://127.0.0.1:18301/data/archive/projects/P']) {
+      const s = parse(u);
+      expect(s.url, u).toBe('http://127.0.0.1:18301');
+      expect(s.stack.cacheDir, u).toBe(base.stack.cacheDir);
+    }
+    expect(parse('http://127.0.0.1:18301/').urlNote).toBeUndefined();
+  });
+
+  it('says so when it drops a REST path, and keeps a context path', () => {
+    const s = parse('https://xnat.example.org/xnat/data/');
+    expect(s.url).toBe('https://xnat.example.org/xnat');
+    expect(s.urlNote).toBe("using https://xnat.example.org/xnat: xnatfs adds XNAT's REST path itself, so /data was dropped from the URL");
+    expect(normalizeBaseUrl('https://h/xnat/database').baseUrl).toBe('https://h/xnat/database');
+  });
+
+  it('takes a user from the URL, not into the cache folder name', () => {
+    const s = parse('https://alice@xnat.example.org/');
+    expect(s.client.user).toBe('alice');
+    expect(s.stack.cacheDir).toBe(parse('https://xnat.example.org').stack.cacheDir);
+    expect(parseMountArgs(['https://alice@xnat.example.org', '/tmp/wt-c/mp', '--user', 'bob']).client.user).toBe('bob');
+  });
+});
