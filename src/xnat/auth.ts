@@ -50,6 +50,11 @@ export class Session {
   async start(): Promise<void> {
     if (this.credentials.kind === 'jsession') {
       await this.jar.setCookie(`JSESSIONID=${this.credentials.jsession}; Path=${this.cookiePath()}`, this.cookieUrl());
+      // A borrowed session may be expired or mistyped: ask now (XNAT answers 401 for either),
+      // so it fails before mounting, as a wrong password does, instead of at the first ls.
+      // Other answers (a server without /data/auth) prove nothing either way.
+      const res = await this.requestText({ method: 'GET', path: '/data/auth', retry: 'idempotent' });
+      log('session check: GET /data/auth → %d', res.status);
       this.loggedIn = true;
       return;
     }

@@ -297,6 +297,16 @@ requireFuse()('xnatfs command line (dist/cli/main.js)', () => {
     expect(await fuseMountsUnder(mp.path)).toEqual([]);
   });
 
+  it('an invalid XNAT_JSESSION: one line saying how to recover, non-zero exit, nothing mounted', async () => {
+    const r = await xnatfs(['mount', emulator.url, mp.path, '--cache-dir', join(work.path, 'cache')], { XNAT_JSESSION: 'B0GUS5E55104' });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(
+      `xnatfs: the XNAT session given by XNAT_JSESSION has expired or is not valid at ${emulator.url}: log in again in the browser and pass the new JSESSIONID, or use XNAT_USER/XNAT_PASS or ~/.netrc\n`,
+    );
+    expect(r.stdout).toBe('');
+    expect(await fuseMountsUnder(mp.path)).toEqual([]);
+  });
+
   // ── 3. xnatfs unmount ───────────────────────────────────────────────────────────────────
 
   it('`xnatfs unmount MP` from another process makes the mounting process exit 0 by itself', async () => {

@@ -161,6 +161,16 @@ describe('XNAT client against the emulator', () => {
     expect(err.message).not.toContain(id);
   });
 
+  it('refuses an invalid or expired --jsession at start, before any listing', async () => {
+    emu.resetRequests();
+    const err = (await client({ credentials: undefined, jsession: 'NOT-A-SESSION' }).catch((e: unknown) => e)) as XnatError;
+    expect(err).toBeInstanceOf(XnatError);
+    expect(err.kind).toBe('unauthorized');
+    expect(err.message).toMatch(/--jsession has expired or is not valid/);
+    expect(err.message).not.toContain('NOT-A-SESSION');
+    expect(emu.requests().map((r) => `${r.method} ${r.url} ${r.status}`)).toEqual(['GET /data/auth 401']);
+  });
+
   it('retries GETs on injected 500s and dropped connections', async () => {
     const c = await client();
     emu.resetRequests();
