@@ -41,8 +41,12 @@ export async function runDemoCommand(argv: string[]): Promise<number> {
   if (positionals.length > 1) throw new UsageError('demo takes at most one MOUNTPOINT');
   const mountpoint = resolve(positionals[0] ?? join(tmpdir(), 'xnatfs-demo'));
   await mkdir(mountpoint, { recursive: true });
-  const work = await mkdtemp(join(tmpdir(), 'xnatfs-demo-'));
+  // The emulator first: when its port is taken, there is no work folder to leave behind.
   const emulator = await startEmulator({ port: values.port ? Number(values.port) : 0 });
+  const work = await mkdtemp(join(tmpdir(), 'xnatfs-demo-')).catch(async (err: unknown) => {
+    await emulator.close();
+    throw err;
+  });
   let code = 0;
   try {
     const client = await createXnatClient({

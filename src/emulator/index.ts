@@ -77,13 +77,22 @@ export async function startEmulator(o: EmulatorOptions = {}): Promise<RunningEmu
   };
   const server = new EmulatorServer(state);
   const host = o.host ?? '127.0.0.1';
-  await new Promise<void>((resolve, reject) => {
-    server.http.once('error', reject);
-    server.http.listen(o.port ?? 0, host, () => {
-      server.http.off('error', reject);
-      resolve();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.http.once('error', reject);
+      server.http.listen(o.port ?? 0, host, () => {
+        server.http.off('error', reject);
+        resolve();
+      });
     });
-  });
+  } catch (err) {
+    // The seeded copy of the demo archive (5 MB) must not be left behind in $TMPDIR.
+    if (ownsDir) await rm(dataDir, { recursive: true, force: true });
+    if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+      throw new Error(`port ${o.port} is in use: choose another with --port`, { cause: err });
+    }
+    throw err;
+  }
   const port = (server.http.address() as AddressInfo).port;
   const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
   server.baseUrl = url;

@@ -2,7 +2,7 @@
 // an emulator running in this process. The mounts are served by the children, but this process
 // serves their HTTP requests: nothing here may block the event loop (no *Sync, no execSync).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmod, chown, cp, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, cp, mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { dir as tmpDir, type DirectoryResult } from 'tmp-promise';
 import { afterAll, afterEach, beforeAll, beforeEach, expect, it } from 'vitest';
@@ -519,6 +519,18 @@ requireFuse()('xnatfs command line (dist/cli/main.js)', () => {
   });
 
   // ── 7. demo ─────────────────────────────────────────────────────────────────────────────
+
+  it('demo and emulator on a port in use: one line naming it, exit 1, no temp folders left', async () => {
+    const tmp = join(work.path, 'tmp');
+    await mkdir(tmp);
+    const port = String(emulator.port); // taken by this suite's emulator
+    for (const args of [['demo', join(work.path, 'demo-mp'), '--once', '--port', port], ['emulator', '--port', port]]) {
+      const r = await xnatfs(args, { TMPDIR: tmp });
+      expect(r.code, args[0]).toBe(1);
+      expect(r.stderr).toBe(`xnatfs: port ${port} is in use: choose another with --port\n`);
+      expect(await readdir(tmp), args[0]).toEqual([]);
+    }
+  });
 
   it('xnatfs demo MP --once prints the tour, dcm2niix included, and leaves nothing mounted', async () => {
     const r = await xnatfs(['demo', mp.path, '--once'], {}, 180_000);
