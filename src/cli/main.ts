@@ -11,7 +11,8 @@ Usage:
   xnatfs mount URL MOUNTPOINT [options]   mount (foreground; see xnatfs mount --help)
   xnatfs unmount MOUNTPOINT               unmount a mount made by xnatfs (others are refused;
                                           exit 4 when nothing is mounted there)
-  xnatfs demo [MOUNTPOINT] [--once]       start the XNAT emulator with sample data and mount it
+  xnatfs demo [MOUNTPOINT] [--once] [--port N]
+                                          start the XNAT emulator with sample data and mount it
   xnatfs emulator [--port N] [--data DIR] run the XNAT emulator alone (see xnatfs emulator --help)
   xnatfs --version
 
@@ -45,6 +46,7 @@ async function main(argv: string[]): Promise<number> {
     case 'unmount':
     case 'umount': {
       const u = await import('./unmount-command.js');
+      if (wantsHelp) return void process.stdout.write(u.UNMOUNT_HELP), 0;
       return u.runUnmountCommand(rest);
     }
     case 'demo': {

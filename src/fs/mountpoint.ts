@@ -211,7 +211,7 @@ export async function prepareMountpoint(path: string): Promise<void> {
   if (entries.length > 0) {
     throw new FsError(
       'ENOTEMPTY',
-      `mount point ${abs} is not empty (${entries.length} entries would be hidden): use an empty directory`,
+      `mount point ${abs} is not empty (${entries.length === 1 ? '1 entry' : `${entries.length} entries`} would be hidden): use an empty directory`,
     );
   }
 }

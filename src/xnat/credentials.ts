@@ -280,7 +280,9 @@ export async function resolveCredentials(opts: CredentialOptions): Promise<Resol
 
   throw new XnatError(
     'unauthorized',
-    `no ${user ? `password for user '${user}'` : 'credentials'} for ${host}: set XNAT_USER and XNAT_PASS, add "machine ${host} login USER password PASS" to ${file} (chmod 600), or run on a terminal to be asked`,
+    user
+      ? `no password for user '${user}' at ${host}: set XNAT_PASS, add "machine ${host} login ${user} password PASS" to ${file} (chmod 600), or run on a terminal to be asked`
+      : `no credentials for ${host}: set XNAT_USER and XNAT_PASS, add "machine ${host} login USER password PASS" to ${file} (chmod 600), or run on a terminal to be asked`,
   );
 
   function done(u: string, p: string, us: CredentialSource, ps: CredentialSource): ResolvedCredentials {

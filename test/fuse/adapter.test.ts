@@ -271,7 +271,7 @@ describeFuse('fuse adapter (real mounts)', () => {
     const file = join(mp.path, 'file');
     await writeFile(file, 'x');
     await expect(prepareMountpoint(file)).rejects.toThrow(/is not a directory/);
-    await expect(prepareMountpoint(mp.path)).rejects.toThrow(`mount point ${mp.path} is not empty`);
+    await expect(prepareMountpoint(mp.path)).rejects.toThrow(`mount point ${mp.path} is not empty (1 entry would be hidden)`);
 
     const sub = join(mp.path, 'sub');
     await mkdir(sub);

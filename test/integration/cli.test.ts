@@ -151,9 +151,17 @@ requireFuse()('xnatfs command line (dist/cli/main.js)', () => {
     expect(mountHelp.stdout).toMatch(/^Usage: xnatfs mount URL MOUNTPOINT/);
     for (const opt of ['XNAT_USER', 'XNAT_PASS', '.netrc', '--read-only', '--cache-dir', '--allow-other']) expect(mountHelp.stdout).toContain(opt);
 
+    expect(help.stdout).toContain('demo [MOUNTPOINT] [--once] [--port N]');
+
     const demoHelp = await xnatfs(['demo', '--help']);
     expect(demoHelp.code).toBe(0);
     expect(demoHelp.stdout).toMatch(/^Usage: xnatfs demo/);
+
+    const unmountHelp = await xnatfs(['unmount', '--help']);
+    expect(unmountHelp.code).toBe(0);
+    expect(unmountHelp.stdout).toMatch(/^Usage: xnatfs unmount MOUNTPOINT/);
+    expect(unmountHelp.stdout).toContain('Exit status');
+    expect(unmountHelp.stderr).toBe('');
 
     const version = await xnatfs(['--version']);
     expect(version.code).toBe(0);

@@ -106,6 +106,16 @@ describe('resolveCredentials', () => {
     expect((err as XnatError).message).toMatch(/XNAT_USER and XNAT_PASS.*chmod 600/);
   });
 
+  it('for a user without a password, says how to give that user\'s password', async () => {
+    const none = join(dir, 'none');
+    const err = (await resolveCredentials({ baseUrl: base, user: 'reader', env: {}, netrcFile: none, interactive: false }).catch((e: unknown) => e)) as XnatError;
+    expect(err.kind).toBe('unauthorized');
+    const host = new URL(base).hostname;
+    expect(err.message).toBe(
+      `no password for user 'reader' at ${host}: set XNAT_PASS, add "machine ${host} login reader password PASS" to ${none} (chmod 600), or run on a terminal to be asked`,
+    );
+  });
+
   it('prompts without echo on a terminal', async () => {
     const input = Object.assign(new PassThrough(), { isTTY: true, isRaw: false, setRawMode(raw: boolean) { this.isRaw = raw; return this; } });
     const output = new PassThrough();
