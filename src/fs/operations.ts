@@ -331,6 +331,8 @@ export function createOperations(ctx: WriteContext): XnatFs {
   }
 
   const ops: FsOps = {
+    // The read side first, so that every read op the writes do not override (statfs) is registered.
+    ...read,
     getattr(path) {
       const f = overlay.files.get(path);
       if (f && !f.lazyFromServer) return fileStat(ctx, f.size, f.mtime);

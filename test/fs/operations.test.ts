@@ -10,6 +10,7 @@ import { createStack, type StackOptions, type XnatFsStack } from '../../src/fs/s
 import { XnatError, type Owner } from '../../src/xnat/types.js';
 import { MemoryXnat, sampleArchive } from '../helpers/memory-client.js';
 import { FsError } from '../../src/fs/errors.js';
+import { buildHandlers } from '../../src/fs/fuse-adapter.js';
 
 const E = '/projects/P1/subjects/S1/experiments/E1';
 const NOTES = `${E}/resources/NOTES/files`;
@@ -128,6 +129,15 @@ describe('fs operations over an in-memory XNAT', () => {
     expect(await errno(fs.ops.open!(`${NOTES}/sub dir/a#b.txt`, constants.O_WRONLY))).toBe('EROFS');
     expect((await fs.ops.getattr!(NOTES)).mode & 0o222).toBe(0);
     expect((await readFile(`${NOTES}/sub dir/a#b.txt`)).toString()).toBe('hello');
+  });
+
+  it('both kinds of mount register statfs (df on a read-write mount showed a disk of size 0)', async () => {
+    const rw = buildHandlers(fs.ops);
+    expect(Object.keys(rw)).toEqual(expect.arrayContaining(['statfs', 'getattr', 'write', 'create', 'utimens']));
+    expect((await fs.ops.statfs!('/')).blocks).toBeGreaterThan(0);
+    await fs.shutdown(100);
+    fs = await build(true);
+    expect(Object.keys(buildHandlers(fs.ops)).sort()).toEqual(['getattr', 'open', 'read', 'readdir', 'release', 'statfs']);
   });
 
   it('mkdir in resources/ creates a resource; an existing one is EEXIST', async () => {

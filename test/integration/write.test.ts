@@ -60,6 +60,14 @@ requireFuse()('writing through the mount', () => {
     expect((await run('cmp', [big, at(`${res}/files/big.nii`)], { timeout: 120_000 })).code).toBe(0);
   });
 
+  it('df sees a large, free volume on a read-write mount (statfs is registered)', async () => {
+    const st = await run('stat', ['-f', '-c', '%b %a %S', x.mp]);
+    expect(st.code, st.stderr).toBe(0);
+    const [blocks, avail, size] = st.stdout.trim().split(' ').map(Number);
+    expect(blocks! * size!).toBeGreaterThanOrEqual(2 ** 40);
+    expect(avail).toBe(blocks);
+  });
+
   it('cp over an existing file replaces it on XNAT (overwrite), never keeping the old bytes', async () => {
     const path = `${EXP}/resources/NOTES/files/a+b.txt`;
     const replacement = join(tmp.path, 'replacement.txt');
