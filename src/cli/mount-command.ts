@@ -29,7 +29,8 @@ Options:
   --read-only            mount ro: every write gets EROFS; reads a little faster (no flush per close)
   --cache-dir DIR        downloaded files and upload spool (default ~/.cache/xnatfs, mode 0700)
   --cache-size SIZE      disk cache bound, e.g. 20G (default 10G)
-  --ttl SECONDS          how long listings are trusted (default 600; the archive rarely changes)
+  --ttl SECONDS          how long listings are trusted (default 600; the archive rarely changes);
+                         0: none is reused, every listing asks XNAT again (slower)
   --max-concurrency N    HTTP requests in flight at once (default 8)
   --no-prefetch          don't fetch the rest of a folder once a program reads through it,
                          nor the next folder it listed
@@ -112,6 +113,14 @@ export function parseMountArgs(argv: string[]): MountSettings {
   };
 }
 
+/**
+ * How long the kernel may keep attributes and names: never longer than the listings they come
+ * from (--ttl 0: not at all, every lookup reaches xnatfs), and at most 60 s.
+ */
+export function kernelCacheSeconds(listingTtlMs: number): number {
+  return Math.max(0, Math.min(60, listingTtlMs / 1000));
+}
+
 /** One cache folder per server, so two servers' files never mix. */
 function cacheDirFor(base: string, url: string): string {
   const host = (() => {
@@ -149,8 +158,8 @@ export async function startMount(s: MountSettings, client?: XnatApi): Promise<Ru
       mountpoint: s.mountpoint,
       fsname: `xnatfs#${xnat.baseUrl}`,
       kernelCache: true,
-      attrTimeout: Math.min(60, s.stack.listingTtlMs / 1000),
-      entryTimeout: Math.min(60, s.stack.listingTtlMs / 1000),
+      attrTimeout: kernelCacheSeconds(s.stack.listingTtlMs),
+      entryTimeout: kernelCacheSeconds(s.stack.listingTtlMs),
       bigWrites: true,
       allowOther: s.allowOther,
       readOnly: s.stack.readOnly,
