@@ -4,7 +4,7 @@ import { dir as tmpDir, type DirectoryResult } from 'tmp-promise';
 import { constants } from 'node:fs';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { createStack, type StackOptions, type XnatFsStack } from '../../src/fs/stack.js';
 import { XnatError, type Owner } from '../../src/xnat/types.js';
@@ -357,6 +357,38 @@ describe('fs operations over an in-memory XNAT', () => {
     fs = await build();
     expect(await readFile(path)).toEqual(Buffer.from('do not lose me'));
     expect(await readdir(fs.spoolDir)).toEqual([]);
+  });
+
+  it('a read-only mount leaves uploads of an earlier mount untouched for the next read-write one', async () => {
+    await fs.ops.mkdir!(`${E}/resources/RESULTS`, 0o755);
+    x.uploadFile = async () => { throw new XnatError('server', 'HTTP 503', 503); };
+    const path = `${E}/resources/RESULTS/files/rotest.txt`;
+    const fd = await fs.ops.create!(path, 0o644);
+    await fs.ops.write!(path, fd, Buffer.from('wait for me'), 11, 0);
+    expect(await errno(fs.ops.flush!(path, fd))).toBe('EIO');
+    await fs.ops.release!(path, fd);
+    const [left] = await fs.shutdown(300);
+    const spoolDir = dirname(left!.spoolPath);
+    const kept = (await readdir(spoolDir)).sort();
+    expect(kept).toHaveLength(2); // the spool file and its note
+    x.uploadFile = MemoryXnat.prototype.uploadFile.bind(x);
+    const uploads = (): string[] => x.calls.filter((c) => c.startsWith('upload'));
+    const before = uploads().length;
+
+    fs = await build(true);
+    expect(fs.resumedUploads).toEqual([]);
+    expect(fs.waitingUploads).toEqual([path]);
+    await new Promise((r) => setTimeout(r, 100)); // longer than the retry delays
+    expect(await fs.shutdown(1000)).toEqual([]);
+    expect(uploads()).toHaveLength(before);
+    expect((await readdir(spoolDir)).sort()).toEqual(kept);
+
+    fs = await build();
+    expect(fs.resumedUploads).toEqual([path]);
+    expect(await fs.shutdown(5000)).toEqual([]);
+    expect(uploads()).toHaveLength(before + 1);
+    fs = await build();
+    expect(await readFile(path)).toEqual(Buffer.from('wait for me'));
   });
 
   it('a rename whose upload fails leaves the source as it was', async () => {
