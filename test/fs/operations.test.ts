@@ -324,6 +324,39 @@ describe('fs operations over an in-memory XNAT', () => {
     expect(await errno(fs.ops.chmod!(`${NOTES}/missing`, 0o644))).toBe('ENOENT');
   });
 
+  it('utimens: touch of a file on XNAT is EPERM and shows nothing new; cp -p of a new file succeeds without keeping the time', async () => {
+    const mounted = (await fs.ops.getattr!(NOTES)).mtime.getTime();
+    const y2020 = Date.parse('2020-01-01T00:00:00Z');
+    // touch / touch -d: open O_WRONLY (no O_TRUNC), futimens, close
+    const onXnat = `${NOTES}/sub dir/a#b.txt`;
+    const fd = await fs.ops.open!(onXnat, constants.O_WRONLY);
+    expect((await fs.ops.getattr!(onXnat)).mtime.getTime()).toBe(mounted); // opened is not changed
+    expect(await errno(fs.ops.utimens!(onXnat, Date.now(), Date.now()))).toBe('EPERM');
+    expect(await errno(fs.ops.utimens!(onXnat, y2020, y2020))).toBe('EPERM');
+    await fs.ops.utimens!(onXnat, mounted, mounted); // touch -r of another file: nothing changes
+    await fs.ops.flush!(onXnat, fd);
+    await fs.ops.release!(onXnat, fd);
+    expect((await fs.ops.getattr!(onXnat)).mtime.getTime()).toBe(mounted);
+    expect(await errno(fs.ops.utimens!(onXnat, y2020, y2020))).toBe('EPERM'); // by path, not open
+    expect(await errno(fs.ops.utimens!(NOTES, y2020, y2020))).toBe('EPERM');
+    expect(await errno(fs.ops.utimens!(`${NOTES}/missing`, y2020, y2020))).toBe('ENOENT');
+    expect(x.calls.filter((c) => c.startsWith('upload'))).toEqual([]);
+
+    // cp -p: create, write, futimens, close; and a folder made here (cp -a)
+    await fs.ops.mkdir!(`${NOTES}/copied`, 0o755);
+    await fs.ops.utimens!(`${NOTES}/copied`, y2020, y2020);
+    const copy = `${NOTES}/copied/result.txt`;
+    const fd2 = await fs.ops.create!(copy, 0o644);
+    await fs.ops.write!(copy, fd2, Buffer.from('r'), 1, 0);
+    const written = (await fs.ops.getattr!(copy)).mtime.getTime();
+    await fs.ops.utimens!(copy, y2020, y2020);
+    expect((await fs.ops.getattr!(copy)).mtime.getTime()).toBe(written); // not kept: XNAT won't
+    await fs.ops.flush!(copy, fd2);
+    await fs.ops.release!(copy, fd2);
+    expect(x.calls.filter((c) => c.startsWith('upload'))).toEqual(['upload copied/result.txt']);
+    expect((await fs.ops.getattr!(copy)).mtime.getTime()).toBe(mounted); // on XNAT: like every file
+  });
+
   it('a file unlinked while open is never uploaded', async () => {
     const path = `${NOTES}/scratch.txt`;
     const fd = await fs.ops.create!(path, 0o644);
