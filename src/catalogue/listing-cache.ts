@@ -1,10 +1,12 @@
 // Listings cached in memory with a TTL, and single-flight: concurrent requests for the same
 // key share one load (50 parallel `stat`s of a cold folder make one HTTP request).
 // Failures are not cached, so a transient error is retried by the next caller.
+// ttlMs 0 keeps nothing (every listing asks the server again; only concurrent callers share a
+// load): lru-cache itself reads `ttl: 0` as "never expires".
 import { LRUCache } from 'lru-cache';
 
 export interface ListingCacheOptions {
-  /** Milliseconds a listing stays fresh. */
+  /** Milliseconds a listing stays fresh; 0: listings are not kept at all. */
   ttlMs: number;
   /** Number of listings kept at most. */
   maxEntries: number;
@@ -16,12 +18,14 @@ interface Boxed {
 
 export class ListingCache {
   private readonly cache: LRUCache<string, Boxed>;
+  private readonly keep: boolean;
   /** Loads under way; `stale` once an invalidation hit their key while they ran. */
   private readonly inFlight = new Map<string, { stale: boolean; promise: Promise<unknown> }>();
   loads = 0;
 
   constructor(options: ListingCacheOptions) {
-    this.cache = new LRUCache<string, Boxed>({ max: options.maxEntries, ttl: options.ttlMs, ttlAutopurge: false });
+    this.keep = options.ttlMs > 0;
+    this.cache = new LRUCache<string, Boxed>({ max: options.maxEntries, ttl: Math.max(0, options.ttlMs), ttlAutopurge: false });
   }
 
   get<T>(key: string, load: () => Promise<T>): Promise<T> {
@@ -34,7 +38,7 @@ export class ListingCache {
     const promise = load().then(
       (value) => {
         // A write invalidated this key while the load was in flight: don't store what it read.
-        if (!entry.stale) this.cache.set(key, { value });
+        if (!entry.stale) this.set(key, value);
         this.clearInFlight(key, promise);
         return value;
       },
@@ -62,7 +66,7 @@ export class ListingCache {
   }
 
   set<T>(key: string, value: T): void {
-    this.cache.set(key, { value });
+    if (this.keep) this.cache.set(key, { value });
   }
 
   /** Drop one key, or every key starting with a prefix; loads of those keys under way go stale. */

@@ -27,10 +27,12 @@ session (XNAT_JSESSION or --jsession), or a prompt on a terminal.
 Options:
   --user NAME            XNAT user or alias token (password from XNAT_PASS, netrc or prompt)
   --jsession ID          reuse a browser session's JSESSIONID (prefer XNAT_JSESSION: argv is public)
-  --read-only            mount ro: every write gets EROFS; reads a little faster (no flush per close)
+  --read-only            mount ro: every write gets EROFS and nothing is uploaded (uploads left by
+                         an earlier mount wait for a read-write one); reads a little faster
   --cache-dir DIR        downloaded files and upload spool (default ~/.cache/xnatfs, mode 0700)
   --cache-size SIZE      disk cache bound, e.g. 20G (default 10G)
-  --ttl SECONDS          how long listings are trusted (default 600; the archive rarely changes)
+  --ttl SECONDS          how long listings are trusted (default 600; the archive rarely changes);
+                         0: none is reused, every listing asks XNAT again (slower)
   --max-concurrency N    HTTP requests in flight at once (default 8)
   --no-prefetch          don't fetch the rest of a folder once a program reads through it,
                          nor the next folder it listed
@@ -120,6 +122,14 @@ export function parseMountArgs(argv: string[]): MountSettings {
   };
 }
 
+/**
+ * How long the kernel may keep attributes and names: never longer than the listings they come
+ * from (--ttl 0: not at all, every lookup reaches xnatfs), and at most 60 s.
+ */
+export function kernelCacheSeconds(listingTtlMs: number): number {
+  return Math.max(0, Math.min(60, listingTtlMs / 1000));
+}
+
 /** One cache folder per server (`url` normalised), so two servers' files never mix. */
 export function cacheDirFor(base: string, url: string): string {
   const host = (() => {
@@ -150,6 +160,9 @@ export async function startMount(s: MountSettings, client?: XnatApi): Promise<Ru
   try {
     stack = await createStack(xnat, s.stack);
     for (const path of stack.resumedUploads) console.error(`xnatfs: uploading ${path}, left unfinished by an earlier mount`);
+    if (stack.waitingUploads.length > 0) {
+      console.error(`xnatfs: ${stack.waitingUploads.length} upload(s) left unfinished by an earlier mount are waiting; this mount is read-only and leaves them as they are: a read-write mount of the same server will resume them`);
+    }
     if (stack.leftoverSpool.length > 0) {
       console.error(`xnatfs: ${stack.leftoverSpool.length} partly written file(s) from an earlier mount that was killed are kept in ${stack.spoolDir}; copy them again if you need them`);
     }
@@ -157,8 +170,8 @@ export async function startMount(s: MountSettings, client?: XnatApi): Promise<Ru
       mountpoint: s.mountpoint,
       fsname: `xnatfs#${xnat.baseUrl}`,
       kernelCache: true,
-      attrTimeout: Math.min(60, s.stack.listingTtlMs / 1000),
-      entryTimeout: Math.min(60, s.stack.listingTtlMs / 1000),
+      attrTimeout: kernelCacheSeconds(s.stack.listingTtlMs),
+      entryTimeout: kernelCacheSeconds(s.stack.listingTtlMs),
       bigWrites: true,
       allowOther: s.allowOther,
       readOnly: s.stack.readOnly,

@@ -139,21 +139,26 @@ export class Uploader {
    * spool file with a note naming this server. Returns the jobs taken up.
    */
   async resume(spoolDir: string, onSuccess: (job: UploadJob) => Promise<void>): Promise<UploadJob[]> {
-    const resumed: UploadJob[] = [];
+    const jobs = await this.waiting(spoolDir);
+    for (const job of jobs) this.retryInBackground(job, new Error('left by an earlier mount'), () => onSuccess(job));
+    return jobs;
+  }
+
+  /** The uploads `resume` would take up from `spoolDir`, read without touching anything. */
+  async waiting(spoolDir: string): Promise<UploadJob[]> {
+    const jobs: UploadJob[] = [];
     for (const name of await readdir(spoolDir).catch(() => [] as string[])) {
       if (!name.endsWith(NOTE_SUFFIX)) continue;
       try {
         const note = JSON.parse(await readFile(join(spoolDir, name), 'utf8')) as { server: string; job: UploadJob };
         const spoolPath = join(spoolDir, name.slice(0, -NOTE_SUFFIX.length));
         if (note.server !== this.client.baseUrl || (await stat(spoolPath)).size !== note.job.size) continue;
-        const job = { ...note.job, spoolPath };
-        this.retryInBackground(job, new Error('left by an earlier mount'), () => onSuccess(job));
-        resumed.push(job);
+        jobs.push({ ...note.job, spoolPath });
       } catch (err) {
         log('spool note %s unreadable: %s', name, messageOf(err));
       }
     }
-    return resumed;
+    return jobs;
   }
 
   /**

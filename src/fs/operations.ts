@@ -94,12 +94,19 @@ export function createOperations(ctx: WriteContext): XnatFs {
     // in the cache dir (~/.cache/xnatfs by default). keep: the spool outlives this call.
     const spool = await tmpFile({ tmpdir: ctx.spoolDir, prefix: 'spool-', postfix: `-${basename(path).slice(-60)}`, mode: 0o600, keep: true, discardDescriptor: true });
     const f: PendingFile = {
-      path, target, spoolPath: spool.path, fh: null, fhOpening: null, size: 0, mtime: new Date(), opens: 0,
+      path, target, spoolPath: spool.path, fh: null, fhOpening: null, size: 0,
+      // Opened for writing, a file on XNAT is unchanged until written: it keeps the time it showed.
+      mtime: lazyFromServer ? ctx.mountTime : new Date(), changed: !lazyFromServer, opens: 0,
       dirty: !lazyFromServer, deleted: false, overwrite, lazyFromServer, populating: null, uploading: null, retrying: false, idleUpload: null,
       appending: !lazyFromServer, appendEnd: 0, writing: 0, streaming: null,
     };
     overlay.addFile(f);
     return f;
+  }
+
+  function markChanged(f: PendingFile): void {
+    f.changed = true;
+    f.mtime = new Date();
   }
 
   /**
@@ -291,6 +298,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
       pending.lazyFromServer = false;
       pending.size = 0;
       pending.dirty = true;
+      markChanged(pending);
       startAppending(pending);
     }
     return openPending(pending, true);
@@ -331,6 +339,8 @@ export function createOperations(ctx: WriteContext): XnatFs {
   }
 
   const ops: FsOps = {
+    // The read side first, so that every read op the writes do not override (statfs) is registered.
+    ...read,
     getattr(path) {
       const f = overlay.files.get(path);
       if (f && !f.lazyFromServer) return fileStat(ctx, f.size, f.mtime);
@@ -378,6 +388,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
         await truncatePath(existing.spoolPath, 0);
         existing.size = 0;
         existing.dirty = true;
+        markChanged(existing);
         startAppending(existing);
         return openPending(existing, true);
       }
@@ -415,7 +426,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
       }
       f.size = Math.max(f.size, pos + len);
       f.dirty = true;
-      f.mtime = new Date();
+      markChanged(f);
       followWrites(f);
       return len;
     },
@@ -432,7 +443,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
       await truncatePath(f.spoolPath, size);
       f.size = size;
       f.dirty = true;
-      f.mtime = new Date();
+      markChanged(f);
       if (f.opens === 0) scheduleIdleUpload(f);
     },
 
@@ -462,16 +473,20 @@ export function createOperations(ctx: WriteContext): XnatFs {
       return h ? releasePending(fd, h.file) : read.release(path, fd);
     },
 
-    async utimens(path, _atime, mtime) {
-      const f = overlay.files.get(path);
-      if (f) {
-        // Kept while the file is pending; XNAT stores no modification times.
-        f.mtime = new Date(mtime);
-        return;
-      }
-      if (overlay.dirs.has(path)) return;
-      await read.getattr(path);
-      throw new FsError('EPERM', `${path}: XNAT keeps no modification times; times of files already on XNAT cannot be set`);
+    // XNAT stores no file times, so the mount never shows one it was given: a file shows the
+    // time of mounting, or of its last change here while it is being written. Setting the time
+    // already shown succeeds, since nothing changes (as chmod and chown). A file created or
+    // changed through this mount (and a folder made in files/) accepts any time without keeping
+    // it: cp -p, cp -a and rsync -t set the times of every file they write, and refusing would
+    // fail the copy over something XNAT keeps for no file. Anything as XNAT has it (touch of an
+    // archive file, which opens it O_WRONLY first) is EPERM rather than a time lost at remount.
+    // (libfuse 2 calls utimens only when both times are given, and fuse-native passes atime as
+    // both: a call setting one time, such as tar -x's, succeeds without reaching xnatfs.)
+    async utimens(path, atime, mtime) {
+      if (overlay.files.get(path)?.changed || overlay.dirs.has(path)) return;
+      const shown = (await ops.getattr!(path)).mtime.getTime();
+      if (atime === shown && mtime === shown) return;
+      throw new FsError('EPERM', `${path}: XNAT keeps no file times, so the time of a file already on XNAT cannot be set (it shows the time of mounting)`);
     },
 
     // XNAT keeps no permissions or owners. A change to what is already shown (tar -x and cp -a

@@ -34,6 +34,8 @@ export interface XnatFsStack extends XnatFs {
   spoolDir: string;
   /** Uploads left unfinished by an earlier mount of this server, retried in the background. */
   resumedUploads: string[];
+  /** Read-only: such uploads found and left as they are, for the next read-write mount. */
+  waitingUploads: string[];
   /** Spool files of an earlier run that cannot be resumed (no note: never completely written). */
   leftoverSpool: string[];
   /**
@@ -90,23 +92,28 @@ export async function createStack(client: XnatApi, o: StackOptions): Promise<Xna
   }));
   // Uploads that ended mounts of this server left unfinished are taken up again; spool files
   // without a note (the process died while they were being written) are only reported.
+  // A read-only mount promises to write nothing: it counts them and leaves the spool as it is.
   const resumed: UploadJob[] = [];
+  const waiting: UploadJob[] = [];
   const leftoverSpool: string[] = [];
   for (const dir of orphans) {
     const own = dir === spoolDir; // an earlier mount in this same process
-    const jobs = await uploader.resume(dir, async (job) => {
-      await unlink(job.spoolPath).catch(() => undefined);
-      if (!own) await rmdir(dir).catch(() => undefined); // once empty
-    });
-    resumed.push(...jobs);
+    const jobs = o.readOnly
+      ? await uploader.waiting(dir)
+      : await uploader.resume(dir, async (job) => {
+          await unlink(job.spoolPath).catch(() => undefined);
+          if (!own) await rmdir(dir).catch(() => undefined); // once empty
+        });
+    (o.readOnly ? waiting : resumed).push(...jobs);
     const taken = new Set(jobs.map((j) => j.spoolPath));
     const left = (await readdir(dir)).map((n) => join(dir, n)).filter((p) => !p.endsWith('.upload.json') && !taken.has(p));
     leftoverSpool.push(...left);
-    if (!own && jobs.length === 0 && left.length === 0) await rm(dir, { recursive: true, force: true });
+    if (!o.readOnly && !own && jobs.length === 0 && left.length === 0) await rm(dir, { recursive: true, force: true });
   }
   return {
     ...writes,
     resumedUploads: resumed.map((j) => j.displayPath),
+    waitingUploads: waiting.map((j) => j.displayPath),
     catalogue,
     content,
     uploader,

@@ -23,7 +23,13 @@ export interface PendingFile {
   fh: FileHandle | null;
   fhOpening: Promise<FileHandle> | null;
   size: number;
+  /** Shown while pending: the last change here, or the time every listed file shows. */
   mtime: Date;
+  /**
+   * Created, written or truncated through this mount, not merely opened for writing (touch
+   * opens O_WRONLY): a new version of the file, whose times a copy may set (see utimens).
+   */
+  changed: boolean;
   /** Handles open on this file. */
   opens: number;
   /** Bytes changed since the last successful upload (or never uploaded). */

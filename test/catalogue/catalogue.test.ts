@@ -113,6 +113,21 @@ describe('Catalogue path resolution', () => {
     expect(x.calls.filter((c) => c === 'resources p/P1')).toHaveLength(1);
   });
 
+  it('ttl 0 keeps no listing: each one asks XNAT again, so resources made elsewhere show at once', async () => {
+    const x: MemoryXnat = sampleArchive();
+    const cat = new Catalogue(x, { ttlMs: 0 });
+    const owner = { level: 'project', project: 'P1' } as const;
+    const labels = async (): Promise<string[]> => cat.list(await cat.resolve('/projects/P1/resources') as never);
+    const before = await labels();
+    await x.createResource(owner, 'MADE_WITH_CURL'); // by another client: no invalidation here
+    expect(await labels()).toEqual([...before, 'MADE_WITH_CURL']);
+    expect(x.calls.filter((c) => c === 'resources p/P1')).toHaveLength(2);
+    expect(x.calls.filter((c) => c === 'projects')).toHaveLength(2);
+    // Concurrent callers still share one request.
+    await Promise.all([cat.projects(), cat.projects(), cat.projects()]);
+    expect(x.calls.filter((c) => c === 'projects')).toHaveLength(3);
+  });
+
   it('falls back to per-resource listings when the bulk scan listing is unavailable', async () => {
     const x = sampleArchive(3);
     x.listAllScanFiles = async () => { throw new XnatError('not-found', 'no route', 404); };

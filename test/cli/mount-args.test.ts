@@ -1,10 +1,11 @@
-// `xnatfs mount` argument parsing: the URL is normalised once, so every spelling of one server
-// shares its cache folder (and the uploads an earlier mount left unfinished).
+// What `xnatfs mount` makes of its arguments, without mounting. The URL is normalised once, so
+// every spelling of one server shares its cache folder (and the uploads an earlier mount left
+// unfinished).
 import { describe, expect, it } from 'vitest';
-import { parseMountArgs } from '../../src/cli/mount-command.js';
+import { kernelCacheSeconds, parseMountArgs } from '../../src/cli/mount-command.js';
 import { normalizeBaseUrl } from '../../src/xnat/client.js';
 
-const parse = (url: string) => parseMountArgs([url, '/tmp/wt-c/mp', '--cache-dir', '/tmp/wt-c/cache']);
+const parse = (url: string) => parseMountArgs([url, '/tmp/xnatfs-args/mp', '--cache-dir', '/tmp/xnatfs-args/cache']);
 
 describe('mount URL normalisation', () => {
   it('gives equivalent URLs one cache folder', () => {
@@ -30,6 +31,20 @@ describe('mount URL normalisation', () => {
     const s = parse('https://alice@xnat.example.org/');
     expect(s.client.user).toBe('alice');
     expect(s.stack.cacheDir).toBe(parse('https://xnat.example.org').stack.cacheDir);
-    expect(parseMountArgs(['https://alice@xnat.example.org', '/tmp/wt-c/mp', '--user', 'bob']).client.user).toBe('bob');
+    expect(parseMountArgs(['https://alice@xnat.example.org', '/tmp/xnatfs-args/mp', '--user', 'bob']).client.user).toBe('bob');
+  });
+});
+
+describe('xnatfs mount options', () => {
+  it('--ttl 0 reuses nothing: no listing kept, kernel attribute and entry timeouts 0', () => {
+    const s = parseMountArgs(['https://xnat.example.org', '/tmp/xnatfs-args/mp', '--ttl', '0']);
+    expect(s.stack.listingTtlMs).toBe(0);
+    expect(kernelCacheSeconds(s.stack.listingTtlMs)).toBe(0);
+  });
+
+  it('the kernel keeps attributes no longer than the listings, and 60 s at most', () => {
+    expect(kernelCacheSeconds(parseMountArgs(['https://x.org', '/tmp/xnatfs-args/mp']).stack.listingTtlMs)).toBe(60);
+    expect(kernelCacheSeconds(parseMountArgs(['https://x.org', '/tmp/xnatfs-args/mp', '--ttl', '2.5']).stack.listingTtlMs)).toBe(2.5);
+    expect(() => parseMountArgs(['https://x.org', '/tmp/xnatfs-args/mp', '--ttl', '-1'])).toThrow(/--ttl/);
   });
 });

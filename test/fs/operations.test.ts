@@ -4,12 +4,13 @@ import { dir as tmpDir, type DirectoryResult } from 'tmp-promise';
 import { constants } from 'node:fs';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { createStack, type StackOptions, type XnatFsStack } from '../../src/fs/stack.js';
 import { XnatError, type Owner } from '../../src/xnat/types.js';
 import { MemoryXnat, sampleArchive } from '../helpers/memory-client.js';
 import { FsError } from '../../src/fs/errors.js';
+import { buildHandlers } from '../../src/fs/fuse-adapter.js';
 
 const E = '/projects/P1/subjects/S1/experiments/E1';
 const NOTES = `${E}/resources/NOTES/files`;
@@ -128,6 +129,15 @@ describe('fs operations over an in-memory XNAT', () => {
     expect(await errno(fs.ops.open!(`${NOTES}/sub dir/a#b.txt`, constants.O_WRONLY))).toBe('EROFS');
     expect((await fs.ops.getattr!(NOTES)).mode & 0o222).toBe(0);
     expect((await readFile(`${NOTES}/sub dir/a#b.txt`)).toString()).toBe('hello');
+  });
+
+  it('both kinds of mount register statfs (df on a read-write mount showed a disk of size 0)', async () => {
+    const rw = buildHandlers(fs.ops);
+    expect(Object.keys(rw)).toEqual(expect.arrayContaining(['statfs', 'getattr', 'write', 'create', 'utimens']));
+    expect((await fs.ops.statfs!('/')).blocks).toBeGreaterThan(0);
+    await fs.shutdown(100);
+    fs = await build(true);
+    expect(Object.keys(buildHandlers(fs.ops)).sort()).toEqual(['getattr', 'open', 'read', 'readdir', 'release', 'statfs']);
   });
 
   it('mkdir in resources/ creates a resource; an existing one is EEXIST', async () => {
@@ -314,6 +324,39 @@ describe('fs operations over an in-memory XNAT', () => {
     expect(await errno(fs.ops.chmod!(`${NOTES}/missing`, 0o644))).toBe('ENOENT');
   });
 
+  it('utimens: touch of a file on XNAT is EPERM and shows nothing new; cp -p of a new file succeeds without keeping the time', async () => {
+    const mounted = (await fs.ops.getattr!(NOTES)).mtime.getTime();
+    const y2020 = Date.parse('2020-01-01T00:00:00Z');
+    // touch / touch -d: open O_WRONLY (no O_TRUNC), futimens, close
+    const onXnat = `${NOTES}/sub dir/a#b.txt`;
+    const fd = await fs.ops.open!(onXnat, constants.O_WRONLY);
+    expect((await fs.ops.getattr!(onXnat)).mtime.getTime()).toBe(mounted); // opened is not changed
+    expect(await errno(fs.ops.utimens!(onXnat, Date.now(), Date.now()))).toBe('EPERM');
+    expect(await errno(fs.ops.utimens!(onXnat, y2020, y2020))).toBe('EPERM');
+    await fs.ops.utimens!(onXnat, mounted, mounted); // touch -r of another file: nothing changes
+    await fs.ops.flush!(onXnat, fd);
+    await fs.ops.release!(onXnat, fd);
+    expect((await fs.ops.getattr!(onXnat)).mtime.getTime()).toBe(mounted);
+    expect(await errno(fs.ops.utimens!(onXnat, y2020, y2020))).toBe('EPERM'); // by path, not open
+    expect(await errno(fs.ops.utimens!(NOTES, y2020, y2020))).toBe('EPERM');
+    expect(await errno(fs.ops.utimens!(`${NOTES}/missing`, y2020, y2020))).toBe('ENOENT');
+    expect(x.calls.filter((c) => c.startsWith('upload'))).toEqual([]);
+
+    // cp -p: create, write, futimens, close; and a folder made here (cp -a)
+    await fs.ops.mkdir!(`${NOTES}/copied`, 0o755);
+    await fs.ops.utimens!(`${NOTES}/copied`, y2020, y2020);
+    const copy = `${NOTES}/copied/result.txt`;
+    const fd2 = await fs.ops.create!(copy, 0o644);
+    await fs.ops.write!(copy, fd2, Buffer.from('r'), 1, 0);
+    const written = (await fs.ops.getattr!(copy)).mtime.getTime();
+    await fs.ops.utimens!(copy, y2020, y2020);
+    expect((await fs.ops.getattr!(copy)).mtime.getTime()).toBe(written); // not kept: XNAT won't
+    await fs.ops.flush!(copy, fd2);
+    await fs.ops.release!(copy, fd2);
+    expect(x.calls.filter((c) => c.startsWith('upload'))).toEqual(['upload copied/result.txt']);
+    expect((await fs.ops.getattr!(copy)).mtime.getTime()).toBe(mounted); // on XNAT: like every file
+  });
+
   it('a file unlinked while open is never uploaded', async () => {
     const path = `${NOTES}/scratch.txt`;
     const fd = await fs.ops.create!(path, 0o644);
@@ -347,6 +390,38 @@ describe('fs operations over an in-memory XNAT', () => {
     fs = await build();
     expect(await readFile(path)).toEqual(Buffer.from('do not lose me'));
     expect(await readdir(fs.spoolDir)).toEqual([]);
+  });
+
+  it('a read-only mount leaves uploads of an earlier mount untouched for the next read-write one', async () => {
+    await fs.ops.mkdir!(`${E}/resources/RESULTS`, 0o755);
+    x.uploadFile = async () => { throw new XnatError('server', 'HTTP 503', 503); };
+    const path = `${E}/resources/RESULTS/files/rotest.txt`;
+    const fd = await fs.ops.create!(path, 0o644);
+    await fs.ops.write!(path, fd, Buffer.from('wait for me'), 11, 0);
+    expect(await errno(fs.ops.flush!(path, fd))).toBe('EIO');
+    await fs.ops.release!(path, fd);
+    const [left] = await fs.shutdown(300);
+    const spoolDir = dirname(left!.spoolPath);
+    const kept = (await readdir(spoolDir)).sort();
+    expect(kept).toHaveLength(2); // the spool file and its note
+    x.uploadFile = MemoryXnat.prototype.uploadFile.bind(x);
+    const uploads = (): string[] => x.calls.filter((c) => c.startsWith('upload'));
+    const before = uploads().length;
+
+    fs = await build(true);
+    expect(fs.resumedUploads).toEqual([]);
+    expect(fs.waitingUploads).toEqual([path]);
+    await new Promise((r) => setTimeout(r, 100)); // longer than the retry delays
+    expect(await fs.shutdown(1000)).toEqual([]);
+    expect(uploads()).toHaveLength(before);
+    expect((await readdir(spoolDir)).sort()).toEqual(kept);
+
+    fs = await build();
+    expect(fs.resumedUploads).toEqual([path]);
+    expect(await fs.shutdown(5000)).toEqual([]);
+    expect(uploads()).toHaveLength(before + 1);
+    fs = await build();
+    expect(await readFile(path)).toEqual(Buffer.from('wait for me'));
   });
 
   it('a rename whose upload fails leaves the source as it was', async () => {

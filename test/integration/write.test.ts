@@ -60,6 +60,14 @@ requireFuse()('writing through the mount', () => {
     expect((await run('cmp', [big, at(`${res}/files/big.nii`)], { timeout: 120_000 })).code).toBe(0);
   });
 
+  it('df sees a large, free volume on a read-write mount (statfs is registered)', async () => {
+    const st = await run('stat', ['-f', '-c', '%b %a %S', x.mp]);
+    expect(st.code, st.stderr).toBe(0);
+    const [blocks, avail, size] = st.stdout.trim().split(' ').map(Number);
+    expect(blocks! * size!).toBeGreaterThanOrEqual(2 ** 40);
+    expect(avail).toBe(blocks);
+  });
+
   it('cp over an existing file replaces it on XNAT (overwrite), never keeping the old bytes', async () => {
     const path = `${EXP}/resources/NOTES/files/a+b.txt`;
     const replacement = join(tmp.path, 'replacement.txt');
@@ -148,6 +156,30 @@ requireFuse()('writing through the mount', () => {
     const deadline = Date.now() + 10_000;
     while (stored('RESULTS', 'DONE') === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     expect(await readFile(stored('RESULTS', 'DONE')!, 'utf8')).toBe('');
+  });
+
+  it('touch of a file on XNAT is EPERM and changes no time shown; cp -p of a new file works; ln is EPERM, ln -s ENOSYS', async () => {
+    const files = `${EXP}/resources/NOTES/files`;
+    const mtime = async (p: string): Promise<string> => (await run('stat', ['-c', '%Y', at(p)])).stdout.trim();
+    const shown = await mtime(`${files}/hash#1.txt`);
+    for (const args of [[], ['-d', '2020-01-01']]) {
+      const t = await run('touch', [...args, at(`${files}/hash#1.txt`)]);
+      expect(t.code).not.toBe(0);
+      expect(t.stderr).toMatch(/Operation not permitted/);
+      expect(await mtime(`${files}/hash#1.txt`)).toBe(shown);
+    }
+    const src = join(tmp.path, 'old.txt');
+    await writeFile(src, 'kept by cp -p\n');
+    await run('touch', ['-d', '2020-01-01', src]);
+    const cp = await run('cp', ['-p', src, at(`${files}/old.txt`)]);
+    expect(cp.stderr).toBe('');
+    expect(cp.code).toBe(0);
+    expect(await readFile(stored('NOTES', 'old.txt')!, 'utf8')).toBe('kept by cp -p\n');
+    expect(await mtime(`${files}/old.txt`)).not.toBe(String(Date.parse('2020-01-01T00:00:00') / 1000)); // XNAT kept no time
+    const ln = await run('ln', [at(`${files}/old.txt`), at(`${files}/hard.txt`)]);
+    expect(ln.stderr).toMatch(/Operation not permitted/);
+    const sym = await run('ln', ['-s', 'old.txt', at(`${files}/soft.txt`)]);
+    expect(sym.stderr).toMatch(/Function not implemented/);
   });
 
   it('mkdir above resources is refused with EACCES', async () => {
