@@ -33,14 +33,15 @@ Options:
   --cache-size SIZE      disk cache bound, e.g. 20G (default 10G)
   --ttl SECONDS          how long listings are trusted (default 600; the archive rarely changes);
                          0: none is reused, every listing asks XNAT again (slower)
-  --max-concurrency N    HTTP requests in flight at once (default 8)
+  --max-concurrency N    HTTP requests in flight at once (default 8; prefetch takes at most 3/4)
   --no-prefetch          don't fetch the rest of a folder once a program reads through it,
                          nor the next folder it listed
   --prefetch-concurrency N  parallel prefetch downloads (default 12)
   --zip-compression N    deflate level (0-9) asked of XNAT for prefetch zips (default 0: XNAT
                          deflates slower than a campus network; raise it on slow links)
   --op-timeout SECONDS   answer ETIMEDOUT when a listing takes this long (default 120; reads,
-                         writes and uploads are bounded by the HTTP timeouts instead)
+                         writes and uploads are bounded by the HTTP timeouts instead: a read
+                         fails with EIO once XNAT has not answered it for 60 s)
   --upload-wait SECONDS  at unmount, how long to wait for uploads still pending (default 300)
   --ca-file FILE         trust this extra CA certificate (PEM); TLS is always verified
   --allow-other          let other users see the mount (needs user_allow_other in /etc/fuse.conf)

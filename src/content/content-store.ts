@@ -347,7 +347,7 @@ export class ContentStore {
   private async prefetchOne(ref: FileRef): Promise<void> {
     const key = this.keyOf(ref);
     if (this.options.cache.lookup(key)) return;
-    await this.hold(key, this.startDownload(key, ref));
+    await this.hold(key, this.startDownload(key, ref, {}));
   }
 
   /** Resolves when the zip's transfer has ended (members that failed are then fetched on their own). */
@@ -376,7 +376,7 @@ export class ContentStore {
       wanted.set(ref.path, { size: ref.size, ...settle });
       // Files the zip does not deliver are fetched on their own, under the prefetch limit.
       const first = (): Promise<ReadResult> => member.then((m) => ({ status: 200, start: 0, totalSize: ref.size, lastModified: null, body: Buffer.isBuffer(m) ? Readable.from([m]) : m }));
-      void this.hold(key, this.startDownload(key, ref, first, (fn) => this.prefetchLimit(fn)));
+      void this.hold(key, this.startDownload(key, ref, { first, gate: (fn) => this.prefetchLimit(fn) }));
     }
     this.stats.zips++;
     const tmp = this.options.cache.partialPath(`zip-${resource.id}`);
@@ -446,11 +446,15 @@ export class ContentStore {
     for (const [fd] of this.handles) await this.release(fd);
   }
 
-  private startDownload(key: string, ref: FileRef, first?: FirstSource, gate?: Gate): Active {
+  /** `prefetch`: started by a prefetch, not for a program that waits (see Download.background). */
+  private startDownload(key: string, ref: FileRef, prefetch: { first?: FirstSource; gate?: Gate } | null = null): Active {
     const existing = this.active.get(key);
-    if (existing && !existing.download.error) return existing;
+    if (existing && !existing.download.error) {
+      if (!prefetch) existing.download.background = false;
+      return existing;
+    }
     const path = this.options.cache.partialPath(key);
-    const download = new Download(this.client, ref, path, this.options.download, first, gate);
+    const download = new Download(this.client, ref, path, this.options.download, prefetch ? { ...prefetch, background: true } : {});
     const active: Active = { download, refs: 0, committed: null };
     this.active.set(key, active);
     this.stats.downloads++;

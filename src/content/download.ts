@@ -22,7 +22,12 @@ const LAZY_WRITE_BYTES = 1024 * 1024;
 const MAX_QUEUED_BYTES = 8 * 1024 * 1024;
 
 export interface DownloadOptions {
-  /** Attempts per download after connection failures (first included). */
+  /**
+   * Attempts per download after connection failures (first included). An attempt that timed out
+   * without a byte is the last: the server had its whole timeout and said nothing, and each more
+   * attempt would make the reader wait that long again (five of them, 60 s each, plus the queue,
+   * held a `cat` for 8 minutes against a hung server).
+   */
   maxAttempts: number;
   /** Base delay between attempts, doubled each time. */
   retryDelayMs: number;
@@ -30,6 +35,14 @@ export interface DownloadOptions {
 
 /** Where a download's bytes come from first (e.g. a member of a zip being unpacked). */
 export type FirstSource = () => Promise<ReadResult>;
+
+export interface DownloadSource {
+  first?: FirstSource;
+  /** Wraps each GET (e.g. a concurrency limit for prefetches). */
+  gate?: <T>(fn: () => Promise<T>) => Promise<T>;
+  /** A prefetch: its GETs yield to foreground requests (see `background` below). */
+  background?: boolean;
+}
 
 interface Waiter {
   offset: number;
@@ -64,6 +77,13 @@ export class Download {
   private queuedBytes = 0;
   private writing: Promise<void> | null = null;
   private writeError: Error | null = null;
+  private readonly firstSource: FirstSource | undefined;
+  private readonly gate: <T>(fn: () => Promise<T>) => Promise<T>;
+  /**
+   * Its GETs are prefetches. The owner clears it when a program opens the file, so that later
+   * attempts go ahead of other prefetches (a GET already waiting keeps its place).
+   */
+  background: boolean;
 
   constructor(
     private readonly client: XnatApi,
@@ -71,10 +91,11 @@ export class Download {
     /** Where the bytes are; the owner updates it when the finished file moves into the cache. */
     public path: string,
     private readonly options: DownloadOptions,
-    private readonly firstSource?: FirstSource,
-    /** Wraps each GET (e.g. a concurrency limit for prefetches). */
-    private readonly gate: <T>(fn: () => Promise<T>) => Promise<T> = (fn) => fn(),
+    source: DownloadSource = {},
   ) {
+    this.firstSource = source.first;
+    this.gate = source.gate ?? ((fn) => fn());
+    this.background = source.background ?? false;
     this.finished = this.run().then(
       () => {
         this.done = true;
@@ -193,6 +214,7 @@ export class Download {
       let attempt = 0;
       let source: FirstSource | undefined = this.firstSource;
       for (;;) {
+        const before = this.received;
         try {
           if (source) {
             const s = source;
@@ -213,7 +235,10 @@ export class Download {
           await this.flushQueue();
           if (this.abort.signal.aborted) throw new XnatError('network', `download of ${this.ref.path} cancelled`);
           const retriable = !(err instanceof XnatError) || err.kind === 'network' || err.kind === 'server';
-          if (!retriable || attempt >= this.options.maxAttempts) {
+          // A timeout that brought nothing is final (see DownloadOptions.maxAttempts); one after
+          // some bytes is a stalled connection, worth resuming on a fresh one.
+          const silent = err instanceof XnatError && err.timedOut && this.received === before;
+          if (!retriable || silent || attempt >= this.options.maxAttempts) {
             hash?.discard();
             throw err;
           }
@@ -244,8 +269,8 @@ export class Download {
 
   /** One GET; asks for a Range when resuming (the server may answer 200 from byte 0). */
   private async fetchFrom(start: number, hash: Md5 | null): Promise<void> {
-    const options = start > 0 ? { start, signal: this.abort.signal } : { signal: this.abort.signal };
-    const res = await this.gate(() => this.client.readFile(this.ref, options));
+    // `background` is read once through the gate: a program may have opened the file meanwhile.
+    const res = await this.gate(() => this.client.readFile(this.ref, { signal: this.abort.signal, ...(start > 0 ? { start } : {}), ...(this.background ? { background: true } : {}) }));
     await this.consume(res, start, hash);
   }
 

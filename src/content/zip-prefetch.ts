@@ -71,6 +71,7 @@ export async function fetchZipMembers(
   const pending = new Map(wanted);
   try {
     const body = await client.downloadResourceZip(owner, resource, {
+      background: true,
       ...(options.signal ? { signal: options.signal } : {}),
       ...(options.compression !== undefined ? { compression: options.compression } : {}),
     });

@@ -8,7 +8,7 @@ import createDebug from 'debug';
 import { AuthService, type UserSpec } from './auth.js';
 import type { EmulatorState } from './context.js';
 import { DEMO_USERS, seedDemo } from './seed.js';
-import { EmulatorServer, type LoggedRequest } from './server.js';
+import { EmulatorServer, type FaultKind, type LoggedRequest } from './server.js';
 import { ArchiveStore, type OwnerNode } from './store.js';
 
 export { DEMO_ARCHIVE, DEMO_USERS, DEMO_MTIME, demoFiles } from './seed.js';
@@ -38,8 +38,8 @@ export interface RunningEmulator {
   dataDir: string;
   close(): Promise<void>;
   setOptions(o: Partial<Pick<EmulatorOptions, 'latencyMs' | 'bandwidthBytesPerSec' | 'rangeSupport' | 'sessionIdleMs'>>): void;
-  /** Fail the next `count` requests whose method+path matches: 'status500' → 500 HTML status page; 'drop' → destroy the socket mid-body (after headers and some bytes if a body exists, else before headers). */
-  injectFaults(f: { match: RegExp; method?: string; count: number; kind: 'status500' | 'drop' }): void;
+  /** Fail the next `count` requests whose method+path matches: 'status500' → 500 HTML status page; 'drop' → destroy the socket mid-body (after headers and some bytes if a body exists, else before headers); 'hang' → never answer, until the client closes the connection. */
+  injectFaults(f: { match: RegExp; method?: string; count: number; kind: FaultKind }): void;
   clearFaults(): void;
   expireAllSessions(): void;
   /** Request log since the last reset: method, path (with query), status (0 when no headers went out), chunked body or not. */

@@ -14,8 +14,10 @@ export interface Fault {
   match: RegExp;
   method?: string;
   count: number;
-  kind: 'status500' | 'drop';
+  kind: FaultKind;
 }
+/** 'hang': never answer (a server stopped with SIGSTOP, or all its threads stuck) until the client gives up. */
+export type FaultKind = 'status500' | 'drop' | 'hang';
 export interface LoggedRequest {
   method: string;
   url: string;
@@ -56,6 +58,12 @@ export class EmulatorServer {
     const entry: LoggedRequest = { method, url, status: 0, chunked: /chunked/i.test(req.headers['transfer-encoding'] ?? '') };
     this.log.push(entry);
     const fault = this.takeFault(method, url);
+    if (fault === 'hang') {
+      log('%s %s: left unanswered (fault)', method, url);
+      req.resume();
+      await new Promise<void>((resolve) => res.once('close', resolve));
+      return;
+    }
     const ctx = new Ctx(req, res, this.state, fault === 'drop');
     const origWriteHead = res.writeHead.bind(res);
     res.writeHead = ((status: number, ...rest: unknown[]) => {

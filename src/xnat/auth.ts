@@ -99,15 +99,19 @@ export class Session {
     });
   }
 
-  /** Log out (credentials mode only: a --jsession session belongs to the user's browser). */
+  /**
+   * Log out (credentials mode only: a --jsession session belongs to the user's browser). Bounded
+   * (5 s): it runs at unmount, after the mount is gone, and a hung server would otherwise hold
+   * the process for its full timeouts; the session then simply expires on the server.
+   */
   async logout(): Promise<void> {
     if (this.credentials.kind !== 'password' || !this.loggedIn) return;
     this.loggedIn = false;
     try {
-      const res = await this.http.requestText({ method: 'DELETE', path: '/data/JSESSION', headers: await this.cookieHeader(), retry: 'once' });
+      const res = await this.http.requestTextBounded({ method: 'DELETE', path: '/data/JSESSION', headers: await this.cookieHeader(), retry: 'once' });
       log('logout → %d', res.status);
     } catch (err) {
-      log('logout failed (ignored): %s', (err as Error).message);
+      log('logout failed (ignored; the session expires on the server): %s', (err as Error).message);
     }
   }
 

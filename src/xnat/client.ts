@@ -215,7 +215,7 @@ export class XnatClient implements XnatApi {
     }
     const headers: Record<string, string> = {};
     if (start > 0 || end !== undefined) headers['range'] = `bytes=${start}-${end !== undefined ? end - 1 : ''}`;
-    const req: HttpRequest = { method: 'GET', path, headers, ...(options.signal ? { signal: options.signal } : {}) };
+    const req: HttpRequest = { method: 'GET', path, headers, ...(options.signal ? { signal: options.signal } : {}), ...(options.background ? { background: true } : {}) };
     const res = await this.session.request(req);
     if (res.status !== 200 && res.status !== 206) {
       throw await this.failure(req, res.status, res.headers, res.body);
@@ -236,9 +236,14 @@ export class XnatClient implements XnatApi {
     return { status: 200, start: 0, totalSize: length, lastModified, body };
   }
 
-  async downloadResourceZip(owner: Owner, resource: string, options: { signal?: AbortSignal; compression?: number } = {}): Promise<Readable> {
+  async downloadResourceZip(owner: Owner, resource: string, options: { signal?: AbortSignal; compression?: number; background?: boolean } = {}): Promise<Readable> {
     const level = options.compression !== undefined ? `&compression=${Math.max(0, Math.min(9, Math.round(options.compression)))}` : '';
-    const req: HttpRequest = { method: 'GET', path: `${filesPath(owner, resource)}?format=zip${level}`, ...(options.signal ? { signal: options.signal } : {}) };
+    const req: HttpRequest = {
+      method: 'GET',
+      path: `${filesPath(owner, resource)}?format=zip${level}`,
+      ...(options.signal ? { signal: options.signal } : {}),
+      ...(options.background ? { background: true } : {}),
+    };
     const res = await this.session.request(req);
     if (res.status !== 200) throw await this.failure(req, res.status, res.headers, res.body);
     return this.guardBody(res.body, req);
@@ -398,7 +403,17 @@ export class XnatClient implements XnatApi {
     body.on('error', (err) => {
       if (out.destroyed) return;
       if ((err as Error).name === 'AbortError' || req.signal?.aborted) out.destroy(err);
-      else {
+      else if ((err as NodeJS.ErrnoException).code === 'UND_ERR_BODY_TIMEOUT') {
+        const s = Math.round(this.http.timeouts.bodyMs / 1000);
+        out.destroy(
+          new XnatError(
+            'network',
+            `XNAT at ${this.baseUrl} stopped sending ${stripQuery(req.path)} (nothing for ${s} s, UND_ERR_BODY_TIMEOUT): it is overloaded or not responding; try again later`,
+            null,
+            { cause: err, timedOut: true },
+          ),
+        );
+      } else {
         out.destroy(
           new XnatError(
             'network',

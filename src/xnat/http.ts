@@ -6,8 +6,8 @@ import { readFile } from 'node:fs/promises';
 import { rootCertificates } from 'node:tls';
 import type { Readable } from 'node:stream';
 import createDebug from 'debug';
-import pLimit from 'p-limit';
 import { Agent, type Dispatcher } from 'undici';
+import { Slots } from './slots.js';
 import { XnatError } from './types.js';
 
 const log = createDebug('xnatfs:http');
@@ -41,15 +41,21 @@ export interface RetryOptions {
 export interface Timeouts {
   /** TCP+TLS connect (default 10 s). */
   connectMs?: number;
-  /** Until response headers arrive (default 60 s; XNAT can be slow to start a zip). */
+  /**
+   * Until response headers arrive, counted from when the request asked for a connection slot,
+   * not from when it got one (default 60 s; XNAT can be slow to start a zip).
+   */
   headersMs?: number;
   /** Max gap between body chunks (default 120 s). */
   bodyMs?: number;
+  /** The whole logout at unmount (default 5 s): a hung server must not hold the exit. */
+  logoutMs?: number;
 }
 
 export interface HttpOptions {
   /** Normalised base URL, no trailing slash, may carry a context path (https://host/xnat). */
   baseUrl: string;
+  /** Requests in flight at once (default 8); background ones get at most MAX_BACKGROUND_SHARE. */
   maxConcurrency?: number;
   /** Extra CA certificate(s) in PEM, added to Node's root store. TLS is always verified. */
   caFile?: string;
@@ -71,9 +77,15 @@ export interface HttpRequest {
   retry?: 'idempotent' | 'once';
   signal?: AbortSignal;
   /**
-   * Overrides the client's headers timeout (0: none). undici counts it from the start of the
-   * request and refreshes it only when the socket pushes back, so a body that trickles in as a
-   * program writes it needs its own watchdog instead (content/streaming-upload.ts).
+   * Prefetch: waits behind every foreground request, never takes the last connection slots, and
+   * is refused at once while the server is not answering (see HttpClient.unresponsive).
+   */
+  background?: boolean;
+  /**
+   * Overrides the client's headers timeout (0: none), which counts the wait for a slot too.
+   * undici counts it from the start of the request and refreshes it only when the socket pushes
+   * back, so a body that trickles in as a program writes it needs its own watchdog instead
+   * (content/streaming-upload.ts).
    */
   headersTimeoutMs?: number;
 }
@@ -94,11 +106,14 @@ export interface TextResponse {
 }
 
 const RETRY_STATUS = new Set([429, 502, 503, 504]);
-/** Errors after which the request may have reached the server: retried only if idempotent. */
+/**
+ * Errors after which the request may have reached the server: retried only if idempotent.
+ * Not the headers and body timeouts: the whole timeout has been waited already (60 s, 120 s),
+ * beyond the retry budget, and a server that let it pass is not answering.
+ */
 const NETWORK_CODES = new Set([
   'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN', 'ENETUNREACH', 'EHOSTUNREACH', 'ENETDOWN',
-  'UND_ERR_SOCKET', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CLOSED',
-  'UND_ERR_RES_CONTENT_LENGTH_MISMATCH', 'ECONNABORTED',
+  'UND_ERR_SOCKET', 'UND_ERR_CLOSED', 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH', 'ECONNABORTED',
 ]);
 /** Errors where nothing was sent: safe to retry for any method. */
 const PRE_SEND_CODES = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT']);
@@ -133,15 +148,29 @@ function isAbort(err: unknown, signal?: AbortSignal): boolean {
 
 const TLS_CODES = /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|UNABLE_TO_GET_ISSUER|ERR_TLS|HOSTNAME|ALTNAME/;
 
+/**
+ * Share of the slots that background requests (prefetch) may hold: the rest stay free for what a
+ * program waits on, so a read never queues behind a folder's prefetch (8 slots: 6 background).
+ */
+const MAX_BACKGROUND_SHARE = 0.75;
+
+/** At close, how long requests still in flight may finish before their sockets are destroyed. */
+const CLOSE_GRACE_MS = 1_000;
+
 export class HttpClient {
   readonly baseUrl: string;
   readonly origin: string;
   /** Path prefix of the base URL ("" or e.g. "/xnat"). */
   readonly contextPath: string;
+  readonly timeouts: Required<Timeouts>;
   private readonly agent: Agent;
-  private readonly limit: ReturnType<typeof pLimit>;
+  private readonly slots: Slots;
   private readonly retry: Required<RetryOptions>;
   private closed = false;
+  /** When response headers last arrived (any request). */
+  private lastAnswerAt = Date.now();
+  /** When a request waited its whole headers timeout with no answer to any request meanwhile (0: answering). */
+  private silentSince = 0;
 
   private constructor(options: HttpOptions, ca: string[] | undefined) {
     const url = new URL(options.baseUrl);
@@ -149,14 +178,16 @@ export class HttpClient {
     this.origin = url.origin;
     this.contextPath = url.pathname.replace(/\/+$/, '');
     const t = options.timeouts ?? {};
+    this.timeouts = { connectMs: t.connectMs ?? 10_000, headersMs: t.headersMs ?? 60_000, bodyMs: t.bodyMs ?? 120_000, logoutMs: t.logoutMs ?? 5_000 };
     this.agent = new Agent({
       keepAliveTimeout: 4_000, // below Tomcat's and Node's idle close, to avoid racing a closing socket
       keepAliveTimeoutThreshold: 1_000,
-      headersTimeout: t.headersMs ?? 60_000,
-      bodyTimeout: t.bodyMs ?? 120_000,
-      connect: { timeout: t.connectMs ?? 10_000, ...(ca ? { ca } : {}), rejectUnauthorized: true },
+      headersTimeout: this.timeouts.headersMs,
+      bodyTimeout: this.timeouts.bodyMs,
+      connect: { timeout: this.timeouts.connectMs, ...(ca ? { ca } : {}), rejectUnauthorized: true },
     });
-    this.limit = pLimit(Math.max(1, options.maxConcurrency ?? 8));
+    const max = Math.max(1, options.maxConcurrency ?? 8);
+    this.slots = new Slots(max, Math.max(1, Math.floor(max * MAX_BACKGROUND_SHARE)));
     this.retry = {
       maxTries: options.retry?.maxTries ?? 4,
       baseDelayMs: options.retry?.baseDelayMs ?? 200,
@@ -181,7 +212,16 @@ export class HttpClient {
 
   /** Number of requests waiting for a slot (for tests and status). */
   get pending(): number {
-    return this.limit.pendingCount;
+    return this.slots.pending;
+  }
+
+  /**
+   * The server has not answered any request for a whole headers timeout. Background requests
+   * are refused meanwhile (each would only wait its own timeout), until some response arrives
+   * or another headers timeout has passed (then one may try again).
+   */
+  get unresponsive(): boolean {
+    return this.silentSince > 0 && this.lastAnswerAt < this.silentSince && Date.now() - this.silentSince < this.timeouts.headersMs;
   }
 
   /**
@@ -202,10 +242,47 @@ export class HttpClient {
     });
   }
 
+  /**
+   * The logout at unmount: at most `timeouts.logoutMs` in all (queue, connect, headers and
+   * body), so a hung server cannot keep the process after the mount is gone.
+   */
+  async requestTextBounded(req: HttpRequest, ms = this.timeouts.logoutMs): Promise<TextResponse> {
+    const signal = AbortSignal.timeout(ms);
+    try {
+      return await this.requestText({ ...req, signal, headersTimeoutMs: ms });
+    } catch (err) {
+      if (signal.aborted) {
+        throw new XnatError('network', `XNAT at ${this.baseUrl} did not answer ${req.method} ${redactPath(req.path)} within ${ms / 1000} s`, null, { cause: err, timedOut: true });
+      }
+      throw err;
+    }
+  }
+
+  /**
+   * Refuse new requests, drop queued ones, and give those still waiting for headers
+   * CLOSE_GRACE_MS before their connections are destroyed: undici's close() would wait out a
+   * hung server's full timeouts (and a destroy() after it no longer cuts them short).
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.agent.close();
+    this.slots.dropAll(() => this.closedError());
+    let timer: NodeJS.Timeout | undefined;
+    const idle = await Promise.race([
+      this.slots.idle().then(() => true),
+      new Promise<false>((r) => (timer = setTimeout(() => r(false), CLOSE_GRACE_MS))),
+    ]);
+    clearTimeout(timer);
+    if (idle) {
+      await this.agent.close();
+    } else {
+      log('closing: requests still unanswered after %d ms; destroying their connections', CLOSE_GRACE_MS);
+      await this.agent.destroy().catch(() => undefined);
+    }
+  }
+
+  private closedError(): XnatError {
+    return new XnatError('network', `the connection to XNAT at ${this.baseUrl} was closed (unmounting)`);
   }
 
   private async withRetries<T extends { status: number; headers: HttpResponse['headers'] }>(
@@ -213,30 +290,56 @@ export class HttpClient {
     consume: (res: { status: number; headers: HttpResponse['headers']; body: Readable }, attempts: number) => Promise<T>,
   ): Promise<T> {
     const idempotent = (req.retry ?? (req.method === 'GET' || req.method === 'HEAD' || req.method === 'DELETE' ? 'idempotent' : 'once')) === 'idempotent';
+    const background = req.background === true;
+    const headersMs = req.headersTimeoutMs ?? this.timeouts.headersMs;
     const started = Date.now();
     for (let attempt = 1; ; attempt++) {
-      if (this.closed) throw new XnatError('network', `the connection to XNAT at ${this.baseUrl} was closed (unmounting)`);
+      if (this.closed) throw this.closedError();
+      if (background && this.unresponsive) throw this.silentError(req, 'skipped');
       let retryAfterMs: number | null = null;
+      // The headers timeout counts from here, the wait for a slot included: undici's own clock
+      // starts only at dispatch, and a request queued behind hung ones would wait for theirs first.
+      const queuedAt = Date.now();
       try {
-        const result = await this.limit(async () => {
+        const wait = this.slots.acquire({
+          background,
+          deadlineMs: headersMs,
+          onDeadline: () => this.queueTimeout(req, queuedAt, headersMs),
+          ...(req.signal ? { signal: req.signal } : {}),
+        });
+        if (wait) await wait;
+        if (this.closed) {
+          this.slots.release(background);
+          throw this.closedError();
+        }
+        let result: T | null;
+        try {
           const t0 = Date.now();
-          const res = await this.dispatch(req);
-          log('%s %s → %d (%d ms, try %d)', req.method, redactPath(req.path), res.statusCode, Date.now() - t0, attempt);
+          const left = headersMs > 0 ? Math.max(1, headersMs - (t0 - queuedAt)) : 0;
+          const res = await this.dispatch(req, left === headersMs && req.headersTimeoutMs === undefined ? undefined : left);
+          this.lastAnswerAt = Date.now();
+          log('%s %s → %d (%d ms, try %d)', req.method, redactPath(req.path), res.statusCode, this.lastAnswerAt - t0, attempt);
           const retryable = idempotent && (RETRY_STATUS.has(res.statusCode) || (res.statusCode === 500 && (req.method === 'GET' || req.method === 'HEAD')));
           if (retryable && attempt < this.retry.maxTries && Date.now() - started < this.retry.maxTotalMs) {
             retryAfterMs = parseRetryAfter(headerValue(res.headers, 'retry-after'));
             res.body.resume(); // drain so the socket can be reused
             res.body.on('error', () => {});
-            return null;
+            result = null;
+          } else {
+            result = await consume({ status: res.statusCode, headers: res.headers, body: res.body }, attempt);
           }
-          return consume({ status: res.statusCode, headers: res.headers, body: res.body }, attempt);
-        });
+        } finally {
+          this.slots.release(background);
+        }
         if (result !== null) return result;
       } catch (err) {
         if (err instanceof XnatError) throw err;
         if (isAbort(err, req.signal)) throw err;
+        if (this.closed) throw this.closedError(); // destroyed by close()
         const code = errCode(err);
         log('%s %s failed: %s (try %d)', req.method, redactPath(req.path), code || (err as Error)?.message, attempt);
+        // Only the client's own timeout says the server is silent (the logout's 5 s does not).
+        if (code === 'UND_ERR_HEADERS_TIMEOUT' && req.headersTimeoutMs === undefined) this.noteSilence(queuedAt);
         const retryable = PRE_SEND_CODES.has(code) || (idempotent && NETWORK_CODES.has(code));
         if (!retryable || attempt >= this.retry.maxTries || Date.now() - started >= this.retry.maxTotalMs) {
           throw this.networkError(req, err, attempt);
@@ -249,7 +352,40 @@ export class HttpClient {
     }
   }
 
-  private dispatch(req: HttpRequest): Promise<Dispatcher.ResponseData> {
+  /**
+   * A request waited its whole headers timeout. If no other request was answered since it was
+   * queued either, the server is not answering: queued prefetches are dropped at once rather
+   * than each waiting out its own timeout, and new ones are refused for a while.
+   */
+  private noteSilence(queuedAt: number): void {
+    if (this.lastAnswerAt >= queuedAt || this.unresponsive) return;
+    this.silentSince = Date.now();
+    const dropped = this.slots.dropBackground(() => this.silentError(null, 'dropped'));
+    log('XNAT at %s answered no request for %d ms; %d queued prefetch request(s) dropped, new ones refused until it answers', this.baseUrl, this.silentSince - queuedAt, dropped);
+  }
+
+  private silentError(req: HttpRequest | null, what: 'skipped' | 'dropped'): XnatError {
+    const which = req ? `prefetch of ${req.method} ${redactPath(req.path)}` : 'prefetch';
+    return new XnatError(
+      'network',
+      `XNAT at ${this.baseUrl} has answered no request for ${seconds(this.timeouts.headersMs)}: it is overloaded or not responding; try again later (${which} ${what})`,
+      null,
+      { timedOut: true },
+    );
+  }
+
+  /** A request that never got a slot within its headers timeout. */
+  private queueTimeout(req: HttpRequest, queuedAt: number, headersMs: number): XnatError {
+    if (req.headersTimeoutMs === undefined) this.noteSilence(queuedAt);
+    return new XnatError(
+      'network',
+      `XNAT at ${this.baseUrl} did not answer ${req.method} ${redactPath(req.path)} within ${seconds(headersMs)} (all ${this.slots.max} connections were busy with requests it had not answered): it is overloaded or not responding; try again later`,
+      null,
+      { timedOut: true },
+    );
+  }
+
+  private dispatch(req: HttpRequest, headersTimeout: number | undefined): Promise<Dispatcher.ResponseData> {
     const headers: Record<string, string> = { 'user-agent': USER_AGENT, ...lowerKeys(req.headers ?? {}) };
     return this.agent.request({
       origin: this.origin,
@@ -258,7 +394,7 @@ export class HttpClient {
       headers,
       body: req.body ? req.body() : null,
       signal: req.signal,
-      ...(req.headersTimeoutMs !== undefined ? { headersTimeout: req.headersTimeoutMs } : {}),
+      ...(headersTimeout !== undefined ? { headersTimeout } : {}),
     });
   }
 
@@ -275,8 +411,21 @@ export class HttpClient {
     if (code === 'ECONNREFUSED') {
       return new XnatError('network', `XNAT at ${this.baseUrl} refused the connection${tries} (ECONNREFUSED): check the URL and that the server is up`, null, { cause: err });
     }
-    return new XnatError('network', `lost the connection to XNAT at ${this.baseUrl} during ${what}${tries} (${code}): check your network and proxy, then retry`, null, { cause: err });
+    if (code === 'UND_ERR_HEADERS_TIMEOUT') {
+      const ms = req.headersTimeoutMs ?? this.timeouts.headersMs;
+      return new XnatError('network', `XNAT at ${this.baseUrl} did not answer ${what} within ${seconds(ms)}${tries} (${code}): it is overloaded or not responding; try again later`, null, { cause: err, timedOut: true });
+    }
+    if (code === 'UND_ERR_CONNECT_TIMEOUT') {
+      return new XnatError('network', `could not connect to XNAT at ${this.baseUrl} within ${seconds(this.timeouts.connectMs)}${tries} (${code}): check the URL, your network and that the server is up`, null, { cause: err, timedOut: true });
+    }
+    const timedOut = code === 'UND_ERR_BODY_TIMEOUT';
+    return new XnatError('network', `lost the connection to XNAT at ${this.baseUrl} during ${what}${tries} (${code}): check your network and proxy, then retry`, null, { cause: err, timedOut });
   }
+}
+
+/** "60 s", or "0.5 s" for the short timeouts of tests. */
+function seconds(ms: number): string {
+  return `${ms >= 10_000 ? Math.round(ms / 1000) : ms / 1000} s`;
 }
 
 function lowerKeys(h: Record<string, string>): Record<string, string> {

@@ -118,6 +118,8 @@ export interface ReadOptions {
   start?: number;
   end?: number;
   signal?: AbortSignal;
+  /** A prefetch: yields to reads a program waits for, and is refused while XNAT does not answer. */
+  background?: boolean;
 }
 
 export type UploadOptions = { overwrite: boolean } & (
@@ -151,11 +153,17 @@ export type XnatErrorKind =
 export class XnatError extends Error {
   readonly kind: XnatErrorKind;
   readonly status: number | null;
-  constructor(kind: XnatErrorKind, message: string, status: number | null = null, options?: { cause?: unknown }) {
+  /**
+   * The server did not answer in time (connect, headers or body timeout, or it had stopped
+   * answering altogether): the whole wait has been spent, so trying again at once only doubles it.
+   */
+  readonly timedOut: boolean;
+  constructor(kind: XnatErrorKind, message: string, status: number | null = null, options?: { cause?: unknown; timedOut?: boolean }) {
     super(message, options);
     this.name = 'XnatError';
     this.kind = kind;
     this.status = status;
+    this.timedOut = options?.timedOut ?? false;
   }
 }
 
@@ -183,7 +191,7 @@ export interface XnatApi {
    * Streams `…/resources/{R}/files?format=zip` (with `&compression=0-9` when given); the caller
    * checks members against the listing.
    */
-  downloadResourceZip(owner: Owner, resource: string, options?: { signal?: AbortSignal; compression?: number }): Promise<Readable>;
+  downloadResourceZip(owner: Owner, resource: string, options?: { signal?: AbortSignal; compression?: number; background?: boolean }): Promise<Readable>;
   /** PUT …/resources/{label}. Throws XnatError('conflict') when it exists. */
   createResource(owner: Owner, label: string): Promise<void>;
   /** Multipart PUT of a local file. Throws XnatError('duplicate') if XNAT kept an old copy. */

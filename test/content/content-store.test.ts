@@ -4,10 +4,10 @@ import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ContentStore } from '../../src/content/content-store.js';
 import { DiskCache } from '../../src/content/disk-cache.js';
-import type { FileRef, Owner } from '../../src/xnat/types.js';
+import { XnatError, type FileRef, type Owner } from '../../src/xnat/types.js';
 import { MemoryXnat } from '../helpers/memory-client.js';
 import { createHash } from 'node:crypto';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 
 const owner: Owner = { level: 'experiment', project: 'P', experiment: 'E' };
 
@@ -138,6 +138,62 @@ describe('ContentStore', () => {
     const fd = await store.open(ref);
     // three short bodies, then the whole file: retried until complete
     expect((await readAll(store, fd, 1000)).equals(Buffer.alloc(1000, 5))).toBe(true);
+  });
+
+  it('gives up on a download whose GET timed out without a byte, instead of waiting that long again', async () => {
+    const x = new MemoryXnat();
+    const ref = refFor(x, 'silent.bin', Buffer.alloc(10_000, 2));
+    let gets = 0;
+    x.readFile = async () => {
+      gets++;
+      throw new XnatError('network', 'XNAT did not answer within 60 s', null, { timedOut: true });
+    };
+    const store = make(x);
+    const fd = await store.open(ref);
+    await expect(store.read(fd, Buffer.alloc(20_000), 20_000, 0)).rejects.toThrow(/did not answer/);
+    // One attempt, not maxAttempts (4 here, 5 in a mount): each would wait the full timeout.
+    expect(gets).toBe(1);
+  });
+
+  it('resumes a download that timed out after some bytes came', async () => {
+    const x = new MemoryXnat();
+    const data = Buffer.from(Array.from({ length: 40_000 }, (_, i) => i % 253));
+    const ref = refFor(x, 'stalled.bin', data);
+    const orig = x.readFile.bind(x);
+    let gets = 0;
+    x.readFile = async (f, o) => {
+      if (gets++ > 0) return orig(f, o);
+      const stream = new Readable({ read() {} });
+      stream.push(data.subarray(0, 10_000));
+      setImmediate(() => stream.destroy(new XnatError('network', 'XNAT stopped sending (nothing for 120 s)', null, { timedOut: true })));
+      return { status: 200, start: 0, totalSize: data.length, lastModified: null, body: stream };
+    };
+    const store = make(x);
+    const fd = await store.open(ref);
+    expect((await readAll(store, fd, data.length)).equals(data)).toBe(true);
+    expect(gets).toBe(2);
+  });
+
+  it('marks prefetch GETs as background, and the GET of a file a program opened as foreground', async () => {
+    const x = new MemoryXnat();
+    const refs = Array.from({ length: 6 }, (_, i) => refFor(x, `bg/${i}.dcm`, Buffer.alloc(1000, i)));
+    const orig = x.readFile.bind(x);
+    const seen = new Map<string, boolean>();
+    x.readFile = async (f, o) => {
+      seen.set(f.path, o?.background === true);
+      return orig(f, o);
+    };
+    const store = make(x, true);
+    const folder = { key: 'bg', siblings: () => refs, resource: { owner, id: 'R', totalBytes: 6000 } };
+    for (const r of refs.slice(0, 2)) {
+      const fd = await store.open(r);
+      store.noteOpen(folder, r);
+      await readAll(store, fd, 1000);
+      await store.release(fd);
+    }
+    await store.idle();
+    expect([...seen].filter(([, bg]) => !bg).map(([p]) => p).sort()).toEqual(['bg/0.dcm', 'bg/1.dcm']);
+    expect([...seen].filter(([, bg]) => bg)).toHaveLength(4);
   });
 
   it('rejects bytes whose MD5 differs from the listed digest', async () => {
