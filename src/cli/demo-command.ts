@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startEmulator } from '../emulator/index.js';
 import { createXnatClient } from '../xnat/client.js';
-import { UsageError } from './args.js';
+import { parseCount, UsageError } from './args.js';
 import { startMount, stopOnSignals } from './mount-command.js';
 
 export const DEMO_HELP = `Usage: xnatfs demo [MOUNTPOINT] [--once] [--port N]
@@ -39,10 +39,12 @@ export async function runDemoCommand(argv: string[]): Promise<number> {
     options: { once: { type: 'boolean', default: false }, port: { type: 'string' } },
   });
   if (positionals.length > 1) throw new UsageError('demo takes at most one MOUNTPOINT');
+  const port = parseCount(values.port, '--port', 0);
+  if (!Number.isInteger(port) || port > 65535) throw new UsageError(`--port: '${values.port}' must be a port number (1-65535)`);
   const mountpoint = resolve(positionals[0] ?? join(tmpdir(), 'xnatfs-demo'));
   await mkdir(mountpoint, { recursive: true });
   // The emulator first: when its port is taken, there is no work folder to leave behind.
-  const emulator = await startEmulator({ port: values.port ? Number(values.port) : 0 });
+  const emulator = await startEmulator({ port });
   const work = await mkdtemp(join(tmpdir(), 'xnatfs-demo-')).catch(async (err: unknown) => {
     await emulator.close();
     throw err;

@@ -528,7 +528,7 @@ requireFuse()('xnatfs command line (dist/cli/main.js)', () => {
 
   // ── 7. demo ─────────────────────────────────────────────────────────────────────────────
 
-  it('demo and emulator on a port in use: one line naming it, exit 1, no temp folders left', async () => {
+  it('demo and emulator on a port in use: one line naming it, exit 1, no temp folders left; demo --port abc is a usage error', async () => {
     const tmp = join(work.path, 'tmp');
     await mkdir(tmp);
     const port = String(emulator.port); // taken by this suite's emulator
@@ -538,6 +538,10 @@ requireFuse()('xnatfs command line (dist/cli/main.js)', () => {
       expect(r.stderr).toBe(`xnatfs: port ${port} is in use: choose another with --port\n`);
       expect(await readdir(tmp), args[0]).toEqual([]);
     }
+    const bad = await xnatfs(['demo', join(work.path, 'demo-mp'), '--once', '--port', 'abc'], { TMPDIR: tmp });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain("--port: 'abc' must be a number");
+    expect(await readdir(tmp)).toEqual([]);
   });
 
   it('xnatfs demo MP --once prints the tour, dcm2niix included, and leaves nothing mounted', async () => {
