@@ -32,7 +32,8 @@ Options:
   --cache-dir DIR        downloaded files and upload spool (default ~/.cache/xnatfs, mode 0700)
   --cache-size SIZE      disk cache bound, e.g. 20G (default 10G)
   --ttl SECONDS          how long listings are trusted (default 600; the archive rarely changes);
-                         0: none is reused, every listing asks XNAT again (slower)
+                         0: none is reused, every listing asks XNAT again (much slower: each
+                         path is resolved from the top, a listing per level; no prefetch)
   --max-concurrency N    HTTP requests in flight at once (default 8; prefetch takes at most 3/4)
   --no-prefetch          don't fetch the rest of a folder once a program reads through it,
                          nor the next folder it listed

@@ -46,6 +46,15 @@ export class Session {
     private readonly credentials: ResolvedCredentials,
   ) {}
 
+  private borrowedSessionInvalid(status: number | null): XnatError {
+    const source = this.credentials.kind === 'jsession' && this.credentials.source === 'env' ? 'XNAT_JSESSION' : '--jsession';
+    return new XnatError(
+      'unauthorized',
+      `the XNAT session given by ${source} has expired or is not valid at ${this.http.baseUrl}: log in again in the browser and pass the new JSESSIONID, or use XNAT_USER/XNAT_PASS or ~/.netrc`,
+      status,
+    );
+  }
+
   /** Start: log in with credentials, or install the given JSESSIONID. */
   async start(): Promise<void> {
     if (this.credentials.kind === 'jsession') {
@@ -55,6 +64,8 @@ export class Session {
       // Other answers (a server without /data/auth) prove nothing either way.
       const res = await this.requestText({ method: 'GET', path: '/data/auth', retry: 'idempotent' });
       log('session check: GET /data/auth → %d', res.status);
+      // A site open to guests answers an unknown session as the guest user, not with 401.
+      if (res.status === 200 && /^User 'guest' is logged in/.test(res.text.trim())) throw this.borrowedSessionInvalid(200);
       this.loggedIn = true;
       return;
     }
@@ -127,11 +138,7 @@ export class Session {
       if (!out.expired) return out.value;
       log('%s %s: session not accepted (%s, round %d)', req.method, req.path, out.status ?? 'login page', round);
       if (this.credentials.kind === 'jsession') {
-        throw new XnatError(
-          'unauthorized',
-          `the XNAT session given by ${this.credentials.source === 'env' ? 'XNAT_JSESSION' : '--jsession'} has expired or is not valid at ${this.http.baseUrl}: log in again in the browser and pass the new JSESSIONID, or use XNAT_USER/XNAT_PASS or ~/.netrc`,
-          out.status ?? null,
-        );
+        throw this.borrowedSessionInvalid(out.status ?? null);
       }
       if (round >= 1) {
         throw new XnatError(

@@ -98,7 +98,9 @@ export function normalizeBaseUrl(raw: string): { baseUrl: string; user?: string;
   url.search = '';
   url.hash = '';
   let path = url.pathname.replace(/\/+$/, '');
-  const rest = /\/(data|REST)(\/.*)?$/i.exec(path);
+  // Only /data or /REST at the end, or followed by one of XNAT's own REST segments: a context
+  // path that happens to be called data (https://host/data/xnat) is kept.
+  const rest = /\/(?:data|REST)(?:\/(?:archive|projects|subjects|experiments|services|JSESSION|auth|prearchive|user|version)(?:\/.*)?)?$/.exec(path);
   const dropped = rest ? path.slice(rest.index) : undefined;
   if (rest) path = path.slice(0, rest.index);
   return { baseUrl: `${url.origin}${path}`, ...(user ? { user } : {}), ...(dropped ? { dropped } : {}) };

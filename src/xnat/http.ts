@@ -304,12 +304,12 @@ export class HttpClient {
         const wait = this.slots.acquire({
           background,
           deadlineMs: headersMs,
-          onDeadline: () => this.queueTimeout(req, queuedAt, headersMs),
+          onDeadline: () => this.queueTimeout(req, headersMs),
           ...(req.signal ? { signal: req.signal } : {}),
         });
         if (wait) await wait;
         if (this.closed) {
-          this.slots.release(background);
+          this.slots.release();
           throw this.closedError();
         }
         let result: T | null;
@@ -327,9 +327,11 @@ export class HttpClient {
             result = null;
           } else {
             result = await consume({ status: res.statusCode, headers: res.headers, body: res.body }, attempt);
+            // A body that took long to arrive is an answer too: the server is not silent.
+            this.lastAnswerAt = Date.now();
           }
         } finally {
-          this.slots.release(background);
+          this.slots.release();
         }
         if (result !== null) return result;
       } catch (err) {
@@ -374,12 +376,14 @@ export class HttpClient {
     );
   }
 
-  /** A request that never got a slot within its headers timeout. */
-  private queueTimeout(req: HttpRequest, queuedAt: number, headersMs: number): XnatError {
-    if (req.headersTimeoutMs === undefined) this.noteSilence(queuedAt);
+  /**
+   * A request that never got a slot within its headers timeout. Not a sign of silence by itself:
+   * the slots may be held by bodies still arriving (long listings) or being sent (uploads).
+   */
+  private queueTimeout(req: HttpRequest, headersMs: number): XnatError {
     return new XnatError(
       'network',
-      `XNAT at ${this.baseUrl} did not answer ${req.method} ${redactPath(req.path)} within ${seconds(headersMs)} (all ${this.slots.max} connections were busy with requests it had not answered): it is overloaded or not responding; try again later`,
+      `XNAT at ${this.baseUrl} did not answer ${req.method} ${redactPath(req.path)} within ${seconds(headersMs)}: all ${this.slots.max} connections stayed busy with earlier requests; it is overloaded or not responding, or raise --max-concurrency; try again later`,
       null,
       { timedOut: true },
     );

@@ -24,7 +24,6 @@ export interface SlotWait {
 
 export class Slots {
   private inUse = 0;
-  private backgroundInUse = 0;
   private readonly foreground: Waiter[] = [];
   private readonly background: Waiter[] = [];
   private idleWaiters: Array<() => void> = [];
@@ -41,11 +40,11 @@ export class Slots {
 
   /**
    * A slot, at once (undefined: no promise, the common case) or once one is free. The caller
-   * must release() it with the same class.
+   * must release() it.
    */
   acquire(w: SlotWait): Promise<void> | undefined {
     if (this.free(w.background) && (w.background ? this.foreground.length === 0 && this.background.length === 0 : this.foreground.length === 0)) {
-      this.take(w.background);
+      this.take();
       return undefined;
     }
     return new Promise<void>((resolve, reject) => {
@@ -64,9 +63,8 @@ export class Slots {
     });
   }
 
-  release(background: boolean): void {
+  release(): void {
     this.inUse--;
-    if (background) this.backgroundInUse--;
     this.next();
     if (this.inUse === 0 && this.idleWaiters.length > 0) {
       const waiters = this.idleWaiters;
@@ -99,13 +97,17 @@ export class Slots {
     }
   }
 
+  /**
+   * Background starts only while fewer than maxBackground slots are taken by anything: counting
+   * only its own would let it fill the slots that uploads and listings left, and a read would
+   * queue behind it again.
+   */
   private free(background: boolean): boolean {
-    return this.inUse < this.max && (!background || this.backgroundInUse < this.maxBackground);
+    return this.inUse < (background ? this.maxBackground : this.max);
   }
 
-  private take(background: boolean): void {
+  private take(): void {
     this.inUse++;
-    if (background) this.backgroundInUse++;
   }
 
   private next(): void {
@@ -114,7 +116,7 @@ export class Slots {
       if (!queue || this.inUse >= this.max) return;
       const w = queue.shift()!;
       w.cleanup?.();
-      this.take(w.background);
+      this.take();
       w.grant();
     }
   }

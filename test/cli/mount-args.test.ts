@@ -25,6 +25,10 @@ describe('mount URL normalisation', () => {
     expect(s.url).toBe('https://xnat.example.org/xnat');
     expect(s.urlNote).toBe("using https://xnat.example.org/xnat: xnatfs adds XNAT's REST path itself, so /data was dropped from the URL");
     expect(normalizeBaseUrl('https://h/xnat/database').baseUrl).toBe('https://h/xnat/database');
+    // A context path that happens to be called data or rest is kept.
+    expect(normalizeBaseUrl('https://h/data/xnat').baseUrl).toBe('https://h/data/xnat');
+    expect(normalizeBaseUrl('https://h/rest').baseUrl).toBe('https://h/rest');
+    expect(normalizeBaseUrl('https://h/xnat/data/experiments/XNAT_E00001/scans').baseUrl).toBe('https://h/xnat');
   });
 
   it('takes a user from the URL, not into the cache folder name', () => {

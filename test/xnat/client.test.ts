@@ -2,6 +2,8 @@
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { buffer } from 'node:stream/consumers';
 import { file as tmpFile } from 'tmp-promise';
 import { request } from 'undici';
@@ -169,6 +171,24 @@ describe('XNAT client against the emulator', () => {
     expect(err.message).toMatch(/--jsession has expired or is not valid/);
     expect(err.message).not.toContain('NOT-A-SESSION');
     expect(emu.requests().map((r) => `${r.method} ${r.url} ${r.status}`)).toEqual(['GET /data/auth 401']);
+  });
+
+  it('refuses a --jsession that a site open to guests answers as the guest user', async () => {
+    // XNAT with guest access answers /data/auth for an unknown session as the guest, not 401.
+    const server = createServer((req, res) => {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.end(req.url === '/data/auth' ? "User 'guest' is logged in" : '{"ResultSet":{"Result":[]}}');
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      const err = (await createXnatClient({ baseUrl, jsession: 'OLD-SESSION' }).catch((e: unknown) => e)) as XnatError;
+      expect(err).toBeInstanceOf(XnatError);
+      expect(err.kind).toBe('unauthorized');
+      expect(err.message).toMatch(/--jsession has expired or is not valid/);
+    } finally {
+      server.close();
+    }
   });
 
   it('retries GETs on injected 500s and dropped connections', async () => {

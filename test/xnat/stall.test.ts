@@ -3,6 +3,8 @@
 // closing the client (unmount) does not wait for the server. Short timeouts keep it in seconds.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { constants } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -10,6 +12,7 @@ import { FsError } from '../../src/fs/errors.js';
 import { createStack } from '../../src/fs/stack.js';
 import { startEmulator, type RunningEmulator } from '../../src/emulator/index.js';
 import { createXnatClient, type XnatClient, type XnatClientOptions } from '../../src/xnat/client.js';
+import { HttpClient } from '../../src/xnat/http.js';
 import { XnatError, type FileRef, type Owner } from '../../src/xnat/types.js';
 
 let emu: RunningEmulator;
@@ -93,6 +96,45 @@ describe('a server that does not answer', () => {
     expect(pre.status).toBe(200);
   });
 
+  it('keeps the last slots for reads even while uploads or listings hold others', async () => {
+    const c = await client({ maxConcurrency: 4 });
+    hangFiles();
+    // One request a program waits on, then prefetches: they may not take the last free slot.
+    const reads = [timed(c.readFile(file(1)))];
+    await new Promise((r) => setTimeout(r, 20));
+    for (let i = 2; i <= 4; i++) reads.push(timed(c.readFile(file(i), { background: true })));
+    await new Promise((r) => setTimeout(r, 50));
+    const listing = await timed(c.listProjects());
+    expect(listing.err).toBeNull();
+    expect(listing.ms).toBeLessThan(300);
+    await Promise.all(reads);
+  });
+
+  it('slow bodies holding every slot are not silence: prefetch is not dropped', async () => {
+    // Headers at once, then a body trickling in for 1.5 s: three headers timeouts.
+    const server = createServer((req, res) => {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      if (req.url !== '/slow') return void res.end('ok');
+      let n = 0;
+      const t = setInterval(() => (++n === 15 ? (clearInterval(t), res.end('.')) : res.write('.')), 100);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const http = await HttpClient.create({ baseUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, maxConcurrency: 2, timeouts: { headersMs: HEADERS_MS } });
+    try {
+      const slow = [timed(http.requestText({ method: 'GET', path: '/slow' })), timed(http.requestText({ method: 'GET', path: '/slow' }))];
+      await new Promise((r) => setTimeout(r, 50));
+      const queued = await timed(http.requestText({ method: 'GET', path: '/ok' }));
+      expect((queued.err as Error).message).toMatch(/all 2 connections stayed busy with earlier requests/);
+      for (const r of await Promise.all(slow)) expect(r.err).toBeNull();
+      expect(http.unresponsive).toBe(false);
+      const pre = await http.requestText({ method: 'GET', path: '/ok', background: true });
+      expect(pre.text).toBe('ok');
+    } finally {
+      await http.close();
+      server.close();
+    }
+  });
+
   it('counts the wait for a connection slot toward the headers timeout', async () => {
     const c = await client({ maxConcurrency: 2 });
     hangFiles();
@@ -102,7 +144,7 @@ describe('a server that does not answer', () => {
     // Without it, three rounds of 0.5 s (each request's clock starting only once it is sent).
     expect(performance.now() - t0).toBeLessThan(BOUND_MS);
     expect(all.every((r) => r.err instanceof XnatError && r.err.timedOut)).toBe(true);
-    const queued = all.filter((r) => /all 2 connections were busy/.test((r.err as Error).message));
+    const queued = all.filter((r) => /all 2 connections stayed busy/.test((r.err as Error).message));
     expect(queued).toHaveLength(4);
     expect(sentFiles()).toBe(2);
   });
