@@ -53,6 +53,18 @@ describe('fs operations over an in-memory XNAT', () => {
     await fs.ops.release!(path, fd);
   }
 
+  /** A new file in RESULTS whose upload XNAT refuses (503): its flush fails, it stays spooled. */
+  async function writeRefused(name: string, text: string): Promise<string> {
+    await fs.ops.mkdir!(`${E}/resources/RESULTS`, 0o755);
+    x.uploadFile = async () => { throw new XnatError('server', 'HTTP 503', 503); };
+    const path = `${E}/resources/RESULTS/files/${name}`;
+    const fd = await fs.ops.create!(path, 0o644);
+    await fs.ops.write!(path, fd, Buffer.from(text), text.length, 0);
+    expect(await errno(fs.ops.flush!(path, fd))).toBe('EIO');
+    await fs.ops.release!(path, fd);
+    return path;
+  }
+
   async function readFile(path: string): Promise<Buffer> {
     const st = await fs.ops.getattr!(path);
     const fd = await fs.ops.open!(path, constants.O_RDONLY);
@@ -369,13 +381,7 @@ describe('fs operations over an in-memory XNAT', () => {
   });
 
   it('at unmount, an upload that never succeeds is reported with its spool file, which is kept', async () => {
-    await fs.ops.mkdir!(`${E}/resources/RESULTS`, 0o755);
-    x.uploadFile = async () => { throw new XnatError('server', 'HTTP 503', 503); };
-    const path = `${E}/resources/RESULTS/files/kept.nii`;
-    const fd = await fs.ops.create!(path, 0o644);
-    await fs.ops.write!(path, fd, Buffer.from('do not lose me'), 14, 0);
-    expect(await errno(fs.ops.flush!(path, fd))).toBe('EIO');
-    await fs.ops.release!(path, fd);
+    const path = await writeRefused('kept.nii', 'do not lose me');
     const left = await fs.shutdown(300);
     expect(left).toHaveLength(1);
     expect(left[0]!.displayPath).toBe(path);
@@ -393,13 +399,7 @@ describe('fs operations over an in-memory XNAT', () => {
   });
 
   it('a read-only mount leaves uploads of an earlier mount untouched for the next read-write one', async () => {
-    await fs.ops.mkdir!(`${E}/resources/RESULTS`, 0o755);
-    x.uploadFile = async () => { throw new XnatError('server', 'HTTP 503', 503); };
-    const path = `${E}/resources/RESULTS/files/rotest.txt`;
-    const fd = await fs.ops.create!(path, 0o644);
-    await fs.ops.write!(path, fd, Buffer.from('wait for me'), 11, 0);
-    expect(await errno(fs.ops.flush!(path, fd))).toBe('EIO');
-    await fs.ops.release!(path, fd);
+    const path = await writeRefused('rotest.txt', 'wait for me');
     const [left] = await fs.shutdown(300);
     const spoolDir = dirname(left!.spoolPath);
     const kept = (await readdir(spoolDir)).sort();

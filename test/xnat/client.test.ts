@@ -7,38 +7,16 @@ import type { AddressInfo } from 'node:net';
 import { buffer } from 'node:stream/consumers';
 import { file as tmpFile } from 'tmp-promise';
 import { request } from 'undici';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startEmulator, type RunningEmulator } from '../../src/emulator/index.js';
-import { createXnatClient, type XnatClient, type XnatClientOptions } from '../../src/xnat/client.js';
+import { describe, expect, it } from 'vitest';
+import { createXnatClient } from '../../src/xnat/client.js';
+import { emulatorWithClients } from '../helpers/emulator-clients.js';
 import { USER_AGENT } from '../../src/xnat/http.js';
 import { XnatError, type Owner } from '../../src/xnat/types.js';
 
-let emu: RunningEmulator;
-const open: XnatClient[] = [];
+const suite = emulatorWithClients((url) => ({ baseUrl: `${url}/` }));
+const client = suite.client;
 
-beforeAll(async () => {
-  emu = await startEmulator();
-});
-afterEach(async () => {
-  emu.clearFaults();
-  while (open.length) await open.pop()!.close();
-});
-afterAll(async () => {
-  await emu?.close();
-});
-
-async function client(extra: Partial<XnatClientOptions> = {}): Promise<XnatClient> {
-  const c = await createXnatClient({
-    baseUrl: `${emu.url}/`,
-    credentials: { kind: 'password', user: 'demo', password: 'demo', userSource: 'option', passwordSource: 'option' },
-    retry: { baseDelayMs: 5, maxDelayMs: 20 },
-    ...extra,
-  });
-  open.push(c);
-  return c;
-}
-
-const logins = () => emu.requests().filter((r) => r.url.startsWith('/data/JSESSION') && r.method !== 'DELETE').length;
+const logins = () => suite.emu.requests().filter((r) => r.url.startsWith('/data/JSESSION') && r.method !== 'DELETE').length;
 
 /** Headers of every request undici sends in this process. */
 function captureHeaders(): { list: Array<{ path: string; headers: string }>; stop: () => void } {
@@ -56,7 +34,7 @@ const scanOwner: Owner = { level: 'scan', project: 'DEMO', experiment: 'XNAT_E00
 
 describe('XNAT client against the emulator', () => {
   it('logs in once, then sends only the cookie; lists the demo archive', async () => {
-    emu.resetRequests();
+    suite.emu.resetRequests();
     const cap = captureHeaders();
     const c = await client();
     try {
@@ -109,8 +87,8 @@ describe('XNAT client against the emulator', () => {
   it('re-logs in once after the sessions expire, for many concurrent requests', async () => {
     const c = await client();
     await c.listProjects();
-    emu.expireAllSessions();
-    emu.resetRequests();
+    suite.emu.expireAllSessions();
+    suite.emu.resetRequests();
     const results = await Promise.all(Array.from({ length: 20 }, () => c.listSubjects('DEMO')));
     expect(results.every((r) => r.length > 0)).toBe(true);
     expect(logins()).toBe(1);
@@ -118,15 +96,15 @@ describe('XNAT client against the emulator', () => {
   });
 
   it('reports a wrong password as one unauthorized line naming server and user', async () => {
-    emu.resetRequests();
+    suite.emu.resetRequests();
     const err = await createXnatClient({
-      baseUrl: emu.url,
+      baseUrl: suite.emu.url,
       credentials: { kind: 'password', user: 'demo', password: 'wrong-secret', userSource: 'env', passwordSource: 'env' },
     }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(XnatError);
     const e = err as XnatError;
     expect(e.kind).toBe('unauthorized');
-    expect(e.message).toContain(emu.url);
+    expect(e.message).toContain(suite.emu.url);
     expect(e.message).toContain("'demo'");
     expect(e.message).toContain('XNAT_USER/XNAT_PASS');
     expect(e.message).not.toContain('wrong-secret');
@@ -136,7 +114,7 @@ describe('XNAT client against the emulator', () => {
 
   it('logs in with an alias token as user/password', async () => {
     const auth = `Basic ${Buffer.from('demo:demo').toString('base64')}`;
-    const r = await request(`${emu.url}/data/services/tokens/issue`, { headers: { authorization: auth, 'user-agent': USER_AGENT } });
+    const r = await request(`${suite.emu.url}/data/services/tokens/issue`, { headers: { authorization: auth, 'user-agent': USER_AGENT } });
     const token = (await r.body.json()) as { alias: string; secret: string };
     const c = await client({
       credentials: { kind: 'password', user: token.alias, password: token.secret, userSource: 'env', passwordSource: 'env' },
@@ -152,11 +130,11 @@ describe('XNAT client against the emulator', () => {
 
   it('works with --jsession and says how to recover when it expires', async () => {
     const auth = `Basic ${Buffer.from('demo:demo').toString('base64')}`;
-    const r = await request(`${emu.url}/data/JSESSION`, { method: 'POST', headers: { authorization: auth, 'user-agent': USER_AGENT } });
+    const r = await request(`${suite.emu.url}/data/JSESSION`, { method: 'POST', headers: { authorization: auth, 'user-agent': USER_AGENT } });
     const id = (await r.body.text()).trim();
     const c = await client({ credentials: undefined, jsession: id });
     expect((await c.listProjects()).length).toBeGreaterThan(0);
-    emu.expireAllSessions();
+    suite.emu.expireAllSessions();
     const err = (await c.listProjects().catch((e: unknown) => e)) as XnatError;
     expect(err.kind).toBe('unauthorized');
     expect(err.message).toMatch(/--jsession has expired.*XNAT_USER\/XNAT_PASS/);
@@ -164,13 +142,13 @@ describe('XNAT client against the emulator', () => {
   });
 
   it('refuses an invalid or expired --jsession at start, before any listing', async () => {
-    emu.resetRequests();
+    suite.emu.resetRequests();
     const err = (await client({ credentials: undefined, jsession: 'NOT-A-SESSION' }).catch((e: unknown) => e)) as XnatError;
     expect(err).toBeInstanceOf(XnatError);
     expect(err.kind).toBe('unauthorized');
     expect(err.message).toMatch(/--jsession has expired or is not valid/);
     expect(err.message).not.toContain('NOT-A-SESSION');
-    expect(emu.requests().map((r) => `${r.method} ${r.url} ${r.status}`)).toEqual(['GET /data/auth 401']);
+    expect(suite.emu.requests().map((r) => `${r.method} ${r.url} ${r.status}`)).toEqual(['GET /data/auth 401']);
   });
 
   it('refuses a --jsession that a site open to guests answers as the guest user', async () => {
@@ -193,20 +171,20 @@ describe('XNAT client against the emulator', () => {
 
   it('retries GETs on injected 500s and dropped connections', async () => {
     const c = await client();
-    emu.resetRequests();
-    emu.injectFaults({ match: /\/data\/projects\/DEMO\/subjects\?/, count: 2, kind: 'status500' });
+    suite.emu.resetRequests();
+    suite.emu.injectFaults({ match: /\/data\/projects\/DEMO\/subjects\?/, count: 2, kind: 'status500' });
     expect((await c.listSubjects('DEMO')).length).toBeGreaterThan(0);
-    expect(emu.requests().filter((r) => r.url.includes('/subjects?')).map((r) => r.status)).toEqual([500, 500, 200]);
+    expect(suite.emu.requests().filter((r) => r.url.includes('/subjects?')).map((r) => r.status)).toEqual([500, 500, 200]);
 
-    emu.resetRequests();
-    emu.injectFaults({ match: /\/scans\?/, count: 2, kind: 'drop' });
+    suite.emu.resetRequests();
+    suite.emu.injectFaults({ match: /\/scans\?/, count: 2, kind: 'drop' });
     expect((await c.listScans('DEMO', 'XNAT_E00001')).length).toBeGreaterThan(0);
-    expect(emu.requests().filter((r) => r.url.includes('/scans?')).length).toBe(3);
+    expect(suite.emu.requests().filter((r) => r.url.includes('/scans?')).length).toBe(3);
   });
 
   it('gives up after bounded retries with a server error that says what happened', async () => {
     const c = await client();
-    emu.injectFaults({ match: /\/data\/projects\?/, count: 10, kind: 'status500' });
+    suite.emu.injectFaults({ match: /\/data\/projects\?/, count: 10, kind: 'status500' });
     const err = (await c.listProjects().catch((e: unknown) => e)) as XnatError;
     expect(err.kind).toBe('server');
     expect(err.status).toBe(500);
@@ -240,13 +218,13 @@ describe('XNAT client against the emulator', () => {
     expect(ignored.start).toBe(0);
     ignored.body.destroy();
 
-    emu.setOptions({ rangeSupport: true });
+    suite.emu.setOptions({ rangeSupport: true });
     try {
       const part = await c.readFile({ ...ref, uri: undefined }, { start: 100, end: 200 });
       expect(part).toMatchObject({ status: 206, start: 100, totalSize: f!.size });
       expect(await buffer(part.body)).toEqual(bytes.subarray(100, 200));
     } finally {
-      emu.setOptions({ rangeSupport: false });
+      suite.emu.setOptions({ rangeSupport: false });
     }
   });
 
@@ -319,7 +297,7 @@ describe('XNAT client against the emulator', () => {
       if (fail) throw new Error('the writer went away');
     }
     await c.uploadFile(owner, label, 'grown.bin', { overwrite: false, stream: () => slowly(false) });
-    const put = emu.requests().filter((r) => r.method === 'PUT' && r.url.includes('grown.bin')).at(-1)!;
+    const put = suite.emu.requests().filter((r) => r.method === 'PUT' && r.url.includes('grown.bin')).at(-1)!;
     expect(put.chunked).toBe(true);
     const [f] = await c.listFiles(owner, label);
     const got = await buffer((await c.readFile({ owner, resource: label, path: 'grown.bin', size: f!.size, digest: f!.digest })).body);
@@ -361,11 +339,11 @@ describe('XNAT client against the emulator', () => {
 
   it('logs out on close', async () => {
     const c = await createXnatClient({
-      baseUrl: emu.url,
+      baseUrl: suite.emu.url,
       credentials: { kind: 'password', user: 'demo', password: 'demo', userSource: 'option', passwordSource: 'option' },
     });
-    emu.resetRequests();
+    suite.emu.resetRequests();
     await c.close();
-    expect(emu.requests()).toEqual([{ method: 'DELETE', url: '/data/JSESSION', status: 200, chunked: false }]);
+    expect(suite.emu.requests()).toEqual([{ method: 'DELETE', url: '/data/JSESSION', status: 200, chunked: false }]);
   });
 });

@@ -1,7 +1,7 @@
 // A server that stops answering (kill -STOP, every Tomcat thread stuck): reads fail within the
 // headers timeout instead of queueing behind prefetches, queued prefetches are dropped, and
 // closing the client (unmount) does not wait for the server. Short timeouts keep it in seconds.
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { constants } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -10,45 +10,22 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { FsError } from '../../src/fs/errors.js';
 import { createStack } from '../../src/fs/stack.js';
-import { startEmulator, type RunningEmulator } from '../../src/emulator/index.js';
-import { createXnatClient, type XnatClient, type XnatClientOptions } from '../../src/xnat/client.js';
+import { createXnatClient } from '../../src/xnat/client.js';
+import { emulatorWithClients } from '../helpers/emulator-clients.js';
 import { HttpClient } from '../../src/xnat/http.js';
 import { XnatError, type FileRef, type Owner } from '../../src/xnat/types.js';
-
-let emu: RunningEmulator;
-const open: XnatClient[] = [];
-
-beforeAll(async () => {
-  emu = await startEmulator();
-});
-afterEach(async () => {
-  emu.clearFaults();
-  while (open.length) await open.pop()!.close();
-});
-afterAll(async () => {
-  await emu?.close();
-});
 
 const HEADERS_MS = 500;
 /** undici runs its timeouts on a coarse clock (up to a second late); 60 s in real use. */
 const BOUND_MS = HEADERS_MS + 1_300;
 
-async function client(extra: Partial<XnatClientOptions> = {}): Promise<XnatClient> {
-  const c = await createXnatClient({
-    baseUrl: emu.url,
-    credentials: { kind: 'password', user: 'demo', password: 'demo', userSource: 'option', passwordSource: 'option' },
-    retry: { baseDelayMs: 5, maxDelayMs: 20 },
-    timeouts: { headersMs: HEADERS_MS, logoutMs: 300 },
-    ...extra,
-  });
-  open.push(c);
-  return c;
-}
+const suite = emulatorWithClients(() => ({ timeouts: { headersMs: HEADERS_MS, logoutMs: 300 } }));
+const client = suite.client;
 
 const owner: Owner = { level: 'scan', project: 'DEMO', experiment: 'XNAT_E00001', scan: '4' };
 const file = (n: number): FileRef => ({ owner, resource: 'DICOM', path: `SUBJ01_MR1.MR.4.${String(n).padStart(4, '0')}.dcm`, size: 1, digest: '' });
-const hangFiles = (): void => emu.injectFaults({ match: /\.dcm$/, method: 'GET', count: 1000, kind: 'hang' });
-const sentFiles = (): number => emu.requests().filter((r) => r.url.endsWith('.dcm')).length;
+const hangFiles = (): void => suite.emu.injectFaults({ match: /\.dcm$/, method: 'GET', count: 1000, kind: 'hang' });
+const sentFiles = (): number => suite.emu.requests().filter((r) => r.url.endsWith('.dcm')).length;
 
 /** How long `p` took to settle, and its error. */
 async function timed(p: Promise<unknown>): Promise<{ ms: number; err: unknown }> {
@@ -75,7 +52,7 @@ describe('a server that does not answer', () => {
   it('drops queued prefetches once nothing was answered for a whole headers timeout, and refuses new ones', async () => {
     const c = await client({ maxConcurrency: 4 });
     hangFiles();
-    emu.resetRequests();
+    suite.emu.resetRequests();
     const t0 = performance.now();
     const all = await Promise.all(Array.from({ length: 10 }, (_, i) => timed(c.readFile(file(i + 1), { background: true }))));
     const ms = performance.now() - t0;
@@ -88,7 +65,7 @@ describe('a server that does not answer', () => {
     expect((later.err as XnatError).message).toMatch(/has answered no request for 0\.5 s.*prefetch of GET .* skipped/);
     expect(sentFiles()).toBe(3);
     // A read a program waits for is still sent; once XNAT answers, prefetches go again.
-    emu.clearFaults();
+    suite.emu.clearFaults();
     const ok = await c.readFile(file(1));
     ok.body.resume();
     const pre = await c.readFile(file(2), { background: true });
@@ -138,7 +115,7 @@ describe('a server that does not answer', () => {
   it('counts the wait for a connection slot toward the headers timeout', async () => {
     const c = await client({ maxConcurrency: 2 });
     hangFiles();
-    emu.resetRequests();
+    suite.emu.resetRequests();
     const t0 = performance.now();
     const all = await Promise.all(Array.from({ length: 6 }, (_, i) => timed(c.readFile(file(i + 1)))));
     // Without it, three rounds of 0.5 s (each request's clock starting only once it is sent).
@@ -151,11 +128,11 @@ describe('a server that does not answer', () => {
 
   it('bounds the logout at close, and does not wait for requests left unanswered', async () => {
     const c = await createXnatClient({
-      baseUrl: emu.url,
+      baseUrl: suite.emu.url,
       credentials: { kind: 'password', user: 'demo', password: 'demo', userSource: 'option', passwordSource: 'option' },
       timeouts: { headersMs: 20_000, logoutMs: 300 },
     });
-    emu.injectFaults({ match: /./, count: 1000, kind: 'hang' });
+    suite.emu.injectFaults({ match: /./, count: 1000, kind: 'hang' });
     const listing = timed(c.listProjects());
     await new Promise((r) => setTimeout(r, 50));
     const closing = await timed(c.close());
@@ -165,7 +142,7 @@ describe('a server that does not answer', () => {
     const l = await listing;
     expect(l.err).toBeTruthy();
     expect(l.ms).toBeLessThan(3_000);
-    expect(emu.requests().some((r) => r.method === 'DELETE' && r.url === '/data/JSESSION')).toBe(true);
+    expect(suite.emu.requests().some((r) => r.method === 'DELETE' && r.url === '/data/JSESSION')).toBe(true);
   });
 });
 
@@ -197,7 +174,7 @@ describe('reading through the fs layer while the server hangs (the QA report)', 
       // Before: five attempts, each queued behind the prefetches' own timeouts.
       expect(ms).toBeLessThan(BOUND_MS);
       // The server answers again: so does the mount.
-      emu.clearFaults();
+      suite.emu.clearFaults();
       const fd = await fs.ops.open!(path, constants.O_RDONLY);
       const n = await fs.ops.read!(path, fd, Buffer.alloc(1 << 20), 1 << 20, 0);
       expect(n).toBeGreaterThan(0);
