@@ -4,19 +4,23 @@
 // resource labels can hold characters a path component can't: "/" (never inside a listed
 // file name, since it separates folders, but possible in principle in a label) and the names
 // "." and "..". Everything else — spaces, "#", "%", "+", non-ASCII — is shown as is.
-//   "/"                          → "%2F"
-//   "%" followed by two hex digits → "%25" (so "%2F" in a real name stays distinguishable)
-//   a whole name "." or ".."     → "%2E" / "%2E%2E"
-// Names with none of these (nearly all) are unchanged; `unescapeName(escapeName(x)) === x`.
+//   "/"                              → "%2F"
+//   "%" before "2F" or "25" (any case) → "%25", so those stay distinguishable
+//   a whole name ".", ".." or ""     → "%2E", "%2E%2E", "%00" (and a real name spelled like
+//                                       one of these has its first "%" escaped)
+// Nothing else is an escape: "report%20final.txt" means itself both ways, so a file copied in
+// under such a name is listed under the same name. `unescapeName(escapeName(x)) === x`.
 
-const HEX_AFTER_PERCENT = /%(?=[0-9A-Fa-f]{2})/g;
+const PERCENT_BEFORE_ESCAPE = /%(?=2F|25)/gi;
+const WHOLE_NAME_ESCAPES = new Set(['%2E', '%2E%2E', '%00']);
 
 export function escapeName(name: string): string {
   if (name === '.') return '%2E';
   if (name === '..') return '%2E%2E';
   if (name === '') return '%00';
   if (!name.includes('%') && !name.includes('/')) return name;
-  return name.replace(HEX_AFTER_PERCENT, '%25').replace(/\//g, '%2F');
+  const escaped = name.replace(PERCENT_BEFORE_ESCAPE, '%25').replace(/\//g, '%2F');
+  return WHOLE_NAME_ESCAPES.has(escaped) ? `%25${escaped.slice(1)}` : escaped;
 }
 
 export function unescapeName(component: string): string {

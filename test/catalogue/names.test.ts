@@ -3,7 +3,7 @@ import { escapeName, scanFolderName, unescapeName } from '../../src/catalogue/na
 
 describe('escapeName / unescapeName', () => {
   const names = ['plain.dcm', 'notes with spaces.txt', 'hash#1.txt', '100%.txt', 'a+b.txt', 'ünïcode-日本.txt',
-    'a/b', '%2F', '%25', '100%25', '.', '..', '', '%2E', '%2E%2E', '...', 'x%zz', '%'];
+    'a/b', '%2F', '%25', '100%25', '.', '..', '', '%2E', '%2E%2E', '...', 'x%zz', '%', 'report%20final.txt', 'x%41y', 'a%2fb', '%00', 'a%2Eb'];
   it.each(names)('round-trips %j', (name) => {
     const escaped = escapeName(name);
     expect(escaped).not.toContain('/');
@@ -12,6 +12,12 @@ describe('escapeName / unescapeName', () => {
   });
   it('leaves ordinary awkward names as they are', () => {
     for (const n of ['notes with spaces.txt', 'hash#1.txt', '100%.txt', 'a+b.txt', 'ünïcode-日本.txt']) expect(escapeName(n)).toBe(n);
+  });
+  it('shows a name with other %XX sequences as it is, so a file copied in keeps its name', () => {
+    for (const n of ['report%20final.txt', 'x%41y.txt', '50%OFF', '%7E']) {
+      expect(escapeName(n)).toBe(n);
+      expect(unescapeName(n)).toBe(n);
+    }
   });
   it('gives distinct escapes to distinct names', () => {
     const escaped = new Set(names.map(escapeName));

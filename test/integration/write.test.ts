@@ -60,6 +60,22 @@ requireFuse()('writing through the mount', () => {
     expect((await run('cmp', [big, at(`${res}/files/big.nii`)], { timeout: 120_000 })).code).toBe(0);
   });
 
+  it("a name with %XX (a web download's 'report%20final.txt') is listed, read and replaced under the name it was written with", async () => {
+    const res = `${EXP}/resources/PCT`;
+    expect((await run('mkdir', [at(res)])).code).toBe(0);
+    const src = join(tmp.path, 'report%20final.txt');
+    await writeFile(src, 'first\n');
+    expect((await run('cp', [src, at(`${res}/files/`)])).code).toBe(0);
+    await writeFile(src, 'second\n');
+    const again = await run('cp', [src, at(`${res}/files/`)]);
+    expect(again.stderr).toBe('');
+    expect(again.code).toBe(0);
+    expect(await readFile(stored('PCT', 'report%20final.txt')!, 'utf8')).toBe('second\n');
+    // Listed again from XNAT after the upload: the same name, not 'report%2520final.txt'.
+    expect((await run('ls', [at(`${res}/files`)])).stdout).toBe('report%20final.txt\n');
+    expect(await readFile(at(`${res}/files/report%20final.txt`), 'utf8')).toBe('second\n');
+  });
+
   it('df sees a large, free volume on a read-write mount (statfs is registered)', async () => {
     const st = await run('stat', ['-f', '-c', '%b %a %S', x.mp]);
     expect(st.code, st.stderr).toBe(0);
