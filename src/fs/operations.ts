@@ -53,7 +53,8 @@ export interface UnfinishedWrite {
 }
 
 export function createOperations(ctx: WriteContext): XnatFs {
-  const read = createReadOperations(ctx);
+  // `held`: versions open for reading; a change made here ends their hold (open-versions.ts).
+  const { held, ...read } = createReadOperations(ctx);
   const overlay = new WriteOverlay();
   const spoolHandles = new Map<number, { file: PendingFile; writable: boolean }>();
   let nextFd = SPOOL_FD_BASE;
@@ -101,6 +102,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
       appending: !lazyFromServer, appendEnd: 0, writing: 0, streaming: null,
     };
     overlay.addFile(f);
+    held.forget(path);
     return f;
   }
 
@@ -597,6 +599,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
         throw toFsError(err, `rm ${path}`);
       }
       ctx.catalogue.forgetFile(node.owner, node.resource, node.components);
+      held.forget(path);
       keepEmptyParents(path, { owner: node.owner, resourceLabel: node.resource.label, components: node.components });
     },
 
@@ -650,6 +653,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
       f.target = target;
       f.overwrite = true;
       overlay.addFile(f);
+      held.forget(dest);
       // Whatever XNAT holds under the old name (the original, or an upload of it that landed) goes.
       ctx.catalogue.invalidateFiles(srcTarget.owner);
       const old = await serverNode(src);

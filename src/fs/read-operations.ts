@@ -8,6 +8,7 @@ import { isDir, ownerKey } from '../catalogue/catalogue.js';
 import type { ContentStore, FolderContext } from '../content/content-store.js';
 import type { FileRef } from '../xnat/types.js';
 import { FsError, toFsError } from './errors.js';
+import { OpenVersions } from './open-versions.js';
 import type { FsOps, MaybePromise, Stat, StatFs } from './types.js';
 
 // O_ACCMODE is not exported by node:fs; it is 3 on Linux and macOS.
@@ -72,9 +73,28 @@ export async function resolveDir(ctx: FsContext, path: string): Promise<DirNode>
   return node;
 }
 
-export function createReadOperations(ctx: FsContext): Required<Pick<FsOps, 'getattr' | 'readdir' | 'open' | 'read' | 'release' | 'statfs'>> {
+export type ReadOperations = Required<Pick<FsOps, 'getattr' | 'readdir' | 'open' | 'read' | 'release' | 'statfs'>> & {
+  /** Versions held by open read handles (see open-versions.ts). */
+  held: OpenVersions<Node>;
+};
+
+export function createReadOperations(ctx: FsContext): ReadOperations {
+  const held = new OpenVersions<Node>();
+  /** Open `node` for reading and hold its version while the handle is open. */
+  const openHeld = (node: Node, path: string, flags: number): MaybePromise<number> => {
+    const fd = openNode(ctx, node, path, flags);
+    const hold = (n: number): number => {
+      held.add(path, node, statOf(ctx, node), n);
+      return n;
+    };
+    return fd instanceof Promise ? fd.then(hold) : hold(fd);
+  };
   return {
+    held,
+
     getattr(path) {
+      const h = held.get(path);
+      if (h) return h.stat;
       // A path resolved before (the lookup after a listing, a stat after open) costs no promise.
       const known = ctx.catalogue.peekResolved(path);
       return known ? statOf(ctx, known) : resolveNode(ctx, path).then((node) => statOf(ctx, node));
@@ -99,10 +119,10 @@ export function createReadOperations(ctx: FsContext): Required<Pick<FsOps, 'geta
     },
 
     open(path, flags) {
-      const known = ctx.catalogue.peekResolved(path);
-      if (!known) return resolveNode(ctx, path).then((node) => openNode(ctx, node, path, flags));
+      const known = held.get(path)?.node ?? ctx.catalogue.peekResolved(path);
+      if (!known) return resolveNode(ctx, path).then((node) => openHeld(node, path, flags));
       try {
-        return openNode(ctx, known, path, flags);
+        return openHeld(known, path, flags);
       } catch (err) {
         return Promise.reject(err);
       }
@@ -119,6 +139,7 @@ export function createReadOperations(ctx: FsContext): Required<Pick<FsOps, 'geta
     },
 
     release(_path, fd) {
+      held.release(fd);
       return ctx.content.release(fd);
     },
 

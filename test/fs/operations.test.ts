@@ -380,6 +380,33 @@ describe('fs operations over an in-memory XNAT', () => {
     expect(await readdir(fs.spoolDir)).toEqual([]);
   });
 
+  it('an open file keeps the version it was opened on while XNAT replaces or deletes it (close-to-open)', async () => {
+    const owner = { level: 'experiment', project: 'P1', experiment: 'XNAT_E00001' } as const;
+    const path = `${E}/resources/NOTES/files/sub dir/a#b.txt`;
+    const readAll = async (fd: number): Promise<string> => {
+      const buf = Buffer.alloc(64);
+      const n = await fs.ops.read!(path, fd, buf, 64, 0);
+      return buf.subarray(0, n).toString();
+    };
+    const fd = await fs.ops.open!(path, constants.O_RDONLY);
+    expect(await readAll(fd)).toBe('hello');
+    // Replaced elsewhere by a shorter file, and the listing read again (its TTL ran out).
+    x.addFile(owner, 'NOTES', 'sub dir/a#b.txt', Buffer.from('hi'));
+    fs.catalogue.invalidateFiles(owner);
+    expect((await fs.ops.getattr!(path)).size).toBe(5);
+    const second = await fs.ops.open!(path, constants.O_RDONLY);
+    expect(await readAll(second)).toBe('hello');
+    await fs.ops.release!(path, second);
+    // Deleted elsewhere: still there for the open handle.
+    await x.deleteFile(owner, 'NOTES', 'sub dir/a#b.txt');
+    fs.catalogue.invalidateFiles(owner);
+    expect((await fs.ops.getattr!(path)).size).toBe(5);
+    expect(await readAll(fd)).toBe('hello');
+    await fs.ops.release!(path, fd);
+    // Every handle closed: the next look sees XNAT as it is now.
+    expect(await errno(fs.ops.getattr!(path))).toBe('ENOENT');
+  });
+
   it('at unmount, an upload that never succeeds is reported with its spool file, which is kept', async () => {
     const path = await writeRefused('kept.nii', 'do not lose me');
     const left = await fs.shutdown(300);
