@@ -6,7 +6,8 @@ import { join, resolve } from 'node:path';
 import createDebug from 'debug';
 import { createStack, type StackOptions, type XnatFsStack } from '../fs/stack.js';
 import { mountFuse, type FuseMount } from '../fs/fuse-adapter.js';
-import { readFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { access, mkdir, readFile } from 'node:fs/promises';
 import { prepareMountpoint, whatIsMounted } from '../fs/mountpoint.js';
 import { createXnatClient, normalizeBaseUrl, type XnatClientOptions } from '../xnat/client.js';
 import type { XnatApi } from '../xnat/types.js';
@@ -271,11 +272,27 @@ async function checkAllowOther(): Promise<void> {
   }
 }
 
+/**
+ * The cache folder must be writable (on HPC nodes $HOME may be read-only or absent): say which
+ * folder it is and how to choose another, rather than a bare "EACCES: mkdir …".
+ */
+async function checkCacheDir(dir: string): Promise<void> {
+  try {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    await access(dir, constants.W_OK | constants.X_OK);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? String(err);
+    throw new Error(`cannot use the cache folder ${dir} (${code}): choose a writable one with --cache-dir DIR, or set XDG_CACHE_HOME`, { cause: err });
+  }
+}
+
 export async function runMountCommand(argv: string[]): Promise<number> {
   const settings = parseMountArgs(argv);
   if (settings.urlNote) console.error(`xnatfs: ${settings.urlNote}`);
-  // Before logging in: a wrong mount point is reported without asking for a password first.
+  // Before logging in: a wrong mount point or cache folder is reported without asking for a
+  // password first.
   await prepareMountpoint(settings.mountpoint);
+  await checkCacheDir(settings.stack.cacheDir);
   if (settings.allowOther) await checkAllowOther();
   const m = await startMount(settings);
   console.error(`xnatfs: mounted ${m.client.baseUrl} at ${m.mountpoint}${settings.stack.readOnly ? ' (read-only)' : ''}; Ctrl-C or \`xnatfs unmount ${m.mountpoint}\` to unmount`);

@@ -453,6 +453,15 @@ requireFuse()('xnatfs command line (dist/cli/main.js)', () => {
     await run('rm', [join(mp.path, 'data.txt')]);
   });
 
+  it('a cache folder that cannot be made: one line naming it and --cache-dir, before any login', async () => {
+    const blocked = join(work.path, 'a-file');
+    await writeFile(blocked, 'x');
+    const r = await xnatfs(['mount', emulator.url, mp.path, '--cache-dir', join(blocked, 'cache')]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(new RegExp(`^xnatfs: cannot use the cache folder ${blocked}/cache/\\S+ \\(ENOTDIR\\): choose a writable one with --cache-dir DIR, or set XDG_CACHE_HOME\n$`));
+    expect(await fuseMountsUnder(mp.path)).toEqual([]);
+  });
+
   // ── 6. an unprivileged user ─────────────────────────────────────────────────────────────
 
   const isRoot = process.getuid?.() === 0;
