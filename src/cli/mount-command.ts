@@ -30,7 +30,8 @@ Options:
   --jsession ID          reuse a browser session's JSESSIONID (prefer XNAT_JSESSION: argv is public)
   --read-only            mount ro: every write gets EROFS and nothing is uploaded (uploads left by
                          an earlier mount wait for a read-write one); reads a little faster
-  --cache-dir DIR        downloaded files and upload spool (default ~/.cache/xnatfs, mode 0700)
+  --cache-dir DIR        downloaded files and upload spool, mode 0700 (default
+                         $XDG_CACHE_HOME/xnatfs, else ~/.cache/xnatfs)
   --cache-size SIZE      disk cache bound, e.g. 20G (default 10G)
   --ttl SECONDS          how long listings are trusted (default 600; the archive rarely changes);
                          0: none is reused, every listing asks XNAT again (much slower: each
