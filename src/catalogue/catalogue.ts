@@ -82,6 +82,8 @@ export class Catalogue {
   private readonly keepResolved: boolean;
   /** Bumped by every invalidation, so a walk that started before it stores nothing stale. */
   private resolvedGeneration = 0;
+  /** Scans (project:experiment:scan) whose files changed through this mount since their bulk listing. */
+  private readonly changedScans = new Set<string>();
   /** Subjects and experiments entered one after another (find, du, cp -r): read ahead. */
   private readonly walk = new WalkAhead();
 
@@ -193,7 +195,7 @@ export class Catalogue {
   /** The file tree of one resource. Scan resources come from one bulk listing per experiment. */
   fileTree(owner: Owner, resource: Resource): Promise<TreeDir> {
     return this.listings.get(`files:${ownerKey(owner)}:${resource.id}`, async () => {
-      if (owner.level === 'scan') {
+      if (owner.level === 'scan' && !this.changedScans.has(scanKey(owner))) {
         const bulk = await this.scanFilesOf(owner.project, owner.experiment);
         const mine = bulk?.get(`${owner.scan}\n${resource.label}`);
         // Nothing in the bulk listing for a resource that says it has files: ask the resource.
@@ -215,6 +217,8 @@ export class Catalogue {
   private scanFilesOf(project: string, experiment: string): Promise<Map<string, FileEntry[]> | null> {
     return this.listings.get(`scanfiles:${project}:${experiment}`, async () => {
       let all: Array<FileEntry & { scan: string }>;
+      const prefix = `${project}:${experiment}:`;
+      for (const k of this.changedScans) if (k.startsWith(prefix)) this.changedScans.delete(k);
       try {
         all = await this.client.listAllScanFiles(project, experiment);
       } catch (err) {
@@ -309,8 +313,33 @@ export class Catalogue {
   invalidateFiles(owner: Owner, resource?: Resource): void {
     if (resource) this.listings.invalidate(`files:${ownerKey(owner)}:${resource.id}`);
     else this.listings.invalidate(`files:${ownerKey(owner)}:`, true);
-    if (owner.level === 'scan') this.listings.invalidate(`scanfiles:${owner.project}:${owner.experiment}`);
+    this.markScanChanged(owner);
     this.invalidateResources(owner);
+  }
+
+  /**
+   * After our own upload into `resourceLabel`: only that resource's files are listed again. The
+   * resource list is kept when it already has the resource (an upload changes only its counts),
+   * and a scan's files no longer come from the experiment's bulk listing: re-reading that
+   * (every scan file of the session, 26 MB for 100,000 files) after each file copied into a scan
+   * resource made `cp` of 100 files ten times slower there than into an experiment resource.
+   */
+  noteUploaded(owner: Owner, resourceLabel: string): void {
+    const known = this.listings.peek<Resource[]>(`resources:${ownerKey(owner)}`)?.find((r) => r.label === resourceLabel);
+    if (!known) return this.invalidateFiles(owner);
+    this.listings.invalidate(`files:${ownerKey(owner)}:${known.id}`);
+    this.markScanChanged(owner);
+    this.forgetResolved();
+  }
+
+  /** A scan changed by our writes lists its resources' files on its own until the bulk is re-read. */
+  private markScanChanged(owner: Owner): void {
+    if (owner.level !== 'scan') return;
+    if (this.changedScans.size >= 10_000) {
+      this.listings.invalidate('scanfiles:', true);
+      this.changedScans.clear();
+    }
+    this.changedScans.add(scanKey(owner));
   }
 
   // ---- path resolution ----
@@ -507,4 +536,8 @@ function byLabelOrId<T extends { label: string; id: string }>(list: readonly T[]
 
 export function isDir(node: Node): node is DirNode {
   return node.kind !== 'file';
+}
+
+function scanKey(owner: Owner & { level: 'scan' }): string {
+  return `${owner.project}:${owner.experiment}:${owner.scan}`;
 }

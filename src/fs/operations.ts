@@ -692,7 +692,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
     ops: ctx.readOnly ? read : ops,
     overlay,
     onUploaded(job) {
-      ctx.catalogue.invalidateFiles(job.owner);
+      ctx.catalogue.noteUploaded(job.owner, job.resource);
     },
     async finishWrites(deadline) {
       unmounting = true;

@@ -380,6 +380,23 @@ describe('fs operations over an in-memory XNAT', () => {
     expect(await readdir(fs.spoolDir)).toEqual([]);
   });
 
+  it("files copied one after another into a scan resource cost a PUT and that resource's listing each, not the session's bulk listing", async () => {
+    const dir = `${E}/scans/4-Ax_3D_T1/resources/NIFTI`;
+    await fs.ops.mkdir!(dir, 0o755);
+    await writeFile(`${dir}/files/run-0.nii`, Buffer.from('0'));
+    x.calls.length = 0;
+    for (let i = 1; i <= 4; i++) {
+      // cp looks the destination up first, then writes it.
+      await errno(fs.ops.getattr!(`${dir}/files/run-${i}.nii`));
+      await writeFile(`${dir}/files/run-${i}.nii`, Buffer.from(String(i)));
+    }
+    const listings = x.calls.filter((c) => !c.startsWith('upload'));
+    expect(listings.filter((c) => c.startsWith('scanfiles') || c.startsWith('resources') || c.startsWith('allresources'))).toEqual([]);
+    expect(listings.length).toBeLessThanOrEqual(4);
+    expect((await fs.ops.readdir!(`${dir}/files`)).names.sort()).toEqual(['.', '..', ...[0, 1, 2, 3, 4].map((i) => `run-${i}.nii`)]);
+    expect(await readFile(`${dir}/files/run-3.nii`)).toEqual(Buffer.from('3'));
+  });
+
   it('an open file keeps the version it was opened on while XNAT replaces or deletes it (close-to-open)', async () => {
     const owner = { level: 'experiment', project: 'P1', experiment: 'XNAT_E00001' } as const;
     const path = `${E}/resources/NOTES/files/sub dir/a#b.txt`;
