@@ -1,7 +1,7 @@
 // `xnatfs unmount MOUNTPOINT`: detach the mount; the mounting process notices, finishes pending
 // uploads and exits. Only xnatfs mounts are touched: as root, fusermount -u would unmount anything.
 import { stat } from 'node:fs/promises';
-import { canonicalMountpoint, isXnatfsMount, mountAt, unmountPath } from '../fs/mountpoint.js';
+import { canonicalMountpoint, fuseOwner, isXnatfsMount, mountAt, unmountPath } from '../fs/mountpoint.js';
 import { UsageError } from './args.js';
 
 export const UNMOUNT_HELP = `Usage: xnatfs unmount MOUNTPOINT
@@ -27,6 +27,12 @@ export async function runUnmountCommand(argv: string[]): Promise<number> {
   }
   if (!isXnatfsMount(m)) {
     console.error(`xnatfs: ${abs} is a ${m.fsType} mount, not one made by xnatfs: refusing to unmount it (use umount if you mean it)`);
+    return 1;
+  }
+  const owner = fuseOwner(m);
+  const me = process.getuid?.();
+  if (me !== undefined && me !== 0 && owner !== null && owner !== me) {
+    console.error(`xnatfs: ${abs} was mounted by another user (uid ${owner}): only that user or root can unmount it`);
     return 1;
   }
   await unmountPath(abs);

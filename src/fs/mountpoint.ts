@@ -19,6 +19,8 @@ export interface MountInfo {
   options: string;
   fsType: string;
   source: string;
+  /** Per-superblock options (for FUSE: user_id=N,group_id=N of the mounting user). */
+  superOptions: string;
 }
 
 // mountinfo escapes space, tab, newline and backslash as \ooo.
@@ -33,7 +35,7 @@ export async function readMountinfo(): Promise<MountInfo[]> {
     if (!line) continue;
     const [pre, post = ''] = line.split(' - ');
     const f = pre.split(' ');
-    const [fsType = '', source = ''] = post.split(' ');
+    const [fsType = '', source = '', superOptions = ''] = post.split(' ');
     mounts.push({
       mountId: Number(f[0]),
       parentId: Number(f[1]),
@@ -43,6 +45,7 @@ export async function readMountinfo(): Promise<MountInfo[]> {
       options: f[5] ?? '',
       fsType,
       source: unescapeOctal(source),
+      superOptions,
     });
   }
   return mounts;
@@ -70,6 +73,12 @@ export async function isMounted(path: string): Promise<boolean> {
 /** The mount on top at `abs` (canonical), or null. Later lines of mountinfo are mounted later. */
 export async function mountAt(abs: string): Promise<MountInfo | null> {
   return (await readMountinfo()).filter((m) => m.mountPoint === abs).pop() ?? null;
+}
+
+/** The uid that made a FUSE mount (its user_id= option), or null. */
+export function fuseOwner(m: MountInfo): number | null {
+  const id = /(?:^|,)user_id=(\d+)(?:,|$)/.exec(m.superOptions);
+  return id ? Number(id[1]) : null;
 }
 
 /**
