@@ -30,7 +30,7 @@ export class Slots {
 
   constructor(
     readonly max: number,
-    /** At most this many slots go to background requests. */
+    /** Background requests start only while fewer than this many slots are taken (by anything). */
     readonly maxBackground: number,
   ) {}
 
