@@ -40,6 +40,8 @@ export function toFsError(err: unknown, what: string): FsError {
         return new FsError('EIO', `${what}: ${err.message}`, { cause: err });
     }
   }
+  // A handle already let go (a read racing the unmount): the kernel's own errno, not a failure to report.
+  if ((err as NodeJS.ErrnoException | null)?.code === 'EBADF') return new FsError('EBADF', `${what}: ${(err as Error).message}`, { cause: err });
   return new FsError('EIO', `${what}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
 }
 

@@ -397,6 +397,11 @@ describe('fs operations over an in-memory XNAT', () => {
     expect(await readFile(`${dir}/files/run-3.nii`)).toEqual(Buffer.from('3'));
   });
 
+  it('a read on a handle already let go (racing the unmount) is EBADF, not an EIO to report', async () => {
+    const path = `${E}/resources/NOTES/files/sub dir/a#b.txt`;
+    expect(await errno(fs.ops.read!(path, 99_999, Buffer.alloc(8), 8, 0))).toBe('EBADF');
+  });
+
   it('an open file keeps the version it was opened on while XNAT replaces or deletes it (close-to-open)', async () => {
     const owner = { level: 'experiment', project: 'P1', experiment: 'XNAT_E00001' } as const;
     const path = `${E}/resources/NOTES/files/sub dir/a#b.txt`;
