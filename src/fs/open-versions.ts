@@ -5,12 +5,9 @@
 // without an error, or ENOENT in the middle of a read. Close-to-open, as NFS: the next open after
 // every handle is closed sees XNAT's current version. Changes made through this mount (a write,
 // rm, mv) end the hold at once.
-import type { Stat } from './types.js';
-
 interface Held<N> {
   path: string;
   node: N;
-  stat: Stat;
   handles: number;
 }
 
@@ -19,15 +16,15 @@ export class OpenVersions<N> {
   private readonly byFd = new Map<number, Held<N>>();
 
   /** The version held open at `path`, if any. */
-  get(path: string): { node: N; stat: Stat } | undefined {
+  get(path: string): { node: N } | undefined {
     return this.byPath.get(path);
   }
 
   /** A read handle `fd` was opened on `node` at `path`. */
-  add(path: string, node: N, stat: Stat, fd: number): void {
+  add(path: string, node: N, fd: number): void {
     let h = this.byPath.get(path);
     if (!h) {
-      h = { path, node, stat, handles: 0 };
+      h = { path, node, handles: 0 };
       this.byPath.set(path, h);
     }
     h.handles++;

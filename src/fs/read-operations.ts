@@ -83,18 +83,21 @@ export function createReadOperations(ctx: FsContext): ReadOperations {
   /** Open `node` for reading and hold its version while the handle is open. */
   const openHeld = (node: Node, path: string, flags: number): MaybePromise<number> => {
     const fd = openNode(ctx, node, path, flags);
-    const hold = (n: number): number => {
-      held.add(path, node, statOf(ctx, node), n);
-      return n;
-    };
-    return fd instanceof Promise ? fd.then(hold) : hold(fd);
+    if (fd instanceof Promise) {
+      return fd.then((n) => {
+        held.add(path, node, n);
+        return n;
+      });
+    }
+    held.add(path, node, fd);
+    return fd;
   };
   return {
     held,
 
     getattr(path) {
       const h = held.get(path);
-      if (h) return h.stat;
+      if (h) return statOf(ctx, h.node);
       // A path resolved before (the lookup after a listing, a stat after open) costs no promise.
       const known = ctx.catalogue.peekResolved(path);
       return known ? statOf(ctx, known) : resolveNode(ctx, path).then((node) => statOf(ctx, node));
