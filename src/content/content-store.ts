@@ -7,6 +7,7 @@
 import { createHash } from 'node:crypto';
 import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
+import { buffer } from 'node:stream/consumers';
 import createDebug from 'debug';
 import { LRUCache } from 'lru-cache';
 import pLimit, { type LimitFunction } from 'p-limit';
@@ -364,7 +365,7 @@ export class ContentStore {
           size: ref.size,
           resolve: (m) => {
             if (Buffer.isBuffer(m)) this.acceptMember(key, ref, arrival, m);
-            else void wholeStream(m).then((b) => this.acceptMember(key, ref, arrival, b), (err: unknown) => this.missedMember(key, ref, arrival, err as Error));
+            else void buffer(m).then((b) => this.acceptMember(key, ref, arrival, b), (err: unknown) => this.missedMember(key, ref, arrival, err as Error));
           },
           reject: (err) => this.missedMember(key, ref, arrival, err),
         });
@@ -488,10 +489,4 @@ export class ContentStore {
       await unlink(active.download.path).catch(() => undefined);
     }
   }
-}
-
-async function wholeStream(stream: Readable): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  for await (const chunk of stream as AsyncIterable<Buffer>) parts.push(chunk);
-  return Buffer.concat(parts);
 }
