@@ -25,23 +25,31 @@ export async function buildFileTree(entries: readonly FileEntry[]): Promise<Tree
   for (const entry of entries) {
     // A session of 100,000 files must not hold every FUSE callback for 0.2 s.
     if (++n % ENTRIES_PER_TURN === 0) await new Promise((resolve) => setImmediate(resolve));
-    const parts = entry.path.split('/').filter((p) => p !== '');
-    if (parts.length === 0) continue;
-    let dir = root;
-    dir.totalSize += entry.size;
-    for (let i = 0; i < parts.length - 1; i++) {
-      const name = escapeName(parts[i]!);
-      let next = dir.dirs.get(name);
-      if (!next) {
-        next = newDir();
-        dir.dirs.set(name, next);
-      }
-      next.totalSize += entry.size;
-      dir = next;
-    }
-    dir.files.set(escapeName(parts[parts.length - 1]!), entry);
+    putInTree(root, entry);
   }
   return root;
+}
+
+/** Add a file, or replace the one at its path, keeping every folder's total size right. */
+export function putInTree(root: TreeDir, entry: FileEntry): void {
+  const parts = entry.path.split('/').filter((p) => p !== '');
+  if (parts.length === 0) return;
+  const folders = [root];
+  let dir = root;
+  for (let i = 0; i < parts.length - 1; i++) {
+    const name = escapeName(parts[i]!);
+    let next = dir.dirs.get(name);
+    if (!next) {
+      next = newDir();
+      dir.dirs.set(name, next);
+    }
+    dir = next;
+    folders.push(dir);
+  }
+  const name = escapeName(parts[parts.length - 1]!);
+  const delta = entry.size - (dir.files.get(name)?.size ?? 0);
+  for (const f of folders) f.totalSize += delta;
+  dir.files.set(name, entry);
 }
 
 /** Walk escaped path components; returns the folder, the file, or null. */

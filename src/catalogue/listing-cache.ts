@@ -80,6 +80,12 @@ export class ListingCache {
     for (const key of [...this.cache.keys()]) if (hit(key)) this.cache.delete(key);
   }
 
+  /** Loads of `key` under way go stale (they may predate a change already applied to the cached value). */
+  staleLoads(key: string): void {
+    const entry = this.inFlight.get(key);
+    if (entry) entry.stale = true;
+  }
+
   clear(): void {
     for (const entry of this.inFlight.values()) entry.stale = true;
     this.cache.clear();

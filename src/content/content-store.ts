@@ -67,6 +67,8 @@ interface Active {
   refs: number;
   /** Cached under this key once complete (false: too large for the cache, delete when unused). */
   committed: boolean | null;
+  /** Of a version our own upload replaced meanwhile (forget()): not kept once complete. */
+  superseded?: boolean;
 }
 
 /** Bound on the remembered cache keys (~250 bytes each). */
@@ -201,6 +203,25 @@ export class ContentStore {
     active.refs++;
     this.handles.set(fd, { kind: 'download', key, active });
     return fd;
+  }
+
+  /**
+   * Our own upload replaced `ref` on XNAT: drop the bytes kept for it. Needed when XNAT lists no
+   * digests, where the old and new version of a file of the same size share a cache key.
+   * Handles open on it keep reading the old version (close-to-open).
+   */
+  forget(ref: FileRef): void {
+    const key = this.keyOf(ref);
+    this.memory.delete(key);
+    this.writeBehind.drop(key);
+    this.options.cache.remove(key);
+    // Transfers of the old version under way finish for their readers but are not kept.
+    this.incoming.delete(key);
+    const active = this.active.get(key);
+    if (active) {
+      active.superseded = true;
+      this.active.delete(key);
+    }
   }
 
   /** Bytes read into `buf`; at once (no promise) from memory. */
@@ -404,9 +425,12 @@ export class ContentStore {
       if (actual !== ref.digest.toLowerCase()) problem = `MD5 ${actual} differs from XNAT's listed digest ${ref.digest}`;
     }
     if (problem) return this.missedMember(key, ref, arrival, new XnatError('protocol', `${ref.path}: ${problem}`));
-    this.memory.set(key, data);
-    this.writeBehind.add(key, data);
-    this.incoming.delete(key);
+    // Not kept when forget() took it out of `incoming`: the version it belongs to was replaced.
+    if (this.incoming.get(key) === arrival) {
+      this.memory.set(key, data);
+      this.writeBehind.add(key, data);
+      this.incoming.delete(key);
+    }
     arrival.deliver(data);
   }
 
@@ -468,12 +492,17 @@ export class ContentStore {
         await download.closeHandles();
         return;
       }
-      if (download.received <= SMALL_FILE_BYTES) {
+      if (download.received <= SMALL_FILE_BYTES && !active.superseded) {
         const bytes = download.bytes();
         // A copy: a received chunk may be a view into a larger network buffer.
         if (bytes) this.memory.set(key, Buffer.from(bytes));
       }
-      active.committed = await this.options.cache.commit(key, path, download.written).catch(() => false);
+      active.committed = active.superseded ? false : await this.options.cache.commit(key, path, download.written).catch(() => false);
+      // forget() during the commit's rename: take it out again.
+      if (active.superseded && active.committed) {
+        this.options.cache.remove(key);
+        active.committed = false;
+      }
       if (active.committed) download.path = this.options.cache.objectPath(key);
       if (active.committed && this.active.get(key) === active) this.active.delete(key);
       await this.maybeDiscard(key, active);

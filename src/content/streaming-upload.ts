@@ -49,6 +49,11 @@ export class StreamingUpload {
     this.result.catch(() => undefined); // observed through finish()
   }
 
+  /** The size sent, once finish() was called. */
+  get finalSize(): number | null {
+    return this.final;
+  }
+
   /** Writes have completed up to `size`. */
   grow(size: number): void {
     if (size <= this.available) return;

@@ -4,7 +4,7 @@ import { readdir, readFile, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import createDebug from 'debug';
 import pLimit, { type LimitFunction } from 'p-limit';
-import type { Owner, XnatApi } from '../xnat/types.js';
+import type { FileRef, Owner, XnatApi } from '../xnat/types.js';
 import { XnatError } from '../xnat/types.js';
 import { DEFAULT_STREAMING_LIMITS, StreamingUpload, type StreamingLimits } from './streaming-upload.js';
 
@@ -21,6 +21,8 @@ export interface UploadJob {
   overwrite: boolean;
   /** Mount path, for messages. */
   displayPath: string;
+  /** The file this upload replaces on XNAT, as listed before: its cached bytes are dropped then. */
+  replaces?: FileRef;
 }
 
 interface Retry {
@@ -96,7 +98,8 @@ export class Uploader {
     const done = upload.result.then(
       () => {
         this.uploads++;
-        this.onUploaded(job);
+        // The job was made when the upload started; the size is known now.
+        this.onUploaded({ ...job, size: upload.finalSize ?? job.size });
       },
       (err: unknown) => {
         log('streaming upload of %s ended: %s', job.displayPath, messageOf(err));

@@ -26,6 +26,8 @@ export class WriteBehind {
   private wakeTimer: (() => void) | null = null;
   private urgent = false;
   private roomWaiters: Array<() => void> = [];
+  /** The key being written now, and whether drop() was called for it meanwhile. */
+  private writing: { key: string; dropped: boolean } | null = null;
 
   constructor(
     private readonly cache: DiskCache,
@@ -47,6 +49,19 @@ export class WriteBehind {
     this.pendingBytes += data.length;
     if (this.pendingBytes > this.options.maxPendingBytes) this.wake();
     this.running ??= this.run();
+  }
+
+  /** These bytes are of an old version: never write them (see ContentStore.forget). */
+  drop(key: string): void {
+    if (this.writing?.key === key) {
+      this.writing.dropped = true;
+      return;
+    }
+    const data = this.pending.get(key);
+    if (!data) return;
+    this.pending.delete(key);
+    this.pendingBytes -= data.length;
+    if (this.pendingBytes <= this.options.maxPendingBytes) this.releaseRoom();
   }
 
   /** Resolves once the bytes waiting are within the bound again (backpressure for a zip). */
@@ -91,15 +106,22 @@ export class WriteBehind {
     try {
       while (this.pending.size > 0) {
         await this.quiet();
-        const [key, data] = this.pending.entries().next().value as [string, Buffer];
+        const next = this.pending.entries().next();
+        if (next.done) break; // dropped while waiting
+        const [key, data] = next.value;
         const partial = this.cache.partialPath(key);
+        const writing = (this.writing = { key, dropped: false });
         try {
           await writeFile(partial, data, { mode: 0o600 });
-          if (!(await this.cache.commit(key, partial, data.length))) await unlink(partial);
+          // Dropped meanwhile (an old version): not kept, also when the drop came during the rename.
+          if (writing.dropped || !(await this.cache.commit(key, partial, data.length))) await unlink(partial);
+          else if (writing.dropped) this.cache.remove(key);
         } catch (err) {
           // A full or broken disk only costs a later download.
           log('could not keep %s in the disk cache: %s', key, (err as Error).message);
           await unlink(partial).catch(() => undefined);
+        } finally {
+          this.writing = null;
         }
         this.pending.delete(key);
         this.pendingBytes -= data.length;

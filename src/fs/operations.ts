@@ -90,7 +90,8 @@ export function createOperations(ctx: WriteContext): XnatFs {
     }
   }
 
-  async function newPending(path: string, target: Target, overwrite: boolean, lazyFromServer: boolean): Promise<PendingFile> {
+  /** `onServer`: what XNAT holds at the target now, if anything (the upload overwrites it). */
+  async function newPending(path: string, target: Target, onServer: Node | null, lazyFromServer: boolean): Promise<PendingFile> {
     // tmpdir (not dir): tmp only accepts a `dir` inside the system temp dir, and the spool lives
     // in the cache dir (~/.cache/xnatfs by default). keep: the spool outlives this call.
     const spool = await tmpFile({ tmpdir: ctx.spoolDir, prefix: 'spool-', postfix: `-${basename(path).slice(-60)}`, mode: 0o600, keep: true, discardDescriptor: true });
@@ -98,7 +99,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
       path, target, spoolPath: spool.path, fh: null, fhOpening: null, size: 0,
       // Opened for writing, a file on XNAT is unchanged until written: it keeps the time it showed.
       mtime: lazyFromServer ? ctx.mountTime : new Date(), changed: !lazyFromServer, opens: 0,
-      dirty: !lazyFromServer, deleted: false, overwrite, lazyFromServer, populating: null, uploading: null, retrying: false, idleUpload: null,
+      dirty: !lazyFromServer, deleted: false, overwrite: onServer !== null, replaces: onServer?.kind === 'file' ? fileRefOf(onServer) : null, lazyFromServer, populating: null, uploading: null, retrying: false, idleUpload: null,
       appending: !lazyFromServer, appendEnd: 0, writing: 0, streaming: null,
     };
     overlay.addFile(f);
@@ -157,7 +158,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
   function jobOf(f: PendingFile): UploadJob {
     return {
       owner: f.target.owner, resource: f.target.resourceLabel, path: relPath(f.target), spoolPath: f.spoolPath,
-      size: f.size, overwrite: f.overwrite, displayPath: f.path,
+      size: f.size, overwrite: f.overwrite, displayPath: f.path, ...(f.replaces ? { replaces: f.replaces } : {}),
     };
   }
 
@@ -337,7 +338,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
     const node = await serverNode(path);
     if (!node || node.kind !== 'file') throw new FsError('ENOENT', `${path}: no such file`);
     const target: Target = { owner: node.owner, resourceLabel: node.resource.label, components: node.components };
-    return newPending(path, target, true, true);
+    return newPending(path, target, node, true);
   }
 
   const ops: FsOps = {
@@ -395,7 +396,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
         return openPending(existing, true);
       }
       const onServer = await serverNode(path);
-      const f = await newPending(path, { ...target, components: [...target.components, basename(path)] }, onServer !== null, false);
+      const f = await newPending(path, { ...target, components: [...target.components, basename(path)] }, onServer, false);
       return openPending(f, true);
     },
 
@@ -630,7 +631,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
       try {
         await ctx.uploader.upload({
           owner: target.owner, resource: target.resourceLabel, path: relPath(target), spoolPath: f.spoolPath,
-          size: f.size, overwrite: destNode !== null, displayPath: dest,
+          size: f.size, overwrite: destNode !== null, displayPath: dest, ...(destNode?.kind === 'file' ? { replaces: fileRefOf(destNode) } : {}),
         });
       } catch (err) {
         f.dirty ||= wasDirty;
@@ -692,7 +693,12 @@ export function createOperations(ctx: WriteContext): XnatFs {
     ops: ctx.readOnly ? read : ops,
     overlay,
     onUploaded(job) {
-      ctx.catalogue.noteUploaded(job.owner, job.resource);
+      // Without digests in XNAT's listings the old and new version can share a cache key. The
+      // listing may also show an earlier upload of ours already (a file flushed twice).
+      if (job.replaces) ctx.content.forget(job.replaces);
+      const listed = ctx.catalogue.peekFile(job.owner, job.resource, job.path);
+      if (listed) ctx.content.forget(fileRefOf(listed));
+      ctx.catalogue.noteUploaded(job.owner, job.resource, job);
     },
     async finishWrites(deadline) {
       unmounting = true;

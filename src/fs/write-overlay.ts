@@ -4,7 +4,7 @@
 import type { FileHandle } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import type { StreamingUpload } from '../content/streaming-upload.js';
-import type { Owner } from '../xnat/types.js';
+import type { FileRef, Owner } from '../xnat/types.js';
 
 /** Where in XNAT a path inside a resource's files/ lands. */
 export interface Target {
@@ -38,6 +38,8 @@ export interface PendingFile {
   deleted: boolean;
   /** XNAT already has a file at the target: uploads must replace it. */
   overwrite: boolean;
+  /** That file as listed (its cached bytes are dropped once the upload replaced it). */
+  replaces: FileRef | null;
   /** Spool holds no bytes yet but stands for the server's current file (filled on first need). */
   lazyFromServer: boolean;
   /** The fill of a lazy spool in progress. */

@@ -34,6 +34,28 @@ describe('WriteBehind', () => {
     expect((await readFile(cache.lookup('k2')!)).toString()).toBe('two');
   });
 
+  it('never writes bytes dropped as an old version, whether still waiting or being written', async () => {
+    const wb = new WriteBehind(cache, { idleMs: 20, maxPendingBytes: 1 << 20 });
+    wb.touch();
+    wb.add('old', Buffer.from('stale'));
+    wb.drop('old'); // waiting
+    expect(wb.get('old')).toBeUndefined();
+    await wb.flush();
+    expect(await objects()).toEqual([]);
+    wb.add('kept', Buffer.from('new'));
+    await wb.flush();
+    wb.add('k2', Buffer.from('stale too'));
+    const written = wb.flush();
+    // Dropped while its write is under way.
+    while ((wb as unknown as { writing: { key: string } | null }).writing?.key !== 'k2') await new Promise((r) => setImmediate(r));
+    wb.drop('k2');
+    await written;
+    expect(await objects()).toEqual(['kept']);
+    wb.add('k3', Buffer.alloc(8, 3));
+    wb.drop('k3');
+    expect(wb.roomFor()).toBeUndefined(); // its bytes no longer count
+  });
+
   it('gives room (backpressure) once what waits is written down to its bound', async () => {
     const wb = new WriteBehind(cache, { idleMs: 60_000, maxPendingBytes: 10 });
     wb.touch();

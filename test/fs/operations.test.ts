@@ -183,6 +183,52 @@ describe('fs operations over an in-memory XNAT', () => {
     expect(x.calls.filter((c) => c.startsWith('get'))).toEqual(['get sub dir/a#b.txt']);
   });
 
+  it('reads back what it wrote over a file of the same size on a server that lists no digests', async () => {
+    x.digests = false;
+    const path = `${NOTES}/sub dir/a#b.txt`; // "hello"
+    expect(await readFile(path)).toEqual(Buffer.from('hello'));
+    await fs.ops.truncate!(path, 0);
+    const fd = await fs.ops.open!(path, constants.O_WRONLY);
+    await fs.ops.write!(path, fd, Buffer.from('HELLO'), 5, 0);
+    await fs.ops.flush!(path, fd);
+    await fs.ops.release!(path, fd);
+    // Same URI, size and (empty) digest: only our own write says the cached bytes are old.
+    expect(await readFile(path)).toEqual(Buffer.from('HELLO'));
+    // …also for a mount started later on the same cache.
+    await fs.shutdown(1000);
+    fs = await build();
+    expect(await readFile(path)).toEqual(Buffer.from('HELLO'));
+  });
+
+  it('copying files in costs their PUTs only: each is put into the cached listing, not listed again', async () => {
+    const scanFiles = `${E}/scans/4-Ax_3D_T1/resources/DICOM/files`;
+    for (const dir of [`${E}/resources/NOTES/files`, scanFiles]) {
+      await fs.ops.readdir!(dir);
+      x.calls = [];
+      const names = ['out-1.nii', 'sub/out-2.nii', 'out-3.nii'];
+      await fs.ops.mkdir!(`${dir}/sub`, 0o755); // as cp -r does
+      for (const [i, name] of names.entries()) await writeFile(`${dir}/${name}`, Buffer.alloc(100 + i, i));
+      expect(x.calls.filter((c) => !c.startsWith('upload'))).toEqual([]);
+      expect((await fs.ops.readdir!(dir)).names).toEqual(expect.arrayContaining(['out-1.nii', 'sub', 'out-3.nii']));
+      expect((await fs.ops.getattr!(`${dir}/sub/out-2.nii`)).size).toBe(101);
+      expect(await readFile(`${dir}/out-3.nii`)).toEqual(Buffer.alloc(102, 2));
+      // Replaced by a shorter copy: the listing shows the new size.
+      await writeFile(`${dir}/out-1.nii`, Buffer.from('short'));
+      expect((await fs.ops.getattr!(`${dir}/out-1.nii`)).size).toBe(5);
+      expect(await readFile(`${dir}/out-1.nii`)).toEqual(Buffer.from('short'));
+      expect(x.calls.filter((c) => c.startsWith('files') || c.startsWith('scanfiles'))).toEqual([]);
+    }
+  });
+
+  it('lists the resource again after uploading a name that old XNAT may store differently', async () => {
+    const dir = `${E}/resources/NOTES/files`;
+    await fs.ops.readdir!(dir);
+    x.calls = [];
+    await writeFile(`${dir}/with space.txt`, Buffer.from('x'));
+    expect((await fs.ops.getattr!(`${dir}/with space.txt`)).size).toBe(1);
+    expect(x.calls.filter((c) => c.startsWith('files'))).toHaveLength(1);
+  });
+
   it('appends to an existing file by fetching its bytes first', async () => {
     const path = `${NOTES}/sub dir/a#b.txt`;
     const fd = await fs.ops.open!(path, constants.O_WRONLY | constants.O_APPEND);

@@ -22,6 +22,8 @@ export class MemoryXnat implements XnatApi {
   /** Make the next N readFile calls fail mid-body after this many bytes. */
   failReads: { count: number; afterBytes: number } = { count: 0, afterBytes: 0 };
   rangeSupport = false;
+  /** false: list every digest as "" (an XNAT whose checksums setting is off). */
+  digests = true;
   private nextResourceId = 100;
 
   static ownerKey(o: Owner): string {
@@ -52,7 +54,7 @@ export class MemoryXnat implements XnatApi {
 
   private entries(owner: Owner, r: MemResource): FileEntry[] {
     return [...r.files].map(([path, data]) => ({
-      path, size: data.length, digest: createHash('md5').update(data).digest('hex'),
+      path, size: data.length, digest: this.digests ? createHash('md5').update(data).digest('hex') : '',
       uri: `/data/${MemoryXnat.ownerKey(owner)}/resources/${r.resource.id}/files/${path}`,
       resourceLabel: r.resource.label, resourceId: r.resource.id,
     }));
