@@ -37,6 +37,8 @@ export interface PrefetchOptions {
    * core, slower than a campus network; DICOM only halves or so. Higher pays on slow links.
    */
   zipCompression: number;
+  /** Larger files wait for a program to read one through (default LARGE_PREFETCH_BYTES). */
+  largeFileBytes?: number;
 }
 
 /** What the fs layer tells the store about the folder a file was opened in. */
@@ -55,7 +57,23 @@ export interface ContentStoreOptions {
   prefetch: PrefetchOptions;
   /** Bound on small files kept in memory (default 64 MiB). */
   memoryBytes?: number;
+  /** When a download nobody reads any more is stopped (default: ABANDON). */
+  abandon?: AbandonOptions;
 }
+
+/**
+ * XNAT ignores Range, so the first read of a file starts a download of all of it. Once no program
+ * reads it any more (`head -c`, `file`, a header probe closed the file), a download with more
+ * than `remainingBytes` still to come is stopped after `afterMs` without a new reader: probing
+ * 100 large NIfTI files otherwise fetched every one of them, and those downloads held the
+ * connections the next probes needed. A program that closes and reopens a file within `afterMs`
+ * (sniff, then read) keeps it.
+ */
+export interface AbandonOptions {
+  remainingBytes: number;
+  afterMs: number;
+}
+const ABANDON: AbandonOptions = { remainingBytes: 16 * 2 ** 20, afterMs: 2000 };
 
 type Gate = <T>(fn: () => Promise<T>) => Promise<T>;
 
@@ -69,6 +87,8 @@ interface Active {
   committed: boolean | null;
   /** Of a version our own upload replaced meanwhile (forget()): not kept once complete. */
   superseded?: boolean;
+  /** Stops the download unless a reader comes back (see AbandonOptions). */
+  abandonTimer?: NodeJS.Timeout;
 }
 
 /** Bound on the remembered cache keys (~250 bytes each). */
@@ -79,7 +99,7 @@ const SMALL_FILE_BYTES = 1024 * 1024;
 
 type Handle =
   | { kind: 'memory'; buf: Buffer }
-  | { kind: 'cached'; fh: FileHandle }
+  | { kind: 'cached'; key: string; fh: FileHandle }
   | { kind: 'download'; key: string; active: Active }
   /** A small file on its way in a prefetch zip. */
   | { kind: 'incoming'; key: string; ref: FileRef; member: Arrival<Buffer> }
@@ -100,7 +120,20 @@ interface FolderState {
   readAheadFrom: boolean;
   /** Listings seen when no folder to read ahead was found from here (look again after more). */
   readAheadSeen: number;
+  /** Large files the prefetch leaves until a program reads one of them through (LARGE_PREFETCH_BYTES). */
+  deferred: FileRef[];
+  /** A program read past LARGE_PREFETCH_BYTES into a file here: it is not just probing headers. */
+  readThrough: boolean;
 }
+
+/**
+ * Files larger than this are prefetched with their folder only once a program has read past this
+ * far into one of the folder's files. Header probes (`head -c`, `file`, `fslhd`, nibabel's
+ * header read) open every large file of a folder and read a few kB of each: fetching the rest of
+ * the folder then moved up to 1 GiB for nothing. A large file costs one round trip of latency
+ * next to its transfer, so waiting for the signal costs a reader little.
+ */
+const LARGE_PREFETCH_BYTES = 16 * 2 ** 20;
 
 /** Zip members wait this long after the last open or read before they are written to disk. */
 const WRITE_BEHIND_IDLE_MS = 100;
@@ -125,6 +158,9 @@ export class ContentStore {
   private readonly keys = new Map<string, string>();
   private readonly active = new Map<string, Active>();
   private readonly folders = new Map<string, FolderState>();
+  /** Large files opened, by cache key, with their folder: reading far into one starts its deferred prefetch. */
+  private readonly largeOpened = new Map<string, FolderState>();
+  private readonly largeFileBytes: number;
   private listedSeq = 0;
   private readonly prefetchLimit: LimitFunction;
   /**
@@ -145,6 +181,7 @@ export class ContentStore {
     private readonly options: ContentStoreOptions,
   ) {
     this.prefetchLimit = pLimit(Math.max(1, options.prefetch.concurrency));
+    this.largeFileBytes = options.prefetch.largeFileBytes ?? LARGE_PREFETCH_BYTES;
     const memoryBytes = options.memoryBytes ?? 64 * 1024 * 1024;
     this.memory = new LRUCache<string, Buffer>({ maxSize: memoryBytes, sizeCalculation: (b) => Math.max(1, b.length) });
     this.writeBehind = new WriteBehind(options.cache, { idleMs: WRITE_BEHIND_IDLE_MS, maxPendingBytes: memoryBytes });
@@ -193,14 +230,14 @@ export class ContentStore {
       try {
         const fh = await open(cached, 'r');
         this.stats.cacheHits++;
-        this.handles.set(fd, { kind: 'cached', fh });
+        this.handles.set(fd, { kind: 'cached', key, fh });
         return fd;
       } catch {
         this.options.cache.remove(key); // evicted or deleted under us: fetch again
       }
     }
     const active = this.startDownload(key, ref);
-    active.refs++;
+    this.attach(active);
     this.handles.set(fd, { kind: 'download', key, active });
     return fd;
   }
@@ -243,10 +280,14 @@ export class ContentStore {
     switch (h.kind) {
       case 'cached': {
         const { bytesRead } = await h.fh.read(buf, 0, len, pos);
+        if (pos + bytesRead > this.largeFileBytes) this.noteReadThrough(h.key);
         return bytesRead;
       }
-      case 'download':
-        return h.active.download.read(buf, len, pos);
+      case 'download': {
+        const n = await h.active.download.read(buf, len, pos);
+        if (pos + n > this.largeFileBytes) this.noteReadThrough(h.key);
+        return n;
+      }
       case 'incoming': {
         const data = await h.member.wait().catch(() => null);
         // Another read of this handle may have moved it on meanwhile.
@@ -256,7 +297,7 @@ export class ContentStore {
           } else {
             // Not in the zip after all: a GET of its own (shared with the fallback prefetch).
             const active = this.startDownload(h.key, h.ref);
-            active.refs++;
+            this.attach(active);
             this.handles.set(fd, { kind: 'download', key: h.key, active });
           }
         }
@@ -272,8 +313,31 @@ export class ContentStore {
     if (h?.kind === 'cached') return h.fh.close().catch(() => undefined);
     if (h?.kind === 'download') {
       h.active.refs--;
+      if (h.active.refs === 0) this.abandonLater(h.key, h.active);
       return this.maybeDiscard(h.key, h.active);
     }
+  }
+
+  private attach(active: Active): void {
+    active.refs++;
+    clearTimeout(active.abandonTimer);
+    active.abandonTimer = undefined;
+  }
+
+  /** The last reader let go of an unfinished download: stop it unless little is left or one returns. */
+  private abandonLater(key: string, active: Active): void {
+    const { remainingBytes, afterMs } = this.options.abandon ?? ABANDON;
+    const left = (): number => active.download.ref.size - active.download.received;
+    if (active.download.done || left() <= remainingBytes) return;
+    active.abandonTimer = setTimeout(() => {
+      active.abandonTimer = undefined;
+      if (active.refs > 0 || active.download.done || left() <= remainingBytes) return;
+      log('%s: no program reads it any more; download stopped with %d of %d bytes', active.download.ref.path, active.download.received, active.download.ref.size);
+      // Its error (aborted) removes it from `active` and deletes the partial file: a later open starts afresh.
+      if (this.active.get(key) === active) this.active.delete(key);
+      active.download.cancel();
+    }, afterMs);
+    active.abandonTimer.unref();
   }
 
   /**
@@ -288,6 +352,10 @@ export class ContentStore {
     const state = this.folderState(folder.key);
     state.context = folder;
     state.opened.add(ref.path);
+    if (ref.size > this.largeFileBytes && !state.readThrough) {
+      if (this.largeOpened.size >= 10_000) this.largeOpened.clear();
+      this.largeOpened.set(this.keyOf(ref), state);
+    }
     // A folder fetched ahead is now being read: the next one may follow.
     if (state.prefetchDone) this.readAhead(state);
     // A program that lists a folder and then opens a file in it (dcm2niix, cp -r, find) is
@@ -321,14 +389,34 @@ export class ContentStore {
       queue.push(s);
     }
     const byZip = queue.length >= p.zipMinFiles && folder.resource.totalBytes <= p.zipMaxBytes;
-    log('prefetch %s: %d files, %d bytes%s', folder.key, queue.length, p.maxFolderBytes - budget, byZip ? ' (one zip)' : '');
-    const transfers = byZip
-      ? this.prefetchByZip(folder.resource, queue)
-      : Promise.allSettled(queue.map((s) => this.prefetchLimit(() => this.prefetchOne(s))));
+    // A zip carries the whole resource anyway (at most zipMaxBytes); file by file, large ones wait.
+    const now = byZip || state.readThrough ? queue : queue.filter((s) => s.size <= this.largeFileBytes);
+    if (now.length < queue.length) state.deferred = queue.filter((s) => s.size > this.largeFileBytes);
+    log('prefetch %s: %d files, %d bytes%s%s', folder.key, queue.length, p.maxFolderBytes - budget, byZip ? ' (one zip)' : '',
+      state.deferred.length > 0 ? `; ${state.deferred.length} large ones once a program reads one through` : '');
+    const transfers = byZip ? this.prefetchByZip(folder.resource, queue) : this.prefetchEach(now);
     void transfers.then(() => {
       state.prefetchDone = true;
       if (state.opened.size > 0) this.readAhead(state);
     });
+  }
+
+  private prefetchEach(refs: FileRef[]): Promise<unknown> {
+    return Promise.allSettled(refs.map((s) => this.prefetchLimit(() => this.prefetchOne(s))));
+  }
+
+  /** A program read far into a large file: the large files its folder's prefetch left go now. */
+  private noteReadThrough(key: string): void {
+    const state = this.largeOpened.get(key);
+    if (!state) return;
+    this.largeOpened.delete(key);
+    if (state.readThrough) return;
+    state.readThrough = true;
+    const deferred = state.deferred;
+    state.deferred = [];
+    if (deferred.length === 0 || this.closing.signal.aborted) return;
+    log('prefetch of %d large files of %s: a program reads them through', deferred.length, state.context?.key);
+    void this.prefetchEach(deferred);
   }
 
   /**
@@ -360,7 +448,7 @@ export class ContentStore {
     let state = this.folders.get(key);
     if (!state) {
       if (this.folders.size > 10_000) this.folders.clear();
-      state = { opened: new Set(), prefetched: false, listedAt: 0, listedSeq: 0, context: null, prefetchDone: false, readAheadFrom: false, readAheadSeen: -1 };
+      state = { opened: new Set(), prefetched: false, listedAt: 0, listedSeq: 0, context: null, prefetchDone: false, readAheadFrom: false, readAheadSeen: -1, deferred: [], readThrough: false };
       this.folders.set(key, state);
     }
     return state;
@@ -445,7 +533,7 @@ export class ContentStore {
   /** Keep a prefetch download referenced until it ends, then let it go. */
   private async hold(key: string, active: Active): Promise<void> {
     this.stats.prefetched++;
-    active.refs++;
+    this.attach(active);
     try {
       await active.download.finished;
     } finally {

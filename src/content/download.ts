@@ -233,7 +233,10 @@ export class Download {
           break;
         } catch (err) {
           await this.flushQueue();
-          if (this.abort.signal.aborted) throw new XnatError('network', `download of ${this.ref.path} cancelled`);
+          if (this.abort.signal.aborted) {
+            hash?.discard(); // the worker would keep the hash state of a large file otherwise
+            throw new XnatError('network', `download of ${this.ref.path} cancelled`);
+          }
           const retriable = !(err instanceof XnatError) || err.kind === 'network' || err.kind === 'server';
           // A timeout that brought nothing is final (see DownloadOptions.maxAttempts); one after
           // some bytes is a stalled connection, worth resuming on a fresh one.

@@ -174,6 +174,74 @@ describe('ContentStore', () => {
     expect(gets).toBe(2);
   });
 
+  it('stops a download nobody reads any more when much is left, unless a reader comes back soon', async () => {
+    const x = new MemoryXnat();
+    const data = Buffer.from(Array.from({ length: 400_000 }, (_, i) => i % 241));
+    const ref = refFor(x, 'large.nii', data);
+    const orig = x.readFile.bind(x);
+    const bodies: Readable[] = [];
+    // XNAT sends 10 kB every 5 ms: 0.2 s for the whole file.
+    x.readFile = async (f, o) => {
+      const full = await orig(f, o);
+      const bytes = Buffer.concat(await (full.body as Readable).toArray());
+      let at = 0;
+      const body = new Readable({ read() {} });
+      const timer = setInterval(() => {
+        body.push(bytes.subarray(at, (at += 10_000)));
+        if (at >= bytes.length) {
+          clearInterval(timer);
+          body.push(null);
+        }
+      }, 5);
+      body.on('close', () => clearInterval(timer));
+      // As undici does: the request's signal ends its body.
+      o?.signal?.addEventListener('abort', () => body.destroy(new Error('aborted')), { once: true });
+      bodies.push(body);
+      return { ...full, body };
+    };
+    const store = new ContentStore(x, {
+      server: x.baseUrl, cache, download: { maxAttempts: 2, retryDelayMs: 1 },
+      prefetch: { enabled: false, concurrency: 1, maxFileBytes: 1 << 20, maxFolderBytes: 1 << 24, zipMinFiles: 1000, zipMaxBytes: 1 << 24, zipCompression: 0 },
+      abandon: { remainingBytes: 100_000, afterMs: 30 },
+    });
+    const head = async (): Promise<Buffer> => {
+      const fd = await store.open(ref);
+      const buf = Buffer.alloc(352);
+      await store.read(fd, buf, 352, 0);
+      await store.release(fd);
+      return buf;
+    };
+    // Closed and opened again at once (a probe, then the read): one download goes on.
+    expect((await head()).equals(data.subarray(0, 352))).toBe(true);
+    const fd = await store.open(ref);
+    expect((await readAll(store, fd, data.length)).equals(data)).toBe(true);
+    await store.release(fd);
+    expect(bodies).toHaveLength(1);
+    // A probe of a file not cached yet (another key): stopped once nobody came back.
+    const ref2 = refFor(x, 'large2.nii', data);
+    const fd2 = await store.open(ref2);
+    await store.read(fd2, Buffer.alloc(352), 352, 0);
+    await store.release(fd2);
+    await new Promise((r) => setTimeout(r, 80));
+    expect(bodies).toHaveLength(2);
+    expect(bodies[1]!.destroyed).toBe(true);
+    await store.idle();
+    expect(await readdir(cache.partialDir)).toEqual([]);
+    expect(cache.lookup(store.keyOf(ref2))).toBeNull();
+    // The next open fetches it afresh, whole and right.
+    const fd3 = await store.open(ref2);
+    expect((await readAll(store, fd3, data.length)).equals(data)).toBe(true);
+    await store.release(fd3);
+    await store.idle();
+    // A download with little left at the last close finishes and is kept.
+    const ref3 = refFor(x, 'small-enough.nii', data.subarray(0, 90_000));
+    const fd4 = await store.open(ref3);
+    await store.read(fd4, Buffer.alloc(352), 352, 0);
+    await store.release(fd4);
+    await store.idle();
+    expect(cache.lookup(store.keyOf(ref3))).not.toBeNull();
+  });
+
   it('marks prefetch GETs as background, and the GET of a file a program opened as foreground', async () => {
     const x = new MemoryXnat();
     const refs = Array.from({ length: 6 }, (_, i) => refFor(x, `bg/${i}.dcm`, Buffer.alloc(1000, i)));
@@ -236,6 +304,36 @@ describe('ContentStore', () => {
     }
     expect(x.calls.length).toBe(before);
     expect((await readdir(join(tmp.path, 'cache', 'objects'))).length).toBe(20);
+  });
+
+  it("leaves a folder's large files to prefetch until a program reads one of them through, not just its header", async () => {
+    const x = new MemoryXnat();
+    const small = Array.from({ length: 3 }, (_, i) => refFor(x, `n/s${i}.json`, Buffer.alloc(500, i)));
+    // Above 1 MiB: smaller files are served from memory, where no read is large anyway.
+    const large = Array.from({ length: 4 }, (_, i) => refFor(x, `n/b${i}.nii`, Buffer.alloc(1_200_000, 10 + i)));
+    const refs = [...large, ...small];
+    const store = new ContentStore(x, {
+      server: x.baseUrl, cache, download: { maxAttempts: 2, retryDelayMs: 1 },
+      prefetch: { enabled: true, concurrency: 4, maxFileBytes: 1 << 22, maxFolderBytes: 1 << 24, zipMinFiles: 1000, zipMaxBytes: 1 << 24, zipCompression: 0, largeFileBytes: 1 << 20 },
+    });
+    const folder = { key: 'nifti', siblings: () => refs, resource: { owner, id: 'R', totalBytes: 4_801_500 } };
+    const gets = (): string[] => x.calls.filter((c) => c.startsWith('get')).sort();
+    // Header probes of two large files: the small files come along, the other large ones do not.
+    for (const r of large.slice(0, 2)) {
+      const fd = await store.open(r);
+      store.noteOpen(folder, r);
+      await store.read(fd, Buffer.alloc(352), 352, 0);
+      await store.release(fd);
+    }
+    await store.idle();
+    expect(gets()).toEqual(['get n/b0.nii', 'get n/b1.nii', 'get n/s0.json', 'get n/s1.json', 'get n/s2.json']);
+    // Read through past the threshold: the rest of the large files follow.
+    const fd = await store.open(large[0]!);
+    store.noteOpen(folder, large[0]!);
+    expect((await readAll(store, fd, 1_200_000, 65536)).equals(Buffer.alloc(1_200_000, 10))).toBe(true);
+    await store.release(fd);
+    await store.idle();
+    expect(gets()).toEqual(['get n/b0.nii', 'get n/b1.nii', 'get n/b2.nii', 'get n/b3.nii', 'get n/s0.json', 'get n/s1.json', 'get n/s2.json']);
   });
 
   it('prefetches many files through one zip of the resource, falling back to GETs for what it lacks', async () => {
