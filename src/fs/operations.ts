@@ -185,8 +185,9 @@ export function createOperations(ctx: WriteContext): XnatFs {
       if (isPermanent(err)) {
         // Retrying cannot help (no write permission, a name XNAT cannot store): the caller's
         // close() fails, and the copy it came from is still theirs. Nothing is kept half-done.
+        // Not `dirty = false`: a write through another handle during this upload set it again,
+        // and that handle's close must try (and fail) too, not succeed without uploading.
         overlay.removeFile(f.path);
-        f.dirty = false;
         await settle(f);
         throw toFsError(err, `upload of ${f.path}`);
       }

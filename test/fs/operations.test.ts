@@ -600,4 +600,26 @@ describe('fs operations over an in-memory XNAT', () => {
     await fs.ops.rmdir!(`${E}/scans/4-Ax_3D_T1/resources/DICOM`);
     expect((await fs.ops.readdir!(`${E}/scans/4-Ax_3D_T1/resources`)).names).toEqual(['.', '..']);
   });
+
+  it('a refused upload (403) also fails the close of another handle that wrote during it, rather than report success for bytes that went nowhere', async () => {
+    let refuse: (() => void) | null = null;
+    x.uploadFile = async () => {
+      await new Promise<void>((r) => (refuse = r));
+      throw new XnatError('forbidden', 'no edit rights', 403);
+    };
+    const path = `${NOTES}/shared.txt`;
+    const a = await fs.ops.create!(path, 0o644);
+    const b = await fs.ops.open!(path, constants.O_WRONLY);
+    await fs.ops.write!(path, a, Buffer.from('a;'), 2, 0);
+    const first = errno(fs.ops.flush!(path, a));
+    while (!refuse) await new Promise((r) => setTimeout(r, 2));
+    await fs.ops.write!(path, b, Buffer.from('b;'), 2, 2);
+    (refuse as () => void)();
+    expect(await first).toBe('EACCES');
+    await fs.ops.release!(path, a);
+    x.uploadFile = async () => { throw new XnatError('forbidden', 'no edit rights', 403); };
+    expect(await errno(fs.ops.flush!(path, b))).toBe('EACCES');
+    await fs.ops.release!(path, b);
+    expect(await readdir(fs.spoolDir)).toEqual([]);
+  });
 });
