@@ -200,7 +200,9 @@ export function createOperations(ctx: WriteContext): XnatFs {
       const reason = err instanceof XnatError && err.kind === 'duplicate'
         ? 'XNAT already has a file there and kept it (no overwrite); remove it first'
         : (err as Error).message;
-      throw new FsError('EIO', `upload of ${f.path} failed: ${reason}; kept in ${f.spoolPath}, retrying in the background`, { cause: err });
+      // A session XNAT no longer takes (401 after logging in again) is EACCES, as everywhere.
+      const code = err instanceof XnatError && err.kind === 'unauthorized' ? 'EACCES' : 'EIO';
+      throw new FsError(code, `upload of ${f.path} failed: ${reason}; kept in ${f.spoolPath}, retrying in the background`, { cause: err });
     } finally {
       f.uploading = null;
     }
@@ -671,9 +673,13 @@ export function createOperations(ctx: WriteContext): XnatFs {
     },
   };
 
-  /** Failures that no retry can mend. */
+  /**
+   * Failures that no retry can mend. Not 401: a session refused even after logging in again (a
+   * --jsession that expired, a password changed or an account locked meanwhile) says nothing
+   * about the file, and the next mount, logged in afresh, takes its upload up.
+   */
   function isPermanent(err: unknown): boolean {
-    return err instanceof XnatError && (err.kind === 'forbidden' || err.kind === 'bad-request' || err.kind === 'unauthorized');
+    return err instanceof XnatError && (err.kind === 'forbidden' || err.kind === 'bad-request');
   }
 
   /** After deleting a file, its folders stay visible (empty) until rmdir, as on a disk. */

@@ -622,4 +622,19 @@ describe('fs operations over an in-memory XNAT', () => {
     await fs.ops.release!(path, b);
     expect(await readdir(fs.spoolDir)).toEqual([]);
   });
+
+  it('an upload refused with 401 (the session is gone and logging in again fails) keeps the spool and retries it: the bytes are not dropped', async () => {
+    const orig = x.uploadFile.bind(x);
+    x.uploadFile = async () => { throw new XnatError('unauthorized', 'XNAT still refused the session right after logging in again', 401); };
+    const path = `${NOTES}/after-expiry.txt`;
+    const fd = await fs.ops.create!(path, 0o644);
+    await fs.ops.write!(path, fd, Buffer.from('results'), 7, 0);
+    expect(await errno(fs.ops.flush!(path, fd))).toBe('EACCES');
+    await fs.ops.release!(path, fd);
+    expect(fs.uploader.pending().map((p) => p.displayPath)).toEqual([path]);
+    x.uploadFile = orig;
+    expect(await fs.shutdown(5000)).toEqual([]);
+    fs = await build();
+    expect(await readFile(path)).toEqual(Buffer.from('results'));
+  });
 });
