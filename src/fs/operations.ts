@@ -425,7 +425,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
         }
       } catch (err) {
         stopAppending(f, 'a write failed');
-        throw err;
+        throw toFsError(err, `write to ${path}`);
       } finally {
         f.writing--;
       }

@@ -7,6 +7,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { createStack, type XnatFsStack } from '../../src/fs/stack.js';
 import type { XnatApi } from '../../src/xnat/types.js';
+import { FsError } from '../../src/fs/errors.js';
 import { emulatorWithClients } from '../helpers/emulator-clients.js';
 
 const EXP = '/projects/DEMO/subjects/SUBJ01/experiments/SUBJ01_MR1';
@@ -61,5 +62,29 @@ describe('write races against the emulator', () => {
     await fs.ops.release!(path, b);
     expect(await fs.shutdown(5000)).toEqual([]);
     expect(await stored('log.txt')).toBe('first;second;');
+  });
+
+  it('a write the spool disk cut short (disk full) is ENOSPC, and close() uploads the bytes written before it', async () => {
+    fs = await build(await suite.client());
+    const path = `${FILES}/full.txt`;
+    const fd = await fs.ops.create!(path, 0o644);
+    await fs.ops.write!(path, fd, Buffer.from('kept;'), 5, 0);
+    // The next write gets 3 bytes onto the disk, then the disk is full.
+    const probe = await open(join(cacheDir, 'probe'), 'w');
+    const proto = Object.getPrototypeOf(probe) as { write: (...a: unknown[]) => Promise<{ bytesWritten: number; buffer: Buffer }> };
+    await probe.close();
+    const realWrite = proto.write;
+    let calls = 0;
+    vi.spyOn(proto, 'write').mockImplementation(function (this: unknown, buf: unknown, off: unknown, _len: unknown, pos: unknown) {
+      if (calls++ === 0) return realWrite.call(this, buf, off, 3, pos);
+      return Promise.reject(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', errno: -28, syscall: 'write' }));
+    });
+    const err = await Promise.resolve(fs.ops.write!(path, fd, Buffer.from('lost bytes'), 10, 5)).then(() => null, (e: unknown) => e);
+    vi.restoreAllMocks();
+    expect(err).toBeInstanceOf(FsError);
+    expect((err as FsError).code).toBe('ENOSPC');
+    await fs.ops.flush!(path, fd);
+    await fs.ops.release!(path, fd);
+    expect(await stored('full.txt')).toBe('kept;');
   });
 });
