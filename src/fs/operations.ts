@@ -182,6 +182,9 @@ export function createOperations(ctx: WriteContext): XnatFs {
       await p;
       f.overwrite = true;
     } catch (err) {
+      // Unlinked (or replaced by a rename) during the upload: unlink waits for it and deletes
+      // whatever landed, so a retry handed to the background now would bring the file back.
+      if (f.deleted) return;
       if (isPermanent(err)) {
         // Retrying cannot help (no write permission, a name XNAT cannot store): the caller's
         // close() fails, and the copy it came from is still theirs. Nothing is kept half-done.

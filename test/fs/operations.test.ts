@@ -637,4 +637,30 @@ describe('fs operations over an in-memory XNAT', () => {
     fs = await build();
     expect(await readFile(path)).toEqual(Buffer.from('results'));
   });
+
+  it('a file deleted while its upload is failing is not uploaded later by a background retry', async () => {
+    const path = `${NOTES}/doomed.txt`;
+    const orig = x.uploadFile.bind(x);
+    let fail: (() => void) | null = null;
+    x.uploadFile = async () => {
+      await new Promise<void>((r) => (fail = r));
+      throw new XnatError('server', 'HTTP 500', 500);
+    };
+    const fd = await fs.ops.create!(path, 0o644);
+    await fs.ops.write!(path, fd, Buffer.from('temp'), 4, 0);
+    const flushed = Promise.resolve(fs.ops.flush!(path, fd)).then(() => null, (e: unknown) => e);
+    while (!fail) await new Promise((r) => setTimeout(r, 2));
+    const unlinked = fs.ops.unlink!(path);
+    await new Promise((r) => setTimeout(r, 10));
+    x.uploadFile = orig;
+    (fail as () => void)();
+    await flushed;
+    await unlinked;
+    await fs.ops.release!(path, fd);
+    await new Promise((r) => setTimeout(r, 200)); // several retry delays
+    expect(fs.uploader.pending()).toEqual([]);
+    const stored = x.resources.get('e/XNAT_E00001')!.find((r) => r.resource.label === 'NOTES')!.files;
+    expect(stored.has('doomed.txt')).toBe(false);
+    expect(await readdir(fs.spoolDir)).toEqual([]);
+  });
 });
