@@ -120,13 +120,17 @@ export class Uploader {
    * for the same spool file replaces an older one.
    */
   retryInBackground(job: UploadJob, error: unknown, onSuccess: () => Promise<void>): void {
-    const existing = this.retrying.get(job.spoolPath);
-    if (existing?.timer) clearTimeout(existing.timer);
     // After a failed connection our own attempt may have landed: later attempts replace it. But
     // when XNAT kept someone else's file ("duplicates"), retries must not overwrite it: they keep
     // failing until that file is gone, and the spool stays (listed at unmount).
     const duplicate = error instanceof XnatError && error.kind === 'duplicate';
-    const entry: Retry = { job: { ...job, overwrite: duplicate ? job.overwrite : true }, timer: null, attempts: existing?.attempts ?? 0, lastError: messageOf(error), onSuccess };
+    this.keepRetrying({ ...job, overwrite: duplicate ? job.overwrite : true }, messageOf(error), onSuccess);
+  }
+
+  private keepRetrying(job: UploadJob, lastError: string, onSuccess: () => Promise<void>): void {
+    const existing = this.retrying.get(job.spoolPath);
+    if (existing?.timer) clearTimeout(existing.timer);
+    const entry: Retry = { job, timer: null, attempts: existing?.attempts ?? 0, lastError, onSuccess };
     this.retrying.set(job.spoolPath, entry);
     // A note beside the spool file says where it belongs, so that the next mount can finish the
     // upload if this process is killed first (a batch job's wall time, a reboot).
@@ -140,7 +144,8 @@ export class Uploader {
    */
   async resume(spoolDir: string, onSuccess: (job: UploadJob) => Promise<void>): Promise<UploadJob[]> {
     const jobs = await this.waiting(spoolDir);
-    for (const job of jobs) this.retryInBackground(job, new Error('left by an earlier mount'), () => onSuccess(job));
+    // As the note says: a job XNAT answered "duplicates" stays one that never overwrites.
+    for (const job of jobs) this.keepRetrying(job, 'left by an earlier mount', () => onSuccess(job));
     return jobs;
   }
 

@@ -663,4 +663,19 @@ describe('fs operations over an in-memory XNAT', () => {
     expect(stored.has('doomed.txt')).toBe(false);
     expect(await readdir(fs.spoolDir)).toEqual([]);
   });
+
+  it('the next mount takes up an upload XNAT refused as a duplicate without overwriting the file XNAT kept', async () => {
+    const path = `${NOTES}/theirs.txt`;
+    const fd = await fs.ops.create!(path, 0o644);
+    x.addFile(expOwner, 'NOTES', 'theirs.txt', Buffer.from('someone else'));
+    await fs.ops.write!(path, fd, Buffer.from('mine'), 4, 0);
+    expect(await errno(fs.ops.flush!(path, fd))).toBe('EIO');
+    await fs.ops.release!(path, fd);
+    expect((await fs.shutdown(100)).map((l) => l.displayPath)).toEqual([path]);
+    fs = await build();
+    expect(fs.resumedUploads).toEqual([path]);
+    expect((await fs.shutdown(300)).map((l) => l.displayPath)).toEqual([path]);
+    const stored = x.resources.get('e/XNAT_E00001')!.find((r) => r.resource.label === 'NOTES')!.files;
+    expect(stored.get('theirs.txt')?.toString()).toBe('someone else');
+  });
 });
