@@ -52,6 +52,10 @@ export class Uploader {
   /** Jobs that failed in the foreground and are retried in the background, by spool path. */
   private readonly retrying = new Map<string, Retry>();
   private readonly running = new Set<Promise<unknown>>();
+  /** Uploads under way (foreground, streaming, or a retry's attempt), by spool path. */
+  private readonly inFlight = new Map<string, UploadJob>();
+  /** Spool files given a note at unmount while their upload was still under way (the note's write). */
+  private readonly notedAtDrain = new Map<string, Promise<void>>();
   private closed = false;
   private streaming = 0;
   /** Why streaming uploads are off for this mount (a server or proxy refused a chunked body). */
@@ -69,13 +73,14 @@ export class Uploader {
 
   /** Upload now; resolves when XNAT has the file. The spool file is kept (the caller owns it). */
   upload(job: UploadJob): Promise<void> {
+    this.inFlight.set(job.spoolPath, job);
     const p = this.limit(async () => {
       log('uploading %s (%d bytes, overwrite=%s)', job.displayPath, job.size, job.overwrite);
       await this.client.uploadFile(job.owner, job.resource, job.path, { overwrite: job.overwrite, sourcePath: job.spoolPath, size: job.size });
       this.uploads++;
-      this.onUploaded(job);
+      this.landed(job);
     });
-    this.track(p);
+    this.track(p, job);
     return p;
   }
 
@@ -93,10 +98,11 @@ export class Uploader {
       (stream, signal) => this.client.uploadFile(job.owner, job.resource, job.path, { overwrite: job.overwrite, stream, signal }),
       this.options.streamingLimits ?? DEFAULT_STREAMING_LIMITS,
     );
+    this.inFlight.set(job.spoolPath, job);
     const done = upload.result.then(
       () => {
         this.uploads++;
-        this.onUploaded(job);
+        this.landed(job);
       },
       (err: unknown) => {
         log('streaming upload of %s ended: %s', job.displayPath, messageOf(err));
@@ -110,7 +116,7 @@ export class Uploader {
       },
     );
     void done.finally(() => this.streaming--);
-    this.track(done);
+    this.track(done, job);
     return upload;
   }
 
@@ -205,7 +211,29 @@ export class Uploader {
     }
     this.closed = true;
     for (const e of this.retrying.values()) if (e.timer) clearTimeout(e.timer);
-    return this.pending();
+    // Uploads still under way (a file closed just before, one uploaded at release after close()
+    // had returned) are not on XNAT either: listed, and noted for the next mount, since this
+    // process may end before they do. One that lands meanwhile takes its note away again.
+    const running = [...this.inFlight.values()].filter((job) => !this.retrying.has(job.spoolPath));
+    for (const job of running) {
+      const written = writeFile(noteOf(job.spoolPath), JSON.stringify({ server: this.client.baseUrl, job: { ...job, overwrite: true } }), { mode: 0o600 }).catch(() => undefined);
+      this.notedAtDrain.set(job.spoolPath, written);
+      await written;
+    }
+    return [
+      ...this.pending(),
+      ...running.map((job) => ({ displayPath: job.displayPath, spoolPath: job.spoolPath, attempts: 0, lastError: `still uploading when the wait at unmount ended` })),
+    ];
+  }
+
+  /** XNAT has the file. */
+  private landed(job: UploadJob): void {
+    const noted = this.notedAtDrain.get(job.spoolPath);
+    if (noted) {
+      this.notedAtDrain.delete(job.spoolPath);
+      void noted.then(() => unlink(noteOf(job.spoolPath))).catch(() => undefined);
+    }
+    this.onUploaded(job);
   }
 
   private schedule(entry: Retry): void {
@@ -235,13 +263,16 @@ export class Uploader {
     }
   }
 
-  private track(p: Promise<unknown>): void {
+  private track(p: Promise<unknown>, job: UploadJob): void {
     const settled = p.then(
       () => undefined,
       () => undefined,
     );
     this.running.add(settled);
-    void settled.then(() => this.running.delete(settled));
+    void settled.then(() => {
+      this.running.delete(settled);
+      if (this.inFlight.get(job.spoolPath) === job) this.inFlight.delete(job.spoolPath);
+    });
   }
 }
 

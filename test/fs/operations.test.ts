@@ -678,4 +678,21 @@ describe('fs operations over an in-memory XNAT', () => {
     const stored = x.resources.get('e/XNAT_E00001')!.find((r) => r.resource.label === 'NOTES')!.files;
     expect(stored.get('theirs.txt')?.toString()).toBe('someone else');
   });
+
+  it('at unmount, an upload still under way when the wait ends is reported, and left for the next mount', async () => {
+    x.uploadFile = () => new Promise(() => {}); // XNAT never answers
+    const path = `${NOTES}/marker.done`;
+    const fd = await fs.ops.create!(path, 0o644); // touch: the empty file goes up after close() returned
+    await fs.ops.flush!(path, fd);
+    await fs.ops.release!(path, fd);
+    const left = await fs.shutdown(200);
+    expect(left.map((l) => l.displayPath)).toEqual([path]);
+    expect((await readdir(fs.spoolDir)).filter((n) => n.endsWith('.upload.json'))).toHaveLength(1);
+    x.uploadFile = MemoryXnat.prototype.uploadFile.bind(x);
+    fs = await build();
+    expect(fs.resumedUploads).toEqual([path]);
+    expect(await fs.shutdown(5000)).toEqual([]);
+    const stored = x.resources.get('e/XNAT_E00001')!.find((r) => r.resource.label === 'NOTES')!.files;
+    expect(stored.get('marker.done')).toEqual(Buffer.alloc(0));
+  });
 });
