@@ -268,12 +268,23 @@ export function createOperations(ctx: WriteContext): XnatFs {
     await unlinkPath(f.spoolPath).catch(() => undefined);
   }
 
+  /**
+   * An upload no program waits for (after close() returned, or of a truncate(2)): its failure
+   * can only be told on stderr, one line, like the failures the kernel is answered.
+   */
+  function syncAfterClose(f: PendingFile): void {
+    sync(f).then(
+      () => settle(f),
+      (err: unknown) => console.error(`xnatfs: ${err instanceof Error ? err.message : String(err)}`),
+    );
+  }
+
   function scheduleIdleUpload(f: PendingFile): void {
     if (f.idleUpload) clearTimeout(f.idleUpload);
     f.idleUpload = setTimeout(() => {
       f.idleUpload = null;
       if (f.opens > 0) return; // an open handle's flush will upload it
-      sync(f).then(() => settle(f), () => undefined);
+      syncAfterClose(f);
     }, ctx.idleUploadMs);
   }
 
@@ -330,7 +341,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
     await fh?.close().catch(() => undefined);
     if (f.dirty) {
       // Written through a path that never flushed (e.g. mmap): upload now, report in the log.
-      sync(f).then(() => settle(f), () => undefined);
+      syncAfterClose(f);
       return;
     }
     await settle(f);
@@ -711,7 +722,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
         clearTimeout(f.idleUpload);
         f.idleUpload = null;
         // sync() hands the job to the uploader before its first await: the drain that follows sees it.
-        if (f.opens === 0) sync(f).then(() => settle(f), () => undefined);
+        if (f.opens === 0) syncAfterClose(f);
       }
       const writers = (): PendingFile[] => [...new Set([...spoolHandles.values()].filter((h) => h.writable).map((h) => h.file))];
       while (writers().length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));

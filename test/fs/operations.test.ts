@@ -1,5 +1,5 @@
 // The fs layer driven directly (no FUSE): reads, errnos, and the write path against an in-memory XNAT.
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { dir as tmpDir, type DirectoryResult } from 'tmp-promise';
 import { constants } from 'node:fs';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
@@ -694,5 +694,20 @@ describe('fs operations over an in-memory XNAT', () => {
     expect(await fs.shutdown(5000)).toEqual([]);
     const stored = x.resources.get('e/XNAT_E00001')!.find((r) => r.resource.label === 'NOTES')!.files;
     expect(stored.get('marker.done')).toEqual(Buffer.alloc(0));
+  });
+  it('an upload after close() had returned (touch of a new file) that XNAT refuses is told on stderr, not dropped in silence', async () => {
+    x.uploadFile = async () => { throw new XnatError('forbidden', 'no edit rights', 403); };
+    const said = vi.spyOn(console, 'error').mockImplementation(() => undefined);
+    try {
+      const path = `${NOTES}/touched`;
+      const fd = await fs.ops.create!(path, 0o644);
+      await fs.ops.flush!(path, fd);
+      await fs.ops.release!(path, fd);
+      await fs.uploader.drain(500);
+      await new Promise((r) => setTimeout(r, 10));
+      expect(said.mock.calls.map((c) => String(c[0])).filter((l) => l.includes(path))).toEqual([expect.stringMatching(/^xnatfs: upload of .*touched.*403/)]);
+    } finally {
+      said.mockRestore();
+    }
   });
 });
