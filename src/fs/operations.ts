@@ -644,14 +644,24 @@ export function createOperations(ctx: WriteContext): XnatFs {
       const wasDirty = f.dirty;
       f.dirty = false; // writes arriving during the upload set it again
       const srcTarget = f.target;
-      try {
-        await ctx.uploader.upload({
-          owner: target.owner, resource: target.resourceLabel, path: relPath(target), spoolPath: f.spoolPath,
-          size: f.size, overwrite: destNode !== null, displayPath: dest,
-        });
-      } catch (err) {
-        f.dirty ||= wasDirty;
-        throw toFsError(err, `rename ${src} → ${dest}: upload under the new name`);
+      // An upload of this file like any other: a flush meanwhile waits for it (and then finds the
+      // file clean, or dirty again if it failed), and the last release does not drop the spool.
+      const moving = ctx.uploader.upload({
+        owner: target.owner, resource: target.resourceLabel, path: relPath(target), spoolPath: f.spoolPath,
+        size: f.size, overwrite: destNode !== null, displayPath: dest,
+      });
+      f.uploading = moving;
+      const failure = await moving.then(
+        () => null,
+        (err: unknown) => {
+          f.dirty ||= wasDirty;
+          return err;
+        },
+      );
+      if (f.uploading === moving) f.uploading = null;
+      if (failure !== null) {
+        await settle(f); // nobody holds it and nothing is left to upload (a server file's copy)
+        throw toFsError(failure, `rename ${src} → ${dest}: upload under the new name`);
       }
       await ctx.uploader.cancel(f.spoolPath); // a retry of the old name must not land later
       f.retrying = false;

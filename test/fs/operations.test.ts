@@ -710,4 +710,29 @@ describe('fs operations over an in-memory XNAT', () => {
       said.mockRestore();
     }
   });
+
+  it('a file closed while a rename uploads it keeps its bytes when that upload fails', async () => {
+    await fs.ops.mkdir!(`${E}/resources/RESULTS`, 0o755);
+    const src = `${E}/resources/RESULTS/files/a.nii`;
+    const fd = await fs.ops.create!(src, 0o644);
+    await fs.ops.write!(src, fd, Buffer.from('only copy'), 9, 0);
+    const orig = x.uploadFile.bind(x);
+    let fail: (() => void) | null = null;
+    x.uploadFile = async () => {
+      await new Promise<void>((r) => (fail = r));
+      throw new XnatError('server', 'HTTP 500', 500);
+    };
+    const renamed = errno(fs.ops.rename!(src, `${E}/resources/RESULTS/files/b.nii`));
+    while (!fail) await new Promise((r) => setTimeout(r, 2));
+    x.uploadFile = orig;
+    // The writer closes its file meanwhile (mv by another program while it finishes).
+    const closed = Promise.resolve(fs.ops.flush!(src, fd)).then(() => fs.ops.release!(src, fd));
+    await new Promise((r) => setTimeout(r, 10));
+    (fail as () => void)();
+    expect(await renamed).toBe('EIO');
+    await closed;
+    expect(await fs.shutdown(5000)).toEqual([]);
+    fs = await build();
+    expect(await readFile(src)).toEqual(Buffer.from('only copy'));
+  });
 });
