@@ -174,15 +174,17 @@ export class Uploader {
 
   /**
    * Forget a queued retry (the file was deleted, renamed or rewritten). Resolves once an attempt
-   * already under way has ended, so the caller knows whether it landed (it then checks XNAT).
+   * already under way has ended, so the caller knows whether it landed (it then checks XNAT),
+   * with the job those retries ran (its `overwrite` says whether they may have landed a copy).
    */
-  async cancel(spoolPath: string): Promise<void> {
+  async cancel(spoolPath: string): Promise<UploadJob | undefined> {
     const e = this.retrying.get(spoolPath);
-    if (!e) return;
+    if (!e) return undefined;
     if (e.timer) clearTimeout(e.timer);
     this.retrying.delete(spoolPath);
     await unlink(noteOf(spoolPath)).catch(() => undefined);
     await e.running?.catch(() => undefined);
+    return e.job;
   }
 
   isRetrying(spoolPath: string): boolean {

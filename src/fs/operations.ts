@@ -170,9 +170,13 @@ export function createOperations(ctx: WriteContext): XnatFs {
       // Take the upload back from the background; concurrent syncs wait on this too.
       f.retrying = false;
       const cancelled = ctx.uploader.cancel(f.spoolPath);
-      f.uploading = cancelled;
-      await cancelled;
-      if (f.uploading === cancelled) f.uploading = null;
+      const waiting = cancelled.then(() => undefined);
+      f.uploading = waiting;
+      const retried = await cancelled;
+      if (f.uploading === waiting) f.uploading = null;
+      // Its retries replaced whatever XNAT holds (a copy of ours may have landed, even by the
+      // attempt just ended): so must this upload. Not after a duplicate: those never overwrite.
+      if (retried?.overwrite) f.overwrite = true;
     }
     f.dirty = false;
     const job = jobOf(f);

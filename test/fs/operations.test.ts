@@ -735,4 +735,30 @@ describe('fs operations over an in-memory XNAT', () => {
     fs = await build();
     expect(await readFile(src)).toEqual(Buffer.from('only copy'));
   });
+  it('a file written again while its background retry is landing is replaced, not refused as a duplicate of its own older copy', async () => {
+    const path = `${NOTES}/again.txt`;
+    const orig = x.uploadFile.bind(x);
+    let calls = 0;
+    let land: (() => void) | null = null;
+    x.uploadFile = async (...a) => {
+      calls++;
+      if (calls === 1) throw new XnatError('server', 'HTTP 500', 500);
+      if (calls === 2) await new Promise<void>((r) => (land = r));
+      return orig(...a);
+    };
+    const fd = await fs.ops.create!(path, 0o644);
+    await fs.ops.write!(path, fd, Buffer.from('v1'), 2, 0);
+    expect(await errno(fs.ops.flush!(path, fd))).toBe('EIO');
+    await fs.ops.release!(path, fd);
+    while (!land) await new Promise((r) => setTimeout(r, 2)); // the background retry is under way
+    const fd2 = await fs.ops.open!(path, constants.O_WRONLY);
+    await fs.ops.write!(path, fd2, Buffer.from('+v2'), 3, 2);
+    const flushed = Promise.resolve(fs.ops.flush!(path, fd2)).then(() => null, (e: unknown) => e);
+    await new Promise((r) => setTimeout(r, 10));
+    (land as () => void)(); // the retry lands v1, then the flush uploads v1+v2
+    expect(await flushed).toBe(null);
+    await fs.ops.release!(path, fd2);
+    const stored = x.resources.get('e/XNAT_E00001')!.find((r) => r.resource.label === 'NOTES')!.files;
+    expect(stored.get('again.txt')?.toString()).toBe('v1+v2');
+  });
 });
