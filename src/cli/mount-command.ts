@@ -2,7 +2,7 @@
 // `xnatfs unmount`, then wait (bounded) for pending uploads, unmount, log out and exit.
 import { parseArgs } from 'node:util';
 import { createHash } from 'node:crypto';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import createDebug from 'debug';
 import { createStack, type StackOptions, type XnatFsStack } from '../fs/stack.js';
 import { mountFuse, type FuseMount } from '../fs/fuse-adapter.js';
@@ -157,6 +157,11 @@ export interface RunningMount {
 }
 
 /** Log in, build the stack and mount. The caller waits on `done`. */
+/** Where the spool files of a killed mount that cannot be resumed are: their own folders, not this mount's. */
+export function leftoverSpoolMessage(paths: readonly string[]): string {
+  return `xnatfs: ${paths.length} partly written file(s) from an earlier mount that was killed are kept in ${[...new Set(paths.map((p) => dirname(p)))].join(', ')}; copy them again if you need them`;
+}
+
 export async function startMount(s: MountSettings, client?: XnatApi): Promise<RunningMount> {
   const xnat = client ?? (await createXnatClient({ baseUrl: s.url, ...s.client }));
   let stack: XnatFsStack | null = null;
@@ -167,9 +172,7 @@ export async function startMount(s: MountSettings, client?: XnatApi): Promise<Ru
     if (stack.waitingUploads.length > 0) {
       console.error(`xnatfs: ${stack.waitingUploads.length} upload(s) left unfinished by an earlier mount are waiting; this mount is read-only and leaves them as they are: a read-write mount of the same server will resume them`);
     }
-    if (stack.leftoverSpool.length > 0) {
-      console.error(`xnatfs: ${stack.leftoverSpool.length} partly written file(s) from an earlier mount that was killed are kept in ${stack.spoolDir}; copy them again if you need them`);
-    }
+    if (stack.leftoverSpool.length > 0) console.error(leftoverSpoolMessage(stack.leftoverSpool));
     fuse = await mountFuse(stack.ops, {
       mountpoint: s.mountpoint,
       fsname: `xnatfs#${xnat.baseUrl}`,

@@ -54,6 +54,10 @@ export class Uploader {
   /** Jobs that failed in the foreground and are retried in the background, by spool path. */
   private readonly retrying = new Map<string, Retry>();
   private readonly running = new Set<Promise<unknown>>();
+  /** Uploads under way (foreground, streaming, or a retry's attempt), by spool path. */
+  private readonly inFlight = new Map<string, UploadJob>();
+  /** Spool files given a note at unmount while their upload was still under way (the note's write). */
+  private readonly notedAtDrain = new Map<string, Promise<void>>();
   private closed = false;
   private streaming = 0;
   /** Why streaming uploads are off for this mount (a server or proxy refused a chunked body). */
@@ -71,13 +75,14 @@ export class Uploader {
 
   /** Upload now; resolves when XNAT has the file. The spool file is kept (the caller owns it). */
   upload(job: UploadJob): Promise<void> {
+    this.inFlight.set(job.spoolPath, job);
     const p = this.limit(async () => {
       log('uploading %s (%d bytes, overwrite=%s)', job.displayPath, job.size, job.overwrite);
       await this.client.uploadFile(job.owner, job.resource, job.path, { overwrite: job.overwrite, sourcePath: job.spoolPath, size: job.size });
       this.uploads++;
-      this.onUploaded(job);
+      this.landed(job);
     });
-    this.track(p);
+    this.track(p, job);
     return p;
   }
 
@@ -95,11 +100,12 @@ export class Uploader {
       (stream, signal) => this.client.uploadFile(job.owner, job.resource, job.path, { overwrite: job.overwrite, stream, signal }),
       this.options.streamingLimits ?? DEFAULT_STREAMING_LIMITS,
     );
+    this.inFlight.set(job.spoolPath, job);
     const done = upload.result.then(
       () => {
         this.uploads++;
         // The job was made when the upload started; the size is known now.
-        this.onUploaded({ ...job, size: upload.finalSize ?? job.size });
+        this.landed({ ...job, size: upload.finalSize ?? job.size });
       },
       (err: unknown) => {
         log('streaming upload of %s ended: %s', job.displayPath, messageOf(err));
@@ -113,7 +119,7 @@ export class Uploader {
       },
     );
     void done.finally(() => this.streaming--);
-    this.track(done);
+    this.track(done, job);
     return upload;
   }
 
@@ -123,13 +129,17 @@ export class Uploader {
    * for the same spool file replaces an older one.
    */
   retryInBackground(job: UploadJob, error: unknown, onSuccess: () => Promise<void>): void {
-    const existing = this.retrying.get(job.spoolPath);
-    if (existing?.timer) clearTimeout(existing.timer);
     // After a failed connection our own attempt may have landed: later attempts replace it. But
     // when XNAT kept someone else's file ("duplicates"), retries must not overwrite it: they keep
     // failing until that file is gone, and the spool stays (listed at unmount).
     const duplicate = error instanceof XnatError && error.kind === 'duplicate';
-    const entry: Retry = { job: { ...job, overwrite: duplicate ? job.overwrite : true }, timer: null, attempts: existing?.attempts ?? 0, lastError: messageOf(error), onSuccess };
+    this.keepRetrying({ ...job, overwrite: duplicate ? job.overwrite : true }, messageOf(error), onSuccess);
+  }
+
+  private keepRetrying(job: UploadJob, lastError: string, onSuccess: () => Promise<void>): void {
+    const existing = this.retrying.get(job.spoolPath);
+    if (existing?.timer) clearTimeout(existing.timer);
+    const entry: Retry = { job, timer: null, attempts: existing?.attempts ?? 0, lastError, onSuccess };
     this.retrying.set(job.spoolPath, entry);
     // A note beside the spool file says where it belongs, so that the next mount can finish the
     // upload if this process is killed first (a batch job's wall time, a reboot).
@@ -143,7 +153,8 @@ export class Uploader {
    */
   async resume(spoolDir: string, onSuccess: (job: UploadJob) => Promise<void>): Promise<UploadJob[]> {
     const jobs = await this.waiting(spoolDir);
-    for (const job of jobs) this.retryInBackground(job, new Error('left by an earlier mount'), () => onSuccess(job));
+    // As the note says: a job XNAT answered "duplicates" stays one that never overwrites.
+    for (const job of jobs) this.keepRetrying(job, 'left by an earlier mount', () => onSuccess(job));
     return jobs;
   }
 
@@ -166,15 +177,17 @@ export class Uploader {
 
   /**
    * Forget a queued retry (the file was deleted, renamed or rewritten). Resolves once an attempt
-   * already under way has ended, so the caller knows whether it landed (it then checks XNAT).
+   * already under way has ended, so the caller knows whether it landed (it then checks XNAT),
+   * with the job those retries ran (its `overwrite` says whether they may have landed a copy).
    */
-  async cancel(spoolPath: string): Promise<void> {
+  async cancel(spoolPath: string): Promise<UploadJob | undefined> {
     const e = this.retrying.get(spoolPath);
-    if (!e) return;
+    if (!e) return undefined;
     if (e.timer) clearTimeout(e.timer);
     this.retrying.delete(spoolPath);
     await unlink(noteOf(spoolPath)).catch(() => undefined);
     await e.running?.catch(() => undefined);
+    return e.job;
   }
 
   isRetrying(spoolPath: string): boolean {
@@ -203,7 +216,29 @@ export class Uploader {
     }
     this.closed = true;
     for (const e of this.retrying.values()) if (e.timer) clearTimeout(e.timer);
-    return this.pending();
+    // Uploads still under way (a file closed just before, one uploaded at release after close()
+    // had returned) are not on XNAT either: listed, and noted for the next mount, since this
+    // process may end before they do. One that lands meanwhile takes its note away again.
+    const running = [...this.inFlight.values()].filter((job) => !this.retrying.has(job.spoolPath));
+    for (const job of running) {
+      const written = writeFile(noteOf(job.spoolPath), JSON.stringify({ server: this.client.baseUrl, job: { ...job, overwrite: true } }), { mode: 0o600 }).catch(() => undefined);
+      this.notedAtDrain.set(job.spoolPath, written);
+      await written;
+    }
+    return [
+      ...this.pending(),
+      ...running.map((job) => ({ displayPath: job.displayPath, spoolPath: job.spoolPath, attempts: 0, lastError: `still uploading when the wait at unmount ended` })),
+    ];
+  }
+
+  /** XNAT has the file. */
+  private landed(job: UploadJob): void {
+    const noted = this.notedAtDrain.get(job.spoolPath);
+    if (noted) {
+      this.notedAtDrain.delete(job.spoolPath);
+      void noted.then(() => unlink(noteOf(job.spoolPath))).catch(() => undefined);
+    }
+    this.onUploaded(job);
   }
 
   private schedule(entry: Retry): void {
@@ -233,13 +268,16 @@ export class Uploader {
     }
   }
 
-  private track(p: Promise<unknown>): void {
+  private track(p: Promise<unknown>, job: UploadJob): void {
     const settled = p.then(
       () => undefined,
       () => undefined,
     );
     this.running.add(settled);
-    void settled.then(() => this.running.delete(settled));
+    void settled.then(() => {
+      this.running.delete(settled);
+      if (this.inFlight.get(job.spoolPath) === job) this.inFlight.delete(job.spoolPath);
+    });
   }
 }
 

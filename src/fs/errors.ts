@@ -40,8 +40,13 @@ export function toFsError(err: unknown, what: string): FsError {
         return new FsError('EIO', `${what}: ${err.message}`, { cause: err });
     }
   }
+  const code = (err as NodeJS.ErrnoException | null)?.code;
   // A handle already let go (a read racing the unmount): the kernel's own errno, not a failure to report.
-  if ((err as NodeJS.ErrnoException | null)?.code === 'EBADF') return new FsError('EBADF', `${what}: ${(err as Error).message}`, { cause: err });
+  if (code === 'EBADF') return new FsError('EBADF', `${what}: ${(err as Error).message}`, { cause: err });
+  // The local disk under the spool and cache: the program should hear "No space left on device".
+  if (code === 'ENOSPC' || code === 'EDQUOT') {
+    return new FsError('ENOSPC', `${what}: the disk of xnatfs's cache folder is full (${code}); free space there or mount with another --cache-dir`, { cause: err });
+  }
   return new FsError('EIO', `${what}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
 }
 

@@ -171,9 +171,13 @@ export function createOperations(ctx: WriteContext): XnatFs {
       // Take the upload back from the background; concurrent syncs wait on this too.
       f.retrying = false;
       const cancelled = ctx.uploader.cancel(f.spoolPath);
-      f.uploading = cancelled;
-      await cancelled;
-      if (f.uploading === cancelled) f.uploading = null;
+      const waiting = cancelled.then(() => undefined);
+      f.uploading = waiting;
+      const retried = await cancelled;
+      if (f.uploading === waiting) f.uploading = null;
+      // Its retries replaced whatever XNAT holds (a copy of ours may have landed, even by the
+      // attempt just ended): so must this upload. Not after a duplicate: those never overwrite.
+      if (retried?.overwrite) f.overwrite = true;
     }
     f.dirty = false;
     const job = jobOf(f);
@@ -183,11 +187,15 @@ export function createOperations(ctx: WriteContext): XnatFs {
       await p;
       f.overwrite = true;
     } catch (err) {
+      // Unlinked (or replaced by a rename) during the upload: unlink waits for it and deletes
+      // whatever landed, so a retry handed to the background now would bring the file back.
+      if (f.deleted) return;
       if (isPermanent(err)) {
         // Retrying cannot help (no write permission, a name XNAT cannot store): the caller's
         // close() fails, and the copy it came from is still theirs. Nothing is kept half-done.
+        // Not `dirty = false`: a write through another handle during this upload set it again,
+        // and that handle's close must try (and fail) too, not succeed without uploading.
         overlay.removeFile(f.path);
-        f.dirty = false;
         await settle(f);
         throw toFsError(err, `upload of ${f.path}`);
       }
@@ -200,7 +208,9 @@ export function createOperations(ctx: WriteContext): XnatFs {
       const reason = err instanceof XnatError && err.kind === 'duplicate'
         ? 'XNAT already has a file there and kept it (no overwrite); remove it first'
         : (err as Error).message;
-      throw new FsError('EIO', `upload of ${f.path} failed: ${reason}; kept in ${f.spoolPath}, retrying in the background`, { cause: err });
+      // A session XNAT no longer takes (401 after logging in again) is EACCES, as everywhere.
+      const code = err instanceof XnatError && err.kind === 'unauthorized' ? 'EACCES' : 'EIO';
+      throw new FsError(code, `upload of ${f.path} failed: ${reason}; kept in ${f.spoolPath}, retrying in the background`, { cause: err });
     } finally {
       f.uploading = null;
     }
@@ -263,12 +273,23 @@ export function createOperations(ctx: WriteContext): XnatFs {
     await unlinkPath(f.spoolPath).catch(() => undefined);
   }
 
+  /**
+   * An upload no program waits for (after close() returned, or of a truncate(2)): its failure
+   * can only be told on stderr, one line, like the failures the kernel is answered.
+   */
+  function syncAfterClose(f: PendingFile): void {
+    sync(f).then(
+      () => settle(f),
+      (err: unknown) => console.error(`xnatfs: ${err instanceof Error ? err.message : String(err)}`),
+    );
+  }
+
   function scheduleIdleUpload(f: PendingFile): void {
     if (f.idleUpload) clearTimeout(f.idleUpload);
     f.idleUpload = setTimeout(() => {
       f.idleUpload = null;
       if (f.opens > 0) return; // an open handle's flush will upload it
-      sync(f).then(() => settle(f), () => undefined);
+      syncAfterClose(f);
     }, ctx.idleUploadMs);
   }
 
@@ -325,7 +346,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
     await fh?.close().catch(() => undefined);
     if (f.dirty) {
       // Written through a path that never flushed (e.g. mmap): upload now, report in the log.
-      sync(f).then(() => settle(f), () => undefined);
+      syncAfterClose(f);
       return;
     }
     await settle(f);
@@ -423,7 +444,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
         }
       } catch (err) {
         stopAppending(f, 'a write failed');
-        throw err;
+        throw toFsError(err, `write to ${path}`);
       } finally {
         f.writing--;
       }
@@ -628,14 +649,24 @@ export function createOperations(ctx: WriteContext): XnatFs {
       const wasDirty = f.dirty;
       f.dirty = false; // writes arriving during the upload set it again
       const srcTarget = f.target;
-      try {
-        await ctx.uploader.upload({
-          owner: target.owner, resource: target.resourceLabel, path: relPath(target), spoolPath: f.spoolPath,
-          size: f.size, overwrite: destNode !== null, displayPath: dest, ...(destNode?.kind === 'file' ? { replaces: fileRefOf(destNode) } : {}),
-        });
-      } catch (err) {
-        f.dirty ||= wasDirty;
-        throw toFsError(err, `rename ${src} → ${dest}: upload under the new name`);
+      // An upload of this file like any other: a flush meanwhile waits for it (and then finds the
+      // file clean, or dirty again if it failed), and the last release does not drop the spool.
+      const moving = ctx.uploader.upload({
+        owner: target.owner, resource: target.resourceLabel, path: relPath(target), spoolPath: f.spoolPath,
+        size: f.size, overwrite: destNode !== null, displayPath: dest, ...(destNode?.kind === 'file' ? { replaces: fileRefOf(destNode) } : {}),
+      });
+      f.uploading = moving;
+      const failure = await moving.then(
+        () => null,
+        (err: unknown) => {
+          f.dirty ||= wasDirty;
+          return err;
+        },
+      );
+      if (f.uploading === moving) f.uploading = null;
+      if (failure !== null) {
+        await settle(f); // nobody holds it and nothing is left to upload (a server file's copy)
+        throw toFsError(failure, `rename ${src} → ${dest}: upload under the new name`);
       }
       await ctx.uploader.cancel(f.spoolPath); // a retry of the old name must not land later
       f.retrying = false;
@@ -671,9 +702,13 @@ export function createOperations(ctx: WriteContext): XnatFs {
     },
   };
 
-  /** Failures that no retry can mend. */
+  /**
+   * Failures that no retry can mend. Not 401: a session refused even after logging in again (a
+   * --jsession that expired, a password changed or an account locked meanwhile) says nothing
+   * about the file, and the next mount, logged in afresh, takes its upload up.
+   */
   function isPermanent(err: unknown): boolean {
-    return err instanceof XnatError && (err.kind === 'forbidden' || err.kind === 'bad-request' || err.kind === 'unauthorized');
+    return err instanceof XnatError && (err.kind === 'forbidden' || err.kind === 'bad-request');
   }
 
   /** After deleting a file, its folders stay visible (empty) until rmdir, as on a disk. */
@@ -707,7 +742,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
         clearTimeout(f.idleUpload);
         f.idleUpload = null;
         // sync() hands the job to the uploader before its first await: the drain that follows sees it.
-        if (f.opens === 0) sync(f).then(() => settle(f), () => undefined);
+        if (f.opens === 0) syncAfterClose(f);
       }
       const writers = (): PendingFile[] => [...new Set([...spoolHandles.values()].filter((h) => h.writable).map((h) => h.file))];
       while (writers().length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));

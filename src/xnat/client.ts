@@ -265,14 +265,17 @@ export class XnatClient implements XnatApi {
     const { overwrite } = options;
     if ('sourcePath' in options) {
       const { sourcePath, size } = options;
+      // Local problems, not XNAT's answer (so no XnatError): its caller must not take them for a
+      // refusal that no retry can mend. A file that grew since `size` was taken (a writer still
+      // appending) is fine: its first `size` bytes are sent, and the caller uploads again later.
       let actual: number;
       try {
         actual = (await stat(sourcePath)).size;
       } catch (err) {
-        throw new XnatError('bad-request', `cannot read the local file ${sourcePath} to upload (${(err as NodeJS.ErrnoException).code ?? err})`, null, { cause: err });
+        throw new Error(`cannot read the local file ${sourcePath} to upload (${(err as NodeJS.ErrnoException).code ?? err})`, { cause: err });
       }
-      if (actual !== size) {
-        throw new XnatError('bad-request', `local file ${sourcePath} has ${actual} bytes, not the ${size} expected; it changed during the upload`);
+      if (actual < size) {
+        throw new Error(`local file ${sourcePath} has ${actual} bytes, fewer than the ${size} to upload; it was truncated meanwhile`);
       }
     }
     // Where XNAT will store it: the URL path when it survives XNAT's decoding (paths.ts), else

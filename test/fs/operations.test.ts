@@ -1,5 +1,5 @@
 // The fs layer driven directly (no FUSE): reads, errnos, and the write path against an in-memory XNAT.
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { dir as tmpDir, type DirectoryResult } from 'tmp-promise';
 import { constants } from 'node:fs';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
@@ -645,5 +645,166 @@ describe('fs operations over an in-memory XNAT', () => {
     await fs.ops.rmdir!(dir); // files/ of an emptied resource: allowed, nothing to do
     await fs.ops.rmdir!(`${E}/scans/4-Ax_3D_T1/resources/DICOM`);
     expect((await fs.ops.readdir!(`${E}/scans/4-Ax_3D_T1/resources`)).names).toEqual(['.', '..']);
+  });
+
+  it('a refused upload (403) also fails the close of another handle that wrote during it, rather than report success for bytes that went nowhere', async () => {
+    let refuse: (() => void) | null = null;
+    x.uploadFile = async () => {
+      await new Promise<void>((r) => (refuse = r));
+      throw new XnatError('forbidden', 'no edit rights', 403);
+    };
+    const path = `${NOTES}/shared.txt`;
+    const a = await fs.ops.create!(path, 0o644);
+    const b = await fs.ops.open!(path, constants.O_WRONLY);
+    await fs.ops.write!(path, a, Buffer.from('a;'), 2, 0);
+    const first = errno(fs.ops.flush!(path, a));
+    while (!refuse) await new Promise((r) => setTimeout(r, 2));
+    await fs.ops.write!(path, b, Buffer.from('b;'), 2, 2);
+    (refuse as () => void)();
+    expect(await first).toBe('EACCES');
+    await fs.ops.release!(path, a);
+    x.uploadFile = async () => { throw new XnatError('forbidden', 'no edit rights', 403); };
+    expect(await errno(fs.ops.flush!(path, b))).toBe('EACCES');
+    await fs.ops.release!(path, b);
+    expect(await readdir(fs.spoolDir)).toEqual([]);
+  });
+
+  it('an upload refused with 401 (the session is gone and logging in again fails) keeps the spool and retries it: the bytes are not dropped', async () => {
+    const orig = x.uploadFile.bind(x);
+    x.uploadFile = async () => { throw new XnatError('unauthorized', 'XNAT still refused the session right after logging in again', 401); };
+    const path = `${NOTES}/after-expiry.txt`;
+    const fd = await fs.ops.create!(path, 0o644);
+    await fs.ops.write!(path, fd, Buffer.from('results'), 7, 0);
+    expect(await errno(fs.ops.flush!(path, fd))).toBe('EACCES');
+    await fs.ops.release!(path, fd);
+    expect(fs.uploader.pending().map((p) => p.displayPath)).toEqual([path]);
+    x.uploadFile = orig;
+    expect(await fs.shutdown(5000)).toEqual([]);
+    fs = await build();
+    expect(await readFile(path)).toEqual(Buffer.from('results'));
+  });
+
+  it('a file deleted while its upload is failing is not uploaded later by a background retry', async () => {
+    const path = `${NOTES}/doomed.txt`;
+    const orig = x.uploadFile.bind(x);
+    let fail: (() => void) | null = null;
+    x.uploadFile = async () => {
+      await new Promise<void>((r) => (fail = r));
+      throw new XnatError('server', 'HTTP 500', 500);
+    };
+    const fd = await fs.ops.create!(path, 0o644);
+    await fs.ops.write!(path, fd, Buffer.from('temp'), 4, 0);
+    const flushed = Promise.resolve(fs.ops.flush!(path, fd)).then(() => null, (e: unknown) => e);
+    while (!fail) await new Promise((r) => setTimeout(r, 2));
+    const unlinked = fs.ops.unlink!(path);
+    await new Promise((r) => setTimeout(r, 10));
+    x.uploadFile = orig;
+    (fail as () => void)();
+    await flushed;
+    await unlinked;
+    await fs.ops.release!(path, fd);
+    await new Promise((r) => setTimeout(r, 200)); // several retry delays
+    expect(fs.uploader.pending()).toEqual([]);
+    const stored = x.resources.get('e/XNAT_E00001')!.find((r) => r.resource.label === 'NOTES')!.files;
+    expect(stored.has('doomed.txt')).toBe(false);
+    expect(await readdir(fs.spoolDir)).toEqual([]);
+  });
+
+  it('the next mount takes up an upload XNAT refused as a duplicate without overwriting the file XNAT kept', async () => {
+    const path = `${NOTES}/theirs.txt`;
+    const fd = await fs.ops.create!(path, 0o644);
+    x.addFile(expOwner, 'NOTES', 'theirs.txt', Buffer.from('someone else'));
+    await fs.ops.write!(path, fd, Buffer.from('mine'), 4, 0);
+    expect(await errno(fs.ops.flush!(path, fd))).toBe('EIO');
+    await fs.ops.release!(path, fd);
+    expect((await fs.shutdown(100)).map((l) => l.displayPath)).toEqual([path]);
+    fs = await build();
+    expect(fs.resumedUploads).toEqual([path]);
+    expect((await fs.shutdown(300)).map((l) => l.displayPath)).toEqual([path]);
+    const stored = x.resources.get('e/XNAT_E00001')!.find((r) => r.resource.label === 'NOTES')!.files;
+    expect(stored.get('theirs.txt')?.toString()).toBe('someone else');
+  });
+
+  it('at unmount, an upload still under way when the wait ends is reported, and left for the next mount', async () => {
+    x.uploadFile = () => new Promise(() => {}); // XNAT never answers
+    const path = `${NOTES}/marker.done`;
+    const fd = await fs.ops.create!(path, 0o644); // touch: the empty file goes up after close() returned
+    await fs.ops.flush!(path, fd);
+    await fs.ops.release!(path, fd);
+    const left = await fs.shutdown(200);
+    expect(left.map((l) => l.displayPath)).toEqual([path]);
+    expect((await readdir(fs.spoolDir)).filter((n) => n.endsWith('.upload.json'))).toHaveLength(1);
+    x.uploadFile = MemoryXnat.prototype.uploadFile.bind(x);
+    fs = await build();
+    expect(fs.resumedUploads).toEqual([path]);
+    expect(await fs.shutdown(5000)).toEqual([]);
+    const stored = x.resources.get('e/XNAT_E00001')!.find((r) => r.resource.label === 'NOTES')!.files;
+    expect(stored.get('marker.done')).toEqual(Buffer.alloc(0));
+  });
+  it('an upload after close() had returned (touch of a new file) that XNAT refuses is told on stderr, not dropped in silence', async () => {
+    x.uploadFile = async () => { throw new XnatError('forbidden', 'no edit rights', 403); };
+    const said = vi.spyOn(console, 'error').mockImplementation(() => undefined);
+    try {
+      const path = `${NOTES}/touched`;
+      const fd = await fs.ops.create!(path, 0o644);
+      await fs.ops.flush!(path, fd);
+      await fs.ops.release!(path, fd);
+      await fs.uploader.drain(500);
+      await new Promise((r) => setTimeout(r, 10));
+      expect(said.mock.calls.map((c) => String(c[0])).filter((l) => l.includes(path))).toEqual([expect.stringMatching(/^xnatfs: upload of .*touched.*403/)]);
+    } finally {
+      said.mockRestore();
+    }
+  });
+
+  it('a file closed while a rename uploads it keeps its bytes when that upload fails', async () => {
+    await fs.ops.mkdir!(`${E}/resources/RESULTS`, 0o755);
+    const src = `${E}/resources/RESULTS/files/a.nii`;
+    const fd = await fs.ops.create!(src, 0o644);
+    await fs.ops.write!(src, fd, Buffer.from('only copy'), 9, 0);
+    const orig = x.uploadFile.bind(x);
+    let fail: (() => void) | null = null;
+    x.uploadFile = async () => {
+      await new Promise<void>((r) => (fail = r));
+      throw new XnatError('server', 'HTTP 500', 500);
+    };
+    const renamed = errno(fs.ops.rename!(src, `${E}/resources/RESULTS/files/b.nii`));
+    while (!fail) await new Promise((r) => setTimeout(r, 2));
+    x.uploadFile = orig;
+    // The writer closes its file meanwhile (mv by another program while it finishes).
+    const closed = Promise.resolve(fs.ops.flush!(src, fd)).then(() => fs.ops.release!(src, fd));
+    await new Promise((r) => setTimeout(r, 10));
+    (fail as () => void)();
+    expect(await renamed).toBe('EIO');
+    await closed;
+    expect(await fs.shutdown(5000)).toEqual([]);
+    fs = await build();
+    expect(await readFile(src)).toEqual(Buffer.from('only copy'));
+  });
+  it('a file written again while its background retry is landing is replaced, not refused as a duplicate of its own older copy', async () => {
+    const path = `${NOTES}/again.txt`;
+    const orig = x.uploadFile.bind(x);
+    let calls = 0;
+    let land: (() => void) | null = null;
+    x.uploadFile = async (...a) => {
+      calls++;
+      if (calls === 1) throw new XnatError('server', 'HTTP 500', 500);
+      if (calls === 2) await new Promise<void>((r) => (land = r));
+      return orig(...a);
+    };
+    const fd = await fs.ops.create!(path, 0o644);
+    await fs.ops.write!(path, fd, Buffer.from('v1'), 2, 0);
+    expect(await errno(fs.ops.flush!(path, fd))).toBe('EIO');
+    await fs.ops.release!(path, fd);
+    while (!land) await new Promise((r) => setTimeout(r, 2)); // the background retry is under way
+    const fd2 = await fs.ops.open!(path, constants.O_WRONLY);
+    await fs.ops.write!(path, fd2, Buffer.from('+v2'), 3, 2);
+    const flushed = Promise.resolve(fs.ops.flush!(path, fd2)).then(() => null, (e: unknown) => e);
+    await new Promise((r) => setTimeout(r, 10));
+    (land as () => void)(); // the retry lands v1, then the flush uploads v1+v2
+    expect(await flushed).toBe(null);
+    await fs.ops.release!(path, fd2);
+    const stored = x.resources.get('e/XNAT_E00001')!.find((r) => r.resource.label === 'NOTES')!.files;
+    expect(stored.get('again.txt')?.toString()).toBe('v1+v2');
   });
 });
