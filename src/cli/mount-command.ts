@@ -146,6 +146,17 @@ export function cacheDirFor(base: string, url: string): string {
   return join(base, `${host}-${createHash('sha256').update(url).digest('hex').slice(0, 8)}`);
 }
 
+/**
+ * The line about spool files an earlier, killed mount left without a note (never completely
+ * written, so never uploaded). It names the folders they are in: those of the dead process, not
+ * this mount's own spool folder, which holds none of them.
+ */
+export function leftoverSpoolNote(paths: string[]): string {
+  const dirs = [...new Set(paths.map((p) => dirname(p)))];
+  const n = paths.length;
+  return `${n} partly written file${n === 1 ? '' : 's'} from an earlier mount that was killed ${n === 1 ? 'was' : 'were'} not uploaded and ${n === 1 ? 'is' : 'are'} kept in ${dirs.join(', ')}; copy ${n === 1 ? 'it' : 'them'} again if you need ${n === 1 ? 'it' : 'them'}`;
+}
+
 export interface RunningMount {
   client: XnatApi;
   stack: XnatFsStack;
@@ -157,11 +168,6 @@ export interface RunningMount {
 }
 
 /** Log in, build the stack and mount. The caller waits on `done`. */
-/** Where the spool files of a killed mount that cannot be resumed are: their own folders, not this mount's. */
-export function leftoverSpoolMessage(paths: readonly string[]): string {
-  return `xnatfs: ${paths.length} partly written file(s) from an earlier mount that was killed are kept in ${[...new Set(paths.map((p) => dirname(p)))].join(', ')}; copy them again if you need them`;
-}
-
 export async function startMount(s: MountSettings, client?: XnatApi): Promise<RunningMount> {
   const xnat = client ?? (await createXnatClient({ baseUrl: s.url, ...s.client }));
   let stack: XnatFsStack | null = null;
@@ -172,7 +178,7 @@ export async function startMount(s: MountSettings, client?: XnatApi): Promise<Ru
     if (stack.waitingUploads.length > 0) {
       console.error(`xnatfs: ${stack.waitingUploads.length} upload(s) left unfinished by an earlier mount are waiting; this mount is read-only and leaves them as they are: a read-write mount of the same server will resume them`);
     }
-    if (stack.leftoverSpool.length > 0) console.error(leftoverSpoolMessage(stack.leftoverSpool));
+    if (stack.leftoverSpool.length > 0) console.error(`xnatfs: ${leftoverSpoolNote(stack.leftoverSpool)}`);
     fuse = await mountFuse(stack.ops, {
       mountpoint: s.mountpoint,
       fsname: `xnatfs#${xnat.baseUrl}`,

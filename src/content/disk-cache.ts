@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, readdir, rename, rm, stat, chmod, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import createDebug from 'debug';
-import { orphanedFolders } from './process-dirs.js';
+import { keepAlive, orphanedFolders, ownFolderName } from './process-dirs.js';
 import { LRUCache } from 'lru-cache';
 
 const log = createDebug('xnatfs:cache');
@@ -23,7 +23,7 @@ export class DiskCache {
 
   constructor(readonly options: DiskCacheOptions) {
     this.objectsDir = join(options.dir, 'objects');
-    this.partialDir = join(options.dir, 'partial', String(process.pid));
+    this.partialDir = join(options.dir, 'partial', ownFolderName());
     this.index = new LRUCache<string, number>({
       maxSize: Math.max(1, options.maxBytes),
       sizeCalculation: (size) => Math.max(1, size),
@@ -45,11 +45,12 @@ export class DiskCache {
     await chmod(this.options.dir, 0o700);
     await mkdir(this.objectsDir, { recursive: true, mode: 0o700 });
     // Partial downloads of ended mounts are useless: their writer is gone. Those of a mount of
-    // the same server still running are its own business.
+    // the same server still running, on this host or another sharing the folder, are its own.
     const partialRoot = join(this.options.dir, 'partial');
     await mkdir(partialRoot, { recursive: true, mode: 0o700 });
     for (const dir of await orphanedFolders(partialRoot)) await rm(dir, { recursive: true, force: true });
     await mkdir(this.partialDir, { recursive: true, mode: 0o700 });
+    keepAlive(this.partialDir);
     const names = await readdir(this.objectsDir);
     let bytes = 0;
     for (const name of names) {

@@ -6,6 +6,7 @@
 //   5. a no-echo prompt when stdin is a terminal.
 // A user from 2/3 without a password takes the password from XNAT_PASS, the netrc entry with that
 // login, or the prompt. Alias tokens (alias/secret) are used exactly like user/password.
+import { readFileSync } from 'node:fs';
 import { stat, readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -239,6 +240,30 @@ export interface CredentialOptions {
   interactive?: boolean;
   /** Terminal streams for the prompt (default stdin / stderr). */
   promptIO?: PromptIO;
+  /**
+   * Whether this process runs in the background of its terminal (default: asks the kernel).
+   * Only consulted when `interactive` is not given and the prompt's input is a terminal.
+   */
+  inBackground?: () => boolean;
+}
+
+/**
+ * True when this process is in a background process group of its controlling terminal
+ * (`xnatfs mount … &` in an interactive shell). Reading from or setting raw mode on the terminal
+ * there stops the process (SIGTTIN/SIGTTOU): it would hang, unmounted, until `fg`.
+ * Linux: /proc/self/stat gives the process group and the terminal's foreground group (tpgid).
+ */
+export function inBackgroundOfTerminal(): boolean {
+  try {
+    const stat = readFileSync('/proc/self/stat', 'utf8');
+    // pid (comm) state ppid pgrp session tty_nr tpgid …; comm may hold spaces and parentheses
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const pgrp = Number(f[2]);
+    const tpgid = Number(f[5]);
+    return tpgid > 0 && pgrp > 0 && tpgid !== pgrp;
+  } catch {
+    return false;
+  }
 }
 
 export async function resolveCredentials(opts: CredentialOptions): Promise<ResolvedCredentials> {
@@ -268,7 +293,9 @@ export async function resolveCredentials(opts: CredentialOptions): Promise<Resol
   }
 
   const io: PromptIO = opts.promptIO ?? { input: process.stdin, output: process.stderr };
-  const interactive = opts.interactive ?? Boolean(process.stdin.isTTY);
+  // Started with `&` from an interactive shell: a prompt would stop the process instead of asking.
+  const background = opts.interactive === undefined && Boolean(io.input.isTTY) && (opts.inBackground ?? inBackgroundOfTerminal)();
+  const interactive = opts.interactive ?? (Boolean(io.input.isTTY) && !background);
   if (interactive) {
     if (!user) {
       user = await promptLine(`XNAT user for ${host}: `, true, io);
@@ -278,11 +305,15 @@ export async function resolveCredentials(opts: CredentialOptions): Promise<Resol
     return done(user, password, userSource, 'prompt');
   }
 
+  const ask = background
+    ? 'or start xnatfs in the foreground (without &), answer the prompt, then press Ctrl-Z and type bg'
+    : 'or run on a terminal to be asked';
   throw new XnatError(
     'unauthorized',
-    user
-      ? `no password for user '${user}' at ${host}: set XNAT_PASS, add "machine ${host} login ${user} password PASS" to ${file} (chmod 600), or run on a terminal to be asked`
-      : `no credentials for ${host}: set XNAT_USER and XNAT_PASS, add "machine ${host} login USER password PASS" to ${file} (chmod 600), or run on a terminal to be asked`,
+    (background ? `cannot ask for a password in the background (&): ` : '') +
+      (user
+        ? `no password for user '${user}' at ${host}: set XNAT_PASS, add "machine ${host} login ${user} password PASS" to ${file} (chmod 600), ${ask}`
+        : `no credentials for ${host}: set XNAT_USER and XNAT_PASS, add "machine ${host} login USER password PASS" to ${file} (chmod 600), ${ask}`),
   );
 
   function done(u: string, p: string, us: CredentialSource, ps: CredentialSource): ResolvedCredentials {

@@ -2,7 +2,7 @@
 // every spelling of one server shares its cache folder (and the uploads an earlier mount left
 // unfinished).
 import { describe, expect, it } from 'vitest';
-import { kernelCacheSeconds, leftoverSpoolMessage, parseMountArgs } from '../../src/cli/mount-command.js';
+import { kernelCacheSeconds, leftoverSpoolNote, parseMountArgs } from '../../src/cli/mount-command.js';
 import { normalizeBaseUrl } from '../../src/xnat/client.js';
 
 const parse = (url: string) => parseMountArgs([url, '/tmp/xnatfs-args/mp', '--cache-dir', '/tmp/xnatfs-args/cache']);
@@ -55,8 +55,8 @@ describe('xnatfs mount options', () => {
 
 describe('spool files of a killed mount', () => {
   it('are said to be where they are (the killed mount\'s folder), not in the new mount\'s spool folder', () => {
-    expect(leftoverSpoolMessage(['/c/spool/111/spool-a-x.nii', '/c/spool/111/spool-b-y.nii', '/c/spool/222/spool-c-z.nii'])).toBe(
-      'xnatfs: 3 partly written file(s) from an earlier mount that was killed are kept in /c/spool/111, /c/spool/222; copy them again if you need them',
+    expect(leftoverSpoolNote(['/c/spool/111/spool-a-x.nii', '/c/spool/111/spool-b-y.nii', '/c/spool/222/spool-c-z.nii'])).toBe(
+      '3 partly written files from an earlier mount that was killed were not uploaded and are kept in /c/spool/111, /c/spool/222; copy them again if you need them',
     );
   });
 });

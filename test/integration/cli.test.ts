@@ -10,6 +10,8 @@ import { DEMO_USERS, startEmulator, type RunningEmulator } from '../../src/emula
 import { isMounted, unmountPath } from '../../src/fs/mountpoint.js';
 import { fuseMountsUnder, inCI, requireFuse, run, tempMountpoint, type RunResult, type TempMountpoint, testUser } from '../helpers/fuse.js';
 import { repoRoot } from '../helpers/transpile.js';
+import { cacheDirFor } from '../../src/cli/mount-command.js';
+import { normalizeBaseUrl } from '../../src/xnat/client.js';
 
 const MAIN = join(repoRoot, 'dist/cli/main.js');
 const VERSION = '0.1.0';
@@ -423,6 +425,28 @@ requireFuse()('xnatfs command line (dist/cli/main.js)', () => {
     second.child.kill('SIGTERM');
     expect((await exitOf(second)).code).toBe(0);
     expect(await fuseMountsUnder(mp.path)).toEqual([]);
+  });
+
+  it('a file a killed mount left half written: the next mount names the folder it is kept in', async () => {
+    // What a batch job killed at its wall time leaves: a spool file without a note, in the
+    // folder of a process that is gone.
+    const cacheBase = join(work.path, 'cache');
+    const dead = spawn('true');
+    await new Promise((r) => dead.on('close', r));
+    const orphan = join(cacheDirFor(cacheBase, normalizeBaseUrl(emulator.url).baseUrl), 'spool', String(dead.pid));
+    await mkdir(orphan, { recursive: true, mode: 0o700 });
+    await writeFile(join(orphan, `spool--${dead.pid}-abcdefgh--result.nii`), 'half a NIfTI');
+
+    const m = start(['mount', emulator.url, mp.path, '--cache-dir', cacheBase], { XNAT_USER: 'demo', XNAT_PASS: 'demo' });
+    await waitMounted(m, mp.path);
+    const line = m.out.stderr.split('\n').find((l) => l.includes('partly written'));
+    expect(line, m.out.stderr).toBeDefined();
+    expect(line).toContain(`kept in ${orphan};`);
+    expect(line).toContain('1 partly written file ');
+    m.child.kill('SIGTERM');
+    expect((await exitOf(m)).code).toBe(0);
+    // still there: only the user knows whether it is worth anything
+    expect(await readFile(join(orphan, `spool--${dead.pid}-abcdefgh--result.nii`), 'utf8')).toBe('half a NIfTI');
   });
 
   // ── 5. mount point errors ───────────────────────────────────────────────────────────────

@@ -131,6 +131,29 @@ describe('resolveCredentials', () => {
     expect(input.isRaw).toBe(false);
   });
 
+  it('started in the background of a terminal (`xnatfs mount … &`): fails with advice instead of prompting', async () => {
+    // A prompt there would stop the process (SIGTTOU on raw mode), leaving nothing mounted.
+    const input = Object.assign(new PassThrough(), { isTTY: true, setRawMode() { throw new Error('raw mode set from the background'); } });
+    const output = new PassThrough();
+    let shown = '';
+    output.on('data', (d: Buffer) => (shown += d.toString()));
+    const err = (await resolveCredentials({ baseUrl: base, env: {}, netrcFile: join(dir, 'none'), promptIO: { input, output }, inBackground: () => true }).catch((e: unknown) => e)) as XnatError;
+    expect(err).toBeInstanceOf(XnatError);
+    expect(err.kind).toBe('unauthorized');
+    expect(err.message).toMatch(/background/);
+    expect(err.message).toMatch(/XNAT_USER and XNAT_PASS/);
+    expect(err.message).toMatch(/Ctrl-Z/);
+    expect(err.message).not.toContain('\n');
+    expect(shown).toBe('');
+  });
+
+  it('in the foreground of a terminal it prompts', async () => {
+    const input = Object.assign(new PassThrough(), { isTTY: true, setRawMode() { return this; } });
+    const pending = resolveCredentials({ baseUrl: base, env: { XNAT_USER: 'dave' }, netrcFile: join(dir, 'none'), promptIO: { input, output: new PassThrough() }, inBackground: () => false });
+    setTimeout(() => input.write('pw\r'), 10);
+    expect(await pending).toMatchObject({ user: 'dave', password: 'pw', passwordSource: 'prompt' });
+  });
+
   it('Ctrl-C at the prompt cancels', async () => {
     const input = Object.assign(new PassThrough(), { isTTY: true, setRawMode() { return this; } });
     const p = promptLine('pw: ', false, { input, output: new PassThrough() });
