@@ -12,6 +12,7 @@ import type { Node } from '../catalogue/catalogue.js';
 import { PathError } from '../catalogue/errors.js';
 import { unescapeName } from '../catalogue/names.js';
 import type { Uploader, UploadJob } from '../content/uploader.js';
+import { unstorablePath } from '../xnat/paths.js';
 import { XnatError, type XnatApi } from '../xnat/types.js';
 import { FsError, toFsError } from './errors.js';
 import { createReadOperations, dirStat, fileRefOf, fileStat, type FsContext } from './read-operations.js';
@@ -22,6 +23,8 @@ const log = createDebug('xnatfs:fs');
 const O_ACCMODE = 3;
 /** Handles on spooled files are numbered apart from the content store's read handles. */
 const SPOOL_FD_BASE = 1 << 30;
+/** statfs tells programs that names have at most this many bytes. */
+const NAME_MAX = 255;
 
 export interface WriteContext extends FsContext {
   client: XnatApi;
@@ -66,6 +69,26 @@ export function createOperations(ctx: WriteContext): XnatFs {
   };
 
   const relPath = (t: Target): string => t.components.map(unescapeName).join('/');
+
+  /**
+   * Refuse at once a name XNAT cannot store, rather than accept the file and fail its upload
+   * later: a shell's `echo … > file` never sees an error at close (bash restores its stdout with
+   * dup2, which drops it), and a name that XNAT answers 500 to would be retried forever. `t` is
+   * the new file's place, or for a folder made in files/ null (only its own name is known then).
+   */
+  function checkNewName(path: string, what: string, t: Target | null, invalid: 'EINVAL' | 'EXDEV' = 'EINVAL'): void {
+    const name = basename(path);
+    if (Buffer.byteLength(name) > NAME_MAX) {
+      throw new FsError('ENAMETOOLONG', `${what} ${path}: names are at most ${NAME_MAX} bytes long (this one has ${Buffer.byteLength(name)})`);
+    }
+    // "%2F" in a name shows a "/" XNAT has (names.ts); XNAT is never sent one inside a name.
+    const xnatName = unescapeName(name);
+    if (xnatName.includes('/') || xnatName === '' || xnatName === '.' || xnatName === '..') {
+      throw new FsError(invalid, `${what} ${path}: on this mount '%2F', '%2E' and '%00' stand for '/', '.' and '', which XNAT names cannot be or hold; write '%25' for a '%' before them`);
+    }
+    const problem = t ? unstorablePath(relPath(t)) : null;
+    if (problem) throw new FsError(invalid, `${what} ${path}: ${problem}`);
+  }
 
   /** The XNAT place of a folder path inside files/, or null if the path is not such a folder. */
   async function targetOfDir(path: string): Promise<Target | null> {
@@ -394,8 +417,10 @@ export function createOperations(ctx: WriteContext): XnatFs {
         startAppending(existing);
         return openPending(existing, true);
       }
+      const fileTarget: Target = { ...target, components: [...target.components, basename(path)] };
+      checkNewName(path, 'create', fileTarget);
       const onServer = await serverNode(path);
-      const f = await newPending(path, { ...target, components: [...target.components, basename(path)] }, onServer !== null, false);
+      const f = await newPending(path, fileTarget, onServer !== null, false);
       return openPending(f, true);
     },
 
@@ -513,6 +538,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
       if (overlay.files.has(path) || overlay.dirs.has(path) || (await serverNode(path))) {
         throw new FsError('EEXIST', `${path}: already exists`);
       }
+      checkNewName(path, 'mkdir', null);
       const parentTarget = await targetOfDir(parentPath);
       if (parentTarget) {
         overlay.addDir({ path, target: { ...parentTarget, components: [...parentTarget.components, name] } });
@@ -618,6 +644,9 @@ export function createOperations(ctx: WriteContext): XnatFs {
       const destNode = await serverNode(dest);
       if (destNode && destNode.kind !== 'file') throw new FsError('EISDIR', `${dest}: is a folder`);
       const target: Target = { ...destTarget, components: [...destTarget.components, basename(dest)] };
+      // EXDEV, not EINVAL: mv reads EINVAL from rename(2) as "a subdirectory of itself"; on
+      // EXDEV it copies, and its create gets the EINVAL it then reports as such.
+      checkNewName(dest, `rename ${src} →`, target, 'EXDEV');
       // The bytes are uploaded under the new name first (rename(2) is expected to be durable when
       // it returns); only once XNAT has them does the old name go. A failure leaves src as it was.
       const f = pending ?? (await pendingForServerFile(src));

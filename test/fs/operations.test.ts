@@ -283,6 +283,28 @@ describe('fs operations over an in-memory XNAT', () => {
     expect(await errno(fs.ops.getattr!(src))).toBe('ENOENT');
   });
 
+  it('a name XNAT cannot store is refused at create, rename and mkdir (EINVAL, ENAMETOOLONG), not accepted and lost at upload', async () => {
+    // `echo x > name` in bash never sees the error of the close that uploads: the name must fail first.
+    const refused = async (p: unknown): Promise<string> => errno(p);
+    await fs.ops.mkdir!(`${NOTES}/out`, 0o755);
+    expect(await refused(fs.ops.create!(`${NOTES}/out/naïve.txt`, 0o644))).toBe('EINVAL'); // escapes, no space, in a folder
+    expect(await refused(fs.ops.create!(`${NOTES}/out/50%.txt`, 0o644))).toBe('EINVAL');
+    expect(await refused(fs.ops.create!(`${NOTES}/a%2Fb.txt`, 0o644))).toBe('EINVAL'); // would land as a/b.txt
+    expect(await refused(fs.ops.create!(`${NOTES}/%2E`, 0o644))).toBe('EINVAL');
+    expect(await refused(fs.ops.create!(`${NOTES}/${'L'.repeat(252)}.txt`, 0o644))).toBe('ENAMETOOLONG');
+    expect(await refused(fs.ops.create!(`${NOTES}/${'é'.repeat(127)}.t`, 0o644))).toBe('ENAMETOOLONG'); // 256 bytes
+    expect(await refused(fs.ops.rename!(`${NOTES}/sub dir/a#b.txt`, `${NOTES}/out/c#d.txt`))).toBe('EXDEV'); // mv copies: create says EINVAL
+    expect(await refused(fs.ops.mkdir!(`${NOTES}/x%2Fy`, 0o755))).toBe('EINVAL');
+    expect(await refused(fs.ops.mkdir!(`${NOTES}/${'d'.repeat(256)}`, 0o755))).toBe('ENAMETOOLONG');
+    expect(x.calls.filter((c) => c.startsWith('upload'))).toEqual([]);
+    expect((await fs.ops.readdir!(NOTES)).names).not.toContain('a%2Fb.txt');
+    // What XNAT can store still goes: a space makes XNAT decode the path; the top level takes any name.
+    await writeFile(`${NOTES}/sub dir/a b#c.txt`, Buffer.from('1'));
+    await writeFile(`${NOTES}/naïve.txt`, Buffer.from('2'));
+    await writeFile(`${NOTES}/${'L'.repeat(251)}.txt`, Buffer.from('3'));
+    expect(x.calls.filter((c) => c.startsWith('upload'))).toEqual(['upload sub dir/a b#c.txt', 'upload naïve.txt', `upload ${'L'.repeat(251)}.txt`]);
+  });
+
   it("an editor's save (write temp, close, rename over the target) works", async () => {
     const target = `${NOTES}/doc.txt`;
     await writeFile(target, Buffer.from('v1'));
