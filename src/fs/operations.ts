@@ -25,6 +25,8 @@ const O_ACCMODE = 3;
 const SPOOL_FD_BASE = 1 << 30;
 /** statfs tells programs that names have at most this many bytes. */
 const NAME_MAX = 255;
+/** How many uploaded files are remembered as written here (see `written`). */
+const WRITTEN_REMEMBERED = 100_000;
 
 export interface WriteContext extends FsContext {
   client: XnatApi;
@@ -60,6 +62,19 @@ export function createOperations(ctx: WriteContext): XnatFs {
   const { held, ...read } = createReadOperations(ctx);
   const overlay = new WriteOverlay();
   const spoolHandles = new Map<number, { file: PendingFile; writable: boolean }>();
+  /**
+   * Files this mount created or changed that XNAT now has (the most recent ones), so that a copy
+   * setting their times, mode or owner after closing them still succeeds, as while they were
+   * pending: rsync closes its temporary file (the upload) and only then sets them, then renames.
+   */
+  const written = new Set<string>();
+  const noteWritten = (path: string): void => {
+    written.delete(path);
+    written.add(path);
+    if (written.size > WRITTEN_REMEMBERED) written.delete(written.values().next().value!);
+  };
+  /** A file or folder whose times, mode and owner a copy may set without them being kept. */
+  const madeHere = (path: string): boolean => overlay.files.get(path)?.changed === true || overlay.dirs.has(path) || written.has(path);
   let nextFd = SPOOL_FD_BASE;
 
   // (A --read-only mount never gets here: it registers only the read side, see the end.)
@@ -281,7 +296,10 @@ export function createOperations(ctx: WriteContext): XnatFs {
   /** Drop a pending file that XNAT now has and nobody holds open. */
   async function settle(f: PendingFile): Promise<void> {
     if (f.opens > 0 || (f.dirty && !f.deleted) || f.retrying || f.uploading || f.idleUpload) return;
-    if (overlay.files.get(f.path) === f) overlay.removeFile(f.path);
+    if (overlay.files.get(f.path) === f) {
+      overlay.removeFile(f.path);
+      if (f.changed && !f.deleted) noteWritten(f.path);
+    }
     await unlinkPath(f.spoolPath).catch(() => undefined);
   }
 
@@ -510,21 +528,25 @@ export function createOperations(ctx: WriteContext): XnatFs {
     // (libfuse 2 calls utimens only when both times are given, and fuse-native passes atime as
     // both: a call setting one time, such as tar -x's, succeeds without reaching xnatfs.)
     async utimens(path, atime, mtime) {
-      if (overlay.files.get(path)?.changed || overlay.dirs.has(path)) return;
+      if (madeHere(path)) return;
       const shown = (await ops.getattr!(path)).mtime.getTime();
       if (atime === shown && mtime === shown) return;
       throw new FsError('EPERM', `${path}: XNAT keeps no file times, so the time of a file already on XNAT cannot be set (it shows the time of mounting)`);
     },
 
     // XNAT keeps no permissions or owners. A change to what is already shown (tar -x and cp -a
-    // set every file's mode and owner) succeeds, since nothing changes; any other is EPERM.
+    // set every file's mode and owner) succeeds, since nothing changes. A file or folder made
+    // here accepts any, without keeping it, as utimens does: cp -p and cp -a copy a 600 or 775
+    // file's mode, and rsync makes every file as a 600 temporary one. Any other change is EPERM.
     async chmod(path, mode) {
+      if (madeHere(path)) return;
       const st = await ops.getattr!(path);
       if ((mode & 0o7777) === (st.mode & 0o7777)) return;
       throw new FsError('EPERM', `chmod ${path} to ${(mode & 0o7777).toString(8)}: XNAT keeps no permissions; files show ${(st.mode & 0o7777).toString(8)}`);
     },
 
     async chown(path, uid, gid) {
+      if (madeHere(path)) return;
       const st = await ops.getattr!(path);
       const unchanged = (asked: number, shown: number): boolean => asked === -1 || asked === 0xffffffff || asked === shown;
       if (unchanged(uid, st.uid) && unchanged(gid, st.gid)) return;
@@ -597,6 +619,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
 
     async unlink(path) {
       refuseWrites(path, 'unlink');
+      written.delete(path);
       const f = overlay.files.get(path);
       let node = await serverNode(path);
       if (f) {
@@ -678,6 +701,9 @@ export function createOperations(ctx: WriteContext): XnatFs {
         await settle(displaced);
       }
       overlay.removeFile(src);
+      // Written here under its old name, it is still under the new one.
+      if (written.delete(src)) f.changed = true;
+      written.delete(dest);
       f.path = dest;
       f.target = target;
       f.overwrite = true;

@@ -358,6 +358,37 @@ describe('fs operations over an in-memory XNAT', () => {
     expect(await errno(fs.ops.chmod!(`${NOTES}/missing`, 0o644))).toBe('ENOENT');
   });
 
+  it("rsync -a and cp -a into the mount: a file or folder made here takes any mode, owner and times (not kept), also after its upload", async () => {
+    const y2020 = Date.parse('2020-01-01T00:00:00Z');
+    const st = await fs.ops.getattr!(`${NOTES}/sub dir/a#b.txt`);
+    // rsync: mkdir and chmod the folder, mkstemp (a 0600 file, fchmod 0600), write, close,
+    // then chown, chmod and utimes of the closed (uploaded) temporary file, then rename it.
+    await fs.ops.mkdir!(`${NOTES}/out`, 0o700);
+    await fs.ops.chmod!(`${NOTES}/out`, 0o700);
+    const tmp = `${NOTES}/out/.result.txt.AbC123`;
+    const fd = await fs.ops.create!(tmp, 0o600);
+    await fs.ops.chmod!(tmp, 0o600);
+    await fs.ops.write!(tmp, fd, Buffer.from('result'), 6, 0);
+    await fs.ops.flush!(tmp, fd);
+    await fs.ops.release!(tmp, fd);
+    expect(x.calls.filter((c) => c.startsWith('upload'))).toEqual(['upload out/.result.txt.AbC123']);
+    await fs.ops.chown!(tmp, st.uid + 1, st.gid + 1);
+    await fs.ops.chmod!(tmp, 0o640);
+    await fs.ops.utimens!(tmp, y2020, y2020);
+    expect((await fs.ops.getattr!(tmp)).mode & 0o7777).toBe(0o644); // shown as every file: not kept
+    await fs.ops.rename!(tmp, `${NOTES}/out/result.txt`);
+    await fs.ops.utimens!(`${NOTES}/out/result.txt`, y2020, y2020); // still ours under the new name
+    await fs.ops.utimens!(`${NOTES}/out`, y2020, y2020);
+    expect(await readFile(`${NOTES}/out/result.txt`)).toEqual(Buffer.from('result'));
+    // A file as XNAT has it still refuses a change, and so does one removed and copied in by others.
+    expect(await errno(fs.ops.chmod!(`${NOTES}/sub dir/a#b.txt`, 0o600))).toBe('EPERM');
+    await fs.ops.unlink!(`${NOTES}/out/result.txt`);
+    x.addFile(expOwner, 'NOTES', 'out/result.txt', Buffer.from('theirs'));
+    fs.catalogue.invalidateFiles(expOwner);
+    expect(await errno(fs.ops.chmod!(`${NOTES}/out/result.txt`, 0o600))).toBe('EPERM');
+    expect(await errno(fs.ops.utimens!(`${NOTES}/out/result.txt`, y2020, y2020))).toBe('EPERM');
+  });
+
   it('utimens: touch of a file on XNAT is EPERM and shows nothing new; cp -p of a new file succeeds without keeping the time', async () => {
     const mounted = (await fs.ops.getattr!(NOTES)).mtime.getTime();
     const y2020 = Date.parse('2020-01-01T00:00:00Z');
