@@ -500,6 +500,22 @@ describe('fs operations over an in-memory XNAT', () => {
     expect(await readdir(fs.spoolDir)).toEqual([]);
   });
 
+  it('at unmount, an upload XNAT keeps refusing is retried with its backoff, not in a loop', async () => {
+    await fs.shutdown(1000);
+    fs = await build(false, { uploadRetryDelayMs: 100, uploadMaxRetryDelayMs: 100 });
+    await writeRefused('refused.nii', 'x');
+    let attempts = 0;
+    x.uploadFile = async () => {
+      attempts++;
+      throw new XnatError('server', 'HTTP 500', 500);
+    };
+    const left = await fs.shutdown(600);
+    expect(left).toHaveLength(1);
+    // One right away, then one per 100 ms of backoff (it was one per refusal: thousands).
+    expect(attempts).toBeGreaterThanOrEqual(2);
+    expect(attempts).toBeLessThanOrEqual(8);
+  });
+
   it('a read-only mount leaves uploads of an earlier mount untouched for the next read-write one', async () => {
     const path = await writeRefused('rotest.txt', 'wait for me');
     const [left] = await fs.shutdown(300);
