@@ -204,15 +204,19 @@ export class Uploader {
    */
   async drain(timeoutMs: number): Promise<ReturnType<Uploader['pending']>> {
     const deadline = Date.now() + timeoutMs;
-    while (Date.now() < deadline && (this.retrying.size > 0 || this.running.size > 0)) {
-      for (const e of this.retrying.values()) {
-        if (e.timer) {
-          clearTimeout(e.timer);
-          e.timer = null;
-          void this.attempt(e);
-        }
+    // Each waiting retry goes once right away. One that fails again keeps its backoff: sent again
+    // as soon as it failed, it hammered an XNAT that answers 500 some hundred times a second for
+    // the whole --upload-wait.
+    for (const e of this.retrying.values()) {
+      if (e.timer) {
+        clearTimeout(e.timer);
+        e.timer = null;
+        void this.attempt(e);
       }
-      await Promise.race([Promise.allSettled([...this.running]), new Promise((r) => setTimeout(r, Math.max(0, Math.min(1000, deadline - Date.now()))))]);
+    }
+    while (Date.now() < deadline && (this.retrying.size > 0 || this.running.size > 0)) {
+      const tick = new Promise((r) => setTimeout(r, Math.max(0, Math.min(200, deadline - Date.now()))));
+      await (this.running.size > 0 ? Promise.race([Promise.allSettled([...this.running]), tick]) : tick);
     }
     this.closed = true;
     for (const e of this.retrying.values()) if (e.timer) clearTimeout(e.timer);

@@ -97,7 +97,7 @@ function errnoFor(op: string, path: unknown, err: unknown): number {
   return errnoOf('EIO');
 }
 
-const SHOWN = new Set(['EIO', 'EACCES', 'EPERM', 'ETIMEDOUT', 'EROFS', 'ENOSPC']);
+const SHOWN = new Set(['EIO', 'EACCES', 'EPERM', 'ETIMEDOUT', 'EROFS', 'ENOSPC', 'EINVAL', 'ENAMETOOLONG']);
 
 /** One console line per distinct failure: a broken server must not flood the terminal. */
 function report(line: string): void {

@@ -12,6 +12,7 @@ import type { Node } from '../catalogue/catalogue.js';
 import { PathError } from '../catalogue/errors.js';
 import { unescapeName } from '../catalogue/names.js';
 import type { Uploader, UploadJob } from '../content/uploader.js';
+import { unstorablePath } from '../xnat/paths.js';
 import { XnatError, type XnatApi } from '../xnat/types.js';
 import { FsError, toFsError } from './errors.js';
 import { createReadOperations, dirStat, fileRefOf, fileStat, type FsContext } from './read-operations.js';
@@ -22,6 +23,10 @@ const log = createDebug('xnatfs:fs');
 const O_ACCMODE = 3;
 /** Handles on spooled files are numbered apart from the content store's read handles. */
 const SPOOL_FD_BASE = 1 << 30;
+/** statfs tells programs that names have at most this many bytes. */
+const NAME_MAX = 255;
+/** How many uploaded files are remembered as written here (see `written`). */
+const WRITTEN_REMEMBERED = 100_000;
 
 export interface WriteContext extends FsContext {
   client: XnatApi;
@@ -57,6 +62,19 @@ export function createOperations(ctx: WriteContext): XnatFs {
   const { held, ...read } = createReadOperations(ctx);
   const overlay = new WriteOverlay();
   const spoolHandles = new Map<number, { file: PendingFile; writable: boolean }>();
+  /**
+   * Files this mount created or changed that XNAT now has (the most recent ones), so that a copy
+   * setting their times, mode or owner after closing them still succeeds, as while they were
+   * pending: rsync closes its temporary file (the upload) and only then sets them, then renames.
+   */
+  const written = new Set<string>();
+  const noteWritten = (path: string): void => {
+    written.delete(path);
+    written.add(path);
+    if (written.size > WRITTEN_REMEMBERED) written.delete(written.values().next().value!);
+  };
+  /** A file or folder whose times, mode and owner a copy may set without them being kept. */
+  const madeHere = (path: string): boolean => overlay.files.get(path)?.changed === true || overlay.dirs.has(path) || written.has(path);
   let nextFd = SPOOL_FD_BASE;
 
   // (A --read-only mount never gets here: it registers only the read side, see the end.)
@@ -66,6 +84,26 @@ export function createOperations(ctx: WriteContext): XnatFs {
   };
 
   const relPath = (t: Target): string => t.components.map(unescapeName).join('/');
+
+  /**
+   * Refuse at once a name XNAT cannot store, rather than accept the file and fail its upload
+   * later: a shell's `echo … > file` never sees an error at close (bash restores its stdout with
+   * dup2, which drops it), and a name that XNAT answers 500 to would be retried forever. `t` is
+   * the new file's place, or for a folder made in files/ null (only its own name is known then).
+   */
+  function checkNewName(path: string, what: string, t: Target | null, invalid: 'EINVAL' | 'EXDEV' = 'EINVAL'): void {
+    const name = basename(path);
+    if (Buffer.byteLength(name) > NAME_MAX) {
+      throw new FsError('ENAMETOOLONG', `${what} ${path}: names are at most ${NAME_MAX} bytes long (this one has ${Buffer.byteLength(name)})`);
+    }
+    // "%2F" in a name shows a "/" XNAT has (names.ts); XNAT is never sent one inside a name.
+    const xnatName = unescapeName(name);
+    if (xnatName.includes('/') || xnatName === '' || xnatName === '.' || xnatName === '..') {
+      throw new FsError(invalid, `${what} ${path}: on this mount '%2F', '%2E' and '%00' stand for '/', '.' and '', which XNAT names cannot be or hold; write '%25' for a '%' before them`);
+    }
+    const problem = t ? unstorablePath(relPath(t)) : null;
+    if (problem) throw new FsError(invalid, `${what} ${path}: ${problem}`);
+  }
 
   /** The XNAT place of a folder path inside files/, or null if the path is not such a folder. */
   async function targetOfDir(path: string): Promise<Target | null> {
@@ -269,7 +307,10 @@ export function createOperations(ctx: WriteContext): XnatFs {
   /** Drop a pending file that XNAT now has and nobody holds open. */
   async function settle(f: PendingFile): Promise<void> {
     if (f.opens > 0 || (f.dirty && !f.deleted) || f.retrying || f.uploading || f.idleUpload) return;
-    if (overlay.files.get(f.path) === f) overlay.removeFile(f.path);
+    if (overlay.files.get(f.path) === f) {
+      overlay.removeFile(f.path);
+      if (f.changed && !f.deleted) noteWritten(f.path);
+    }
     await unlinkPath(f.spoolPath).catch(() => undefined);
   }
 
@@ -416,8 +457,10 @@ export function createOperations(ctx: WriteContext): XnatFs {
         startAppending(existing);
         return openPending(existing, true);
       }
+      const fileTarget: Target = { ...target, components: [...target.components, basename(path)] };
+      checkNewName(path, 'create', fileTarget);
       const onServer = await serverNode(path);
-      const f = await newPending(path, { ...target, components: [...target.components, basename(path)] }, onServer, false);
+      const f = await newPending(path, fileTarget, onServer, false);
       return openPending(f, true);
     },
 
@@ -507,21 +550,25 @@ export function createOperations(ctx: WriteContext): XnatFs {
     // (libfuse 2 calls utimens only when both times are given, and fuse-native passes atime as
     // both: a call setting one time, such as tar -x's, succeeds without reaching xnatfs.)
     async utimens(path, atime, mtime) {
-      if (overlay.files.get(path)?.changed || overlay.dirs.has(path)) return;
+      if (madeHere(path)) return;
       const shown = (await ops.getattr!(path)).mtime.getTime();
       if (atime === shown && mtime === shown) return;
       throw new FsError('EPERM', `${path}: XNAT keeps no file times, so the time of a file already on XNAT cannot be set (it shows the time of mounting)`);
     },
 
     // XNAT keeps no permissions or owners. A change to what is already shown (tar -x and cp -a
-    // set every file's mode and owner) succeeds, since nothing changes; any other is EPERM.
+    // set every file's mode and owner) succeeds, since nothing changes. A file or folder made
+    // here accepts any, without keeping it, as utimens does: cp -p and cp -a copy a 600 or 775
+    // file's mode, and rsync makes every file as a 600 temporary one. Any other change is EPERM.
     async chmod(path, mode) {
+      if (madeHere(path)) return;
       const st = await ops.getattr!(path);
       if ((mode & 0o7777) === (st.mode & 0o7777)) return;
       throw new FsError('EPERM', `chmod ${path} to ${(mode & 0o7777).toString(8)}: XNAT keeps no permissions; files show ${(st.mode & 0o7777).toString(8)}`);
     },
 
     async chown(path, uid, gid) {
+      if (madeHere(path)) return;
       const st = await ops.getattr!(path);
       const unchanged = (asked: number, shown: number): boolean => asked === -1 || asked === 0xffffffff || asked === shown;
       if (unchanged(uid, st.uid) && unchanged(gid, st.gid)) return;
@@ -535,6 +582,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
       if (overlay.files.has(path) || overlay.dirs.has(path) || (await serverNode(path))) {
         throw new FsError('EEXIST', `${path}: already exists`);
       }
+      checkNewName(path, 'mkdir', null);
       const parentTarget = await targetOfDir(parentPath);
       if (parentTarget) {
         overlay.addDir({ path, target: { ...parentTarget, components: [...parentTarget.components, name] } });
@@ -593,6 +641,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
 
     async unlink(path) {
       refuseWrites(path, 'unlink');
+      written.delete(path);
       const f = overlay.files.get(path);
       let node = await serverNode(path);
       if (f) {
@@ -640,6 +689,9 @@ export function createOperations(ctx: WriteContext): XnatFs {
       const destNode = await serverNode(dest);
       if (destNode && destNode.kind !== 'file') throw new FsError('EISDIR', `${dest}: is a folder`);
       const target: Target = { ...destTarget, components: [...destTarget.components, basename(dest)] };
+      // EXDEV, not EINVAL: mv reads EINVAL from rename(2) as "a subdirectory of itself"; on
+      // EXDEV it copies, and its create gets the EINVAL it then reports as such.
+      checkNewName(dest, `rename ${src} →`, target, 'EXDEV');
       // The bytes are uploaded under the new name first (rename(2) is expected to be durable when
       // it returns); only once XNAT has them does the old name go. A failure leaves src as it was.
       const f = pending ?? (await pendingForServerFile(src));
@@ -681,6 +733,9 @@ export function createOperations(ctx: WriteContext): XnatFs {
         await settle(displaced);
       }
       overlay.removeFile(src);
+      // Written here under its old name, it is still under the new one.
+      if (written.delete(src)) f.changed = true;
+      written.delete(dest);
       f.path = dest;
       f.target = target;
       f.overwrite = true;

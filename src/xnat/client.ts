@@ -15,7 +15,7 @@ import {
 } from './credentials.js';
 import { errorForStatus } from './errors.js';
 import { headerValue, HttpClient, readText, type HttpRequest, type RetryOptions, type Timeouts } from './http.js';
-import { encodeFilePath, encodeFilePathForWrite, filesPath, listPaths, requestPathFromUri, resourcePath, resourcesPath } from './paths.js';
+import { encodeFilePath, encodeFilePathForWrite, filesPath, listPaths, requestPathFromUri, resourcePath, resourcesPath, unstorablePath } from './paths.js';
 import {
   toAssessor,
   toExperiment,
@@ -280,13 +280,9 @@ export class XnatClient implements XnatApi {
     }
     // Where XNAT will store it: the URL path when it survives XNAT's decoding (paths.ts), else
     // (a top-level name) no URL path and the name in the multipart filename, which XNAT uses then.
+    const unstorable = unstorablePath(path);
+    if (unstorable) throw new XnatError('bad-request', unstorable);
     const urlPath = encodeFilePathForWrite(path);
-    if (urlPath === null && (path.includes('/') || /["\\\x00-\x1f\x7f]/.test(path))) {
-      throw new XnatError(
-        'bad-request',
-        `XNAT cannot store a file named '${path}' through its REST API: it decodes upload paths only when they contain a space or '+', so the other escaped characters would end up in the name; rename it`,
-      );
-    }
     const boundary = `----xnatfs${randomBytes(12).toString('hex')}`;
     // With a URL path the part's filename is ignored but must be present.
     const filename = urlPath === null ? path : basename(path).replace(/[^\x20-\x7e]|["\\]/g, '_') || 'file';

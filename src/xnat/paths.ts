@@ -85,6 +85,23 @@ export function encodeFilePathForWrite(path: string): string | null {
   return path.includes(' ') || path.includes('+') ? encodeFilePath(path) : null;
 }
 
+/**
+ * Why XNAT cannot store a file at this relative path through its REST API, or null when it can.
+ * uploadFile sends a path that needs escapes and has neither a space nor a '+' as the bare name
+ * in the multipart filename, which XNAT uses only for a file at the top of the resource (and
+ * only for a name a header can carry); anywhere else such a name would be stored escaped.
+ */
+export function unstorablePath(path: string): string | null {
+  const segments = path.split('/');
+  if (segments.some((s) => s === '' || s === '.' || s === '..')) {
+    return `XNAT cannot store a file at '${path}': a file name cannot be empty, '.' or '..', nor hold '/'`;
+  }
+  if (encodeFilePathForWrite(path) === null && (path.includes('/') || /["\\\x00-\x1f\x7f]/.test(path))) {
+    return `XNAT cannot store a file named '${path}' through its REST API: it decodes upload paths only when they contain a space or '+', so the other escaped characters would end up in the name; rename it`;
+  }
+  return null;
+}
+
 const e = encodeSegment;
 
 /** The REST path of the object that owns resources (no trailing slash). */

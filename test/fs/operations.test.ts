@@ -329,6 +329,28 @@ describe('fs operations over an in-memory XNAT', () => {
     expect(await errno(fs.ops.getattr!(src))).toBe('ENOENT');
   });
 
+  it('a name XNAT cannot store is refused at create, rename and mkdir (EINVAL, ENAMETOOLONG), not accepted and lost at upload', async () => {
+    // `echo x > name` in bash never sees the error of the close that uploads: the name must fail first.
+    const refused = async (p: unknown): Promise<string> => errno(p);
+    await fs.ops.mkdir!(`${NOTES}/out`, 0o755);
+    expect(await refused(fs.ops.create!(`${NOTES}/out/naïve.txt`, 0o644))).toBe('EINVAL'); // escapes, no space, in a folder
+    expect(await refused(fs.ops.create!(`${NOTES}/out/50%.txt`, 0o644))).toBe('EINVAL');
+    expect(await refused(fs.ops.create!(`${NOTES}/a%2Fb.txt`, 0o644))).toBe('EINVAL'); // would land as a/b.txt
+    expect(await refused(fs.ops.create!(`${NOTES}/%2E`, 0o644))).toBe('EINVAL');
+    expect(await refused(fs.ops.create!(`${NOTES}/${'L'.repeat(252)}.txt`, 0o644))).toBe('ENAMETOOLONG');
+    expect(await refused(fs.ops.create!(`${NOTES}/${'é'.repeat(127)}.t`, 0o644))).toBe('ENAMETOOLONG'); // 256 bytes
+    expect(await refused(fs.ops.rename!(`${NOTES}/sub dir/a#b.txt`, `${NOTES}/out/c#d.txt`))).toBe('EXDEV'); // mv copies: create says EINVAL
+    expect(await refused(fs.ops.mkdir!(`${NOTES}/x%2Fy`, 0o755))).toBe('EINVAL');
+    expect(await refused(fs.ops.mkdir!(`${NOTES}/${'d'.repeat(256)}`, 0o755))).toBe('ENAMETOOLONG');
+    expect(x.calls.filter((c) => c.startsWith('upload'))).toEqual([]);
+    expect((await fs.ops.readdir!(NOTES)).names).not.toContain('a%2Fb.txt');
+    // What XNAT can store still goes: a space makes XNAT decode the path; the top level takes any name.
+    await writeFile(`${NOTES}/sub dir/a b#c.txt`, Buffer.from('1'));
+    await writeFile(`${NOTES}/naïve.txt`, Buffer.from('2'));
+    await writeFile(`${NOTES}/${'L'.repeat(251)}.txt`, Buffer.from('3'));
+    expect(x.calls.filter((c) => c.startsWith('upload'))).toEqual(['upload sub dir/a b#c.txt', 'upload naïve.txt', `upload ${'L'.repeat(251)}.txt`]);
+  });
+
   it("an editor's save (write temp, close, rename over the target) works", async () => {
     const target = `${NOTES}/doc.txt`;
     await writeFile(target, Buffer.from('v1'));
@@ -380,6 +402,37 @@ describe('fs operations over an in-memory XNAT', () => {
     await fs.ops.chown!(file, 0xffffffff, st.gid); // -1: leave the owner as it is
     expect(await errno(fs.ops.chown!(file, st.uid + 1, st.gid))).toBe('EPERM');
     expect(await errno(fs.ops.chmod!(`${NOTES}/missing`, 0o644))).toBe('ENOENT');
+  });
+
+  it("rsync -a and cp -a into the mount: a file or folder made here takes any mode, owner and times (not kept), also after its upload", async () => {
+    const y2020 = Date.parse('2020-01-01T00:00:00Z');
+    const st = await fs.ops.getattr!(`${NOTES}/sub dir/a#b.txt`);
+    // rsync: mkdir and chmod the folder, mkstemp (a 0600 file, fchmod 0600), write, close,
+    // then chown, chmod and utimes of the closed (uploaded) temporary file, then rename it.
+    await fs.ops.mkdir!(`${NOTES}/out`, 0o700);
+    await fs.ops.chmod!(`${NOTES}/out`, 0o700);
+    const tmp = `${NOTES}/out/.result.txt.AbC123`;
+    const fd = await fs.ops.create!(tmp, 0o600);
+    await fs.ops.chmod!(tmp, 0o600);
+    await fs.ops.write!(tmp, fd, Buffer.from('result'), 6, 0);
+    await fs.ops.flush!(tmp, fd);
+    await fs.ops.release!(tmp, fd);
+    expect(x.calls.filter((c) => c.startsWith('upload'))).toEqual(['upload out/.result.txt.AbC123']);
+    await fs.ops.chown!(tmp, st.uid + 1, st.gid + 1);
+    await fs.ops.chmod!(tmp, 0o640);
+    await fs.ops.utimens!(tmp, y2020, y2020);
+    expect((await fs.ops.getattr!(tmp)).mode & 0o7777).toBe(0o644); // shown as every file: not kept
+    await fs.ops.rename!(tmp, `${NOTES}/out/result.txt`);
+    await fs.ops.utimens!(`${NOTES}/out/result.txt`, y2020, y2020); // still ours under the new name
+    await fs.ops.utimens!(`${NOTES}/out`, y2020, y2020);
+    expect(await readFile(`${NOTES}/out/result.txt`)).toEqual(Buffer.from('result'));
+    // A file as XNAT has it still refuses a change, and so does one removed and copied in by others.
+    expect(await errno(fs.ops.chmod!(`${NOTES}/sub dir/a#b.txt`, 0o600))).toBe('EPERM');
+    await fs.ops.unlink!(`${NOTES}/out/result.txt`);
+    x.addFile(expOwner, 'NOTES', 'out/result.txt', Buffer.from('theirs'));
+    fs.catalogue.invalidateFiles(expOwner);
+    expect(await errno(fs.ops.chmod!(`${NOTES}/out/result.txt`, 0o600))).toBe('EPERM');
+    expect(await errno(fs.ops.utimens!(`${NOTES}/out/result.txt`, y2020, y2020))).toBe('EPERM');
   });
 
   it('utimens: touch of a file on XNAT is EPERM and shows nothing new; cp -p of a new file succeeds without keeping the time', async () => {
@@ -491,6 +544,22 @@ describe('fs operations over an in-memory XNAT', () => {
     fs = await build();
     expect(await readFile(path)).toEqual(Buffer.from('do not lose me'));
     expect(await readdir(fs.spoolDir)).toEqual([]);
+  });
+
+  it('at unmount, an upload XNAT keeps refusing is retried with its backoff, not in a loop', async () => {
+    await fs.shutdown(1000);
+    fs = await build(false, { uploadRetryDelayMs: 100, uploadMaxRetryDelayMs: 100 });
+    await writeRefused('refused.nii', 'x');
+    let attempts = 0;
+    x.uploadFile = async () => {
+      attempts++;
+      throw new XnatError('server', 'HTTP 500', 500);
+    };
+    const left = await fs.shutdown(600);
+    expect(left).toHaveLength(1);
+    // One right away, then one per 100 ms of backoff (it was one per refusal: thousands).
+    expect(attempts).toBeGreaterThanOrEqual(2);
+    expect(attempts).toBeLessThanOrEqual(8);
   });
 
   it('a read-only mount leaves uploads of an earlier mount untouched for the next read-write one', async () => {
