@@ -1,7 +1,7 @@
 // `xnatfs unmount MOUNTPOINT`: detach the mount; the mounting process notices, finishes pending
 // uploads and exits. Only xnatfs mounts are touched: as root, fusermount -u would unmount anything.
 import { stat } from 'node:fs/promises';
-import { canonicalMountpoint, fuseOwner, isXnatfsMount, mountAt, unmountPath } from '../fs/mountpoint.js';
+import { canonicalMountpoint, fuseOwner, isDeadFuseMount, isXnatfsMount, mountAt, unmountPath } from '../fs/mountpoint.js';
 import { UsageError } from './args.js';
 
 export const UNMOUNT_HELP = `Usage: xnatfs unmount MOUNTPOINT
@@ -35,6 +35,11 @@ export async function runUnmountCommand(argv: string[]): Promise<number> {
     console.error(`xnatfs: ${abs} was mounted by another user (uid ${owner}): only that user or root can unmount it`);
     return 1;
   }
+  // A live mount's process finishes its uploads after this; a dead one's cannot, so say where they went.
+  const dead = await isDeadFuseMount(abs);
   await unmountPath(abs);
+  if (dead) {
+    console.error(`xnatfs: the process that mounted ${abs} had died (killed or crashed); its dead mount is cleared. Uploads it had not finished stay in its cache folder: the next read-write mount of the same server with the same --cache-dir resumes them`);
+  }
   return 0;
 }

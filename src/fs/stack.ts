@@ -126,6 +126,9 @@ export async function createStack(client: XnatApi, o: StackOptions): Promise<Xna
       const open = await writes.finishWrites(deadline);
       const left = await uploader.drain(Math.max(0, deadline - Date.now()));
       await content.close();
+      // This process's working folders, if nothing is left in them (rmdir leaves full ones alone).
+      await rmdir(spoolDir).catch(() => undefined);
+      await rmdir(cache.partialDir).catch(() => undefined);
       // A file whose close() still waits for its upload is in both lists: once, as uploading.
       const listed = new Set(left.map((l) => l.spoolPath));
       return [...left, ...open.filter((o) => !listed.has(o.spoolPath))];

@@ -2,7 +2,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { dir as tmpDir, type DirectoryResult } from 'tmp-promise';
 import { constants } from 'node:fs';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -229,6 +229,15 @@ describe('fs operations over an in-memory XNAT', () => {
     expect(x.calls.filter((c) => c.startsWith('files'))).toHaveLength(1);
   });
 
+  it('a clean shutdown leaves no empty working folders of its own behind', async () => {
+    await writeFile(`${NOTES}/done.txt`, Buffer.from('done'));
+    expect(await readFile(`${NOTES}/sub dir/a#b.txt`)).toEqual(Buffer.from('hello'));
+    await fs.shutdown(1000);
+    await expect(stat(fs.spoolDir)).rejects.toMatchObject({ code: 'ENOENT' });
+    expect(await readdir(join(cacheDir, 'partial'))).toEqual([]);
+    fs = await build(); // for afterEach
+  });
+
   it('appends to an existing file by fetching its bytes first', async () => {
     const path = `${NOTES}/sub dir/a#b.txt`;
     const fd = await fs.ops.open!(path, constants.O_WRONLY | constants.O_APPEND);
@@ -268,7 +277,8 @@ describe('fs operations over an in-memory XNAT', () => {
     const left = await fs.shutdown(5000);
     expect(left).toEqual([]);
     expect(await readFile(path)).toEqual(Buffer.from('precious'));
-    expect(await readdir(fs.spoolDir)).toEqual([]);
+    // Uploaded: nothing is left in the spool, whose emptied folder is removed.
+    await expect(readdir(fs.spoolDir)).rejects.toMatchObject({ code: 'ENOENT' });
   });
 
   it('at unmount: refuses new writes, lets a file being written finish and uploads it, reports one never closed', async () => {

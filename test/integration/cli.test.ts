@@ -324,6 +324,7 @@ requireFuse()('xnatfs command line (dist/cli/main.js)', () => {
     await waitMounted(m, mp.path);
     const u = await xnatfs(['unmount', mp.path]);
     expect(u.code, u.stderr).toBe(0);
+    expect(u.stderr).toBe(''); // a live mount's process finishes and reports by itself
     expect(await isMounted(mp.path)).toBe(false);
     const started = Date.now();
     expect(await exitOf(m, 15_000)).toEqual({ code: 0, signal: null });
@@ -349,6 +350,8 @@ requireFuse()('xnatfs command line (dist/cli/main.js)', () => {
     const u = await xnatfs(['unmount', mp.path]);
     expect(u.code, u.stderr).toBe(0);
     expect(await isMounted(mp.path)).toBe(false);
+    // Said once, since no process is left to finish (or report) its uploads.
+    expect(u.stderr).toMatch(/^xnatfs: the process that mounted .* had died .*resumes them\n$/);
   });
 
   it.skipIf(process.getuid?.() !== 0)('`xnatfs unmount` as root refuses a mount xnatfs did not make', async () => {
