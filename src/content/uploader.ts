@@ -211,7 +211,7 @@ export class Uploader {
       if (e.timer) {
         clearTimeout(e.timer);
         e.timer = null;
-        void this.attempt(e);
+        this.attemptTracked(e);
       }
     }
     while (Date.now() < deadline && (this.retrying.size > 0 || this.running.size > 0)) {
@@ -250,9 +250,19 @@ export class Uploader {
     const delay = Math.min(this.options.maxRetryDelayMs, this.options.retryDelayMs * 2 ** entry.attempts);
     entry.timer = setTimeout(() => {
       entry.timer = null;
-      void this.attempt(entry);
+      this.attemptTracked(entry);
     }, delay);
     entry.timer.unref();
+  }
+
+  /**
+   * An attempt, waited for by drain() to its end: after a success it still takes the note and,
+   * through onSuccess, the spool file away, which a process exiting right after the drain skipped.
+   */
+  private attemptTracked(entry: Retry): void {
+    const p = this.attempt(entry);
+    this.running.add(p);
+    void p.finally(() => this.running.delete(p));
   }
 
   private async attempt(entry: Retry): Promise<void> {
