@@ -3,6 +3,7 @@
 // 512 MiB), so large downloads are hashed on a worker thread; small ones inline, where a worker
 // round trip would cost more than the hash.
 import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 
 export interface Md5 {
@@ -122,4 +123,29 @@ class InlineMd5 implements Md5 {
 
 export function createMd5(expectedSize: number): Md5 {
   return expectedSize >= WORKER_THRESHOLD ? new WorkerMd5() : new InlineMd5();
+}
+
+/**
+ * MD5 hex of the first `size` bytes of a local file (a spool file, to compare with what XNAT
+ * lists), hashed on the worker thread from WORKER_THRESHOLD on. Fewer bytes than `size` fail.
+ */
+export async function md5OfFile(path: string, size: number): Promise<string> {
+  const md5 = createMd5(size);
+  let seen = 0;
+  try {
+    if (size > 0) {
+      for await (const chunk of createReadStream(path, { start: 0, end: size - 1, highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>) {
+        md5.update(chunk);
+        seen += chunk.length;
+      }
+    }
+  } catch (err) {
+    md5.discard();
+    throw err;
+  }
+  if (seen !== size) {
+    md5.discard();
+    throw new Error(`${path} has ${seen} bytes, fewer than the ${size} to hash`);
+  }
+  return md5.digest();
 }

@@ -6,6 +6,7 @@ import createDebug from 'debug';
 import pLimit, { type LimitFunction } from 'p-limit';
 import type { FileRef, Owner, XnatApi } from '../xnat/types.js';
 import { XnatError } from '../xnat/types.js';
+import { md5OfFile } from './md5.js';
 import { DEFAULT_STREAMING_LIMITS, StreamingUpload, type StreamingLimits } from './streaming-upload.js';
 
 const log = createDebug('xnatfs:upload');
@@ -33,6 +34,10 @@ interface Retry {
   attempts: number;
   lastError: string;
   onSuccess: () => Promise<void>;
+  /** An attempt of these retries landed (XNAT answered, or holds our very bytes). */
+  landed: boolean;
+  /** The line on stderr about another file under this name was given (once per retried job). */
+  toldNotOurs: boolean;
 }
 
 export interface UploaderOptions {
@@ -62,6 +67,8 @@ export class Uploader {
   private streaming = 0;
   /** Why streaming uploads are off for this mount (a server or proxy refused a chunked body). */
   private streamingRefused: string | null = null;
+  /** MD5 of spool files compared with XNAT's after a "duplicates" answer, while they are unchanged. */
+  private readonly spoolDigests = new Map<string, { size: number; mtimeMs: number; digest: string }>();
   uploads = 0;
 
   constructor(
@@ -78,7 +85,7 @@ export class Uploader {
     this.inFlight.set(job.spoolPath, job);
     const p = this.limit(async () => {
       log('uploading %s (%d bytes, overwrite=%s)', job.displayPath, job.size, job.overwrite);
-      await this.client.uploadFile(job.owner, job.resource, job.path, { overwrite: job.overwrite, sourcePath: job.spoolPath, size: job.size });
+      await this.unlessOurs(job, () => this.client.uploadFile(job.owner, job.resource, job.path, { overwrite: job.overwrite, sourcePath: job.spoolPath, size: job.size }));
       this.uploads++;
       this.landed(job);
     });
@@ -95,9 +102,13 @@ export class Uploader {
     if (this.closed || this.streamingRefused || this.streaming >= (this.options.maxStreaming ?? Math.floor(this.options.concurrency / 2))) return null;
     this.streaming++;
     log('uploading %s while it is written (overwrite=%s)', job.displayPath, job.overwrite);
-    const upload = new StreamingUpload(
+    const upload: StreamingUpload = new StreamingUpload(
       job.spoolPath,
-      (stream, signal) => this.client.uploadFile(job.owner, job.resource, job.path, { overwrite: job.overwrite, stream, signal }),
+      // A "duplicates" answer comes after the whole body, so the size sent is known by then.
+      (stream, signal) => this.unlessOurs(
+        () => ({ ...job, size: upload.finalSize ?? job.size }),
+        () => this.client.uploadFile(job.owner, job.resource, job.path, { overwrite: job.overwrite, stream, signal }),
+      ),
       this.options.streamingLimits ?? DEFAULT_STREAMING_LIMITS,
     );
     this.inFlight.set(job.spoolPath, job);
@@ -129,17 +140,19 @@ export class Uploader {
    * for the same spool file replaces an older one.
    */
   retryInBackground(job: UploadJob, error: unknown, onSuccess: () => Promise<void>): void {
-    // After a failed connection our own attempt may have landed: later attempts replace it. But
-    // when XNAT kept someone else's file ("duplicates"), retries must not overwrite it: they keep
-    // failing until that file is gone, and the spool stays (listed at unmount).
-    const duplicate = error instanceof XnatError && error.kind === 'duplicate';
-    this.keepRetrying({ ...job, overwrite: duplicate ? job.overwrite : true }, messageOf(error), onSuccess);
+    // Retries ask for overwrite only when the first attempt did: a file that was new stays one
+    // that never replaces anything. After a failed connection our own attempt may have landed
+    // all the same; the retry then gets "duplicates" and finds our bytes there (unlessOurs).
+    // Anyone else's file under that name is kept: retries keep failing until it is gone, and the
+    // spool stays (listed at unmount). A "duplicates" answer was told by close() already.
+    const told = error instanceof XnatError && error.kind === 'duplicate';
+    this.keepRetrying(job, messageOf(error), onSuccess, told);
   }
 
-  private keepRetrying(job: UploadJob, lastError: string, onSuccess: () => Promise<void>): void {
+  private keepRetrying(job: UploadJob, lastError: string, onSuccess: () => Promise<void>, toldNotOurs = false): void {
     const existing = this.retrying.get(job.spoolPath);
     if (existing?.timer) clearTimeout(existing.timer);
-    const entry: Retry = { job, timer: null, attempts: existing?.attempts ?? 0, lastError, onSuccess };
+    const entry: Retry = { job, timer: null, attempts: existing?.attempts ?? 0, lastError, onSuccess, landed: false, toldNotOurs };
     this.retrying.set(job.spoolPath, entry);
     // A note beside the spool file says where it belongs, so that the next mount can finish the
     // upload if this process is killed first (a batch job's wall time, a reboot).
@@ -153,7 +166,7 @@ export class Uploader {
    */
   async resume(spoolDir: string, onSuccess: (job: UploadJob) => Promise<void>): Promise<UploadJob[]> {
     const jobs = await this.waiting(spoolDir);
-    // As the note says: a job XNAT answered "duplicates" stays one that never overwrites.
+    // As the note says: a file that was new is still sent without overwrite (see retryInBackground).
     for (const job of jobs) this.keepRetrying(job, 'left by an earlier mount', () => onSuccess(job));
     return jobs;
   }
@@ -178,16 +191,18 @@ export class Uploader {
   /**
    * Forget a queued retry (the file was deleted, renamed or rewritten). Resolves once an attempt
    * already under way has ended, so the caller knows whether it landed (it then checks XNAT),
-   * with the job those retries ran (its `overwrite` says whether they may have landed a copy).
+   * with the job those retries ran and whether one of them landed: XNAT then holds our copy, and
+   * the next upload of this file replaces it.
    */
-  async cancel(spoolPath: string): Promise<UploadJob | undefined> {
+  async cancel(spoolPath: string): Promise<{ job: UploadJob; landed: boolean } | undefined> {
     const e = this.retrying.get(spoolPath);
     if (!e) return undefined;
     if (e.timer) clearTimeout(e.timer);
     this.retrying.delete(spoolPath);
+    this.spoolDigests.delete(spoolPath);
     await unlink(noteOf(spoolPath)).catch(() => undefined);
     await e.running?.catch(() => undefined);
-    return e.job;
+    return { job: e.job, landed: e.landed };
   }
 
   isRetrying(spoolPath: string): boolean {
@@ -211,7 +226,7 @@ export class Uploader {
       if (e.timer) {
         clearTimeout(e.timer);
         e.timer = null;
-        void this.attempt(e);
+        this.attemptTracked(e);
       }
     }
     while (Date.now() < deadline && (this.retrying.size > 0 || this.running.size > 0)) {
@@ -222,10 +237,12 @@ export class Uploader {
     for (const e of this.retrying.values()) if (e.timer) clearTimeout(e.timer);
     // Uploads still under way (a file closed just before, one uploaded at release after close()
     // had returned) are not on XNAT either: listed, and noted for the next mount, since this
-    // process may end before they do. One that lands meanwhile takes its note away again.
+    // process may end before they do. One that lands meanwhile takes its note away again. The
+    // note keeps the job's overwrite: if this attempt lands unanswered, the next mount's upload
+    // of a new file gets "duplicates" and finds our bytes there.
     const running = [...this.inFlight.values()].filter((job) => !this.retrying.has(job.spoolPath));
     for (const job of running) {
-      const written = writeFile(noteOf(job.spoolPath), JSON.stringify({ server: this.client.baseUrl, job: { ...job, overwrite: true } }), { mode: 0o600 }).catch(() => undefined);
+      const written = writeFile(noteOf(job.spoolPath), JSON.stringify({ server: this.client.baseUrl, job }), { mode: 0o600 }).catch(() => undefined);
       this.notedAtDrain.set(job.spoolPath, written);
       await written;
     }
@@ -235,8 +252,60 @@ export class Uploader {
     ];
   }
 
+  /**
+   * Send an upload; when XNAT answers "duplicates" to one without overwrite (a file that was new
+   * when written), find out whether the file it kept is ours: an earlier attempt whose answer was
+   * lost (the connection dropped after the body went out, or a killed mount's last upload) may
+   * have landed. Same size and MD5 as the spool file: done. Anything else, or no MD5 listed (the
+   * size alone proves nothing), is someone else's file, which is never replaced: a 'duplicate'
+   * XnatError saying so. `jobNow` gives the job as sent (a streamed upload knows its size last).
+   */
+  private async unlessOurs(jobNow: UploadJob | (() => UploadJob), send: () => Promise<void>): Promise<void> {
+    try {
+      await send();
+      return;
+    } catch (err) {
+      const job = typeof jobNow === 'function' ? jobNow() : jobNow;
+      if (!(err instanceof XnatError && err.kind === 'duplicate') || job.overwrite) throw err;
+      const theirs = await this.compareWithXnat(job, err);
+      if (theirs === null) {
+        log('%s: XNAT answered duplicates, and the file it has is ours (same size and MD5): uploaded', job.displayPath);
+        return;
+      }
+      throw new XnatError('duplicate', `another file named '${job.path}' is on XNAT in resource '${job.resource}' (${theirs}); it was not replaced`, err.status, { cause: err });
+    }
+  }
+
+  /** Null when XNAT's file at the job's path has the spool file's size and MD5; else how it differs. */
+  private async compareWithXnat(job: UploadJob, duplicate: XnatError): Promise<string | null> {
+    let entries;
+    try {
+      entries = await this.client.listFiles(job.owner, job.resource);
+    } catch (err) {
+      // Not proven ours: kept like anyone else's file, and compared again at the next retry.
+      throw new XnatError('duplicate', `XNAT already has a file named '${job.path}' in resource '${job.resource}' and listing it to compare with ours failed (${messageOf(err)}); it was not replaced`, duplicate.status, { cause: err });
+    }
+    const listed = entries.find((e) => e.path === job.path);
+    if (!listed) return 'not in its listing of the resource';
+    if (listed.size !== job.size) return `${listed.size} bytes, ours ${job.size}`;
+    if (!listed.digest) return `${listed.size} bytes like ours, but XNAT lists no MD5 to tell them apart`;
+    const ours = await this.spoolDigest(job);
+    return listed.digest.toLowerCase() === ours ? null : `MD5 ${listed.digest}, ours ${ours}`;
+  }
+
+  private async spoolDigest(job: UploadJob): Promise<string> {
+    const st = await stat(job.spoolPath);
+    const known = this.spoolDigests.get(job.spoolPath);
+    if (known && known.size === job.size && known.mtimeMs === st.mtimeMs) return known.digest;
+    const digest = await md5OfFile(job.spoolPath, job.size);
+    // Kept while the spool file is unchanged: a retry against someone else's file hashes it once.
+    this.spoolDigests.set(job.spoolPath, { size: job.size, mtimeMs: st.mtimeMs, digest });
+    return digest;
+  }
+
   /** XNAT has the file. */
   private landed(job: UploadJob): void {
+    this.spoolDigests.delete(job.spoolPath);
     const noted = this.notedAtDrain.get(job.spoolPath);
     if (noted) {
       this.notedAtDrain.delete(job.spoolPath);
@@ -250,15 +319,28 @@ export class Uploader {
     const delay = Math.min(this.options.maxRetryDelayMs, this.options.retryDelayMs * 2 ** entry.attempts);
     entry.timer = setTimeout(() => {
       entry.timer = null;
-      void this.attempt(entry);
+      this.attemptTracked(entry);
     }, delay);
     entry.timer.unref();
+  }
+
+  /**
+   * An attempt, waited for by drain() to its end: after a success it still takes the note and,
+   * through onSuccess, the spool file away, which a process exiting right after the drain skipped.
+   */
+  private attemptTracked(entry: Retry): void {
+    const p = this.attempt(entry);
+    this.running.add(p);
+    void p.finally(() => this.running.delete(p));
   }
 
   private async attempt(entry: Retry): Promise<void> {
     entry.attempts++;
     try {
-      entry.running = this.upload(entry.job);
+      // Marked before anyone awaiting `running` (cancel) goes on.
+      entry.running = this.upload(entry.job).then(() => {
+        entry.landed = true;
+      });
       await entry.running;
       if (this.retrying.get(entry.job.spoolPath) !== entry) return; // superseded meanwhile
       this.retrying.delete(entry.job.spoolPath);
@@ -268,6 +350,11 @@ export class Uploader {
     } catch (err) {
       entry.lastError = messageOf(err);
       log('background upload of %s failed (%s)', entry.job.displayPath, entry.lastError);
+      if (err instanceof XnatError && err.kind === 'duplicate' && !entry.toldNotOurs && this.retrying.get(entry.job.spoolPath) === entry) {
+        // Once per file: its retries go on (the other file may be removed), and unmount lists it.
+        entry.toldNotOurs = true;
+        console.error(`xnatfs: ${entry.job.displayPath} not uploaded: ${entry.lastError}; ours is kept in ${entry.job.spoolPath} and retried until that name is free`);
+      }
       if (this.retrying.get(entry.job.spoolPath) === entry) this.schedule(entry);
     }
   }

@@ -213,9 +213,10 @@ export function createOperations(ctx: WriteContext): XnatFs {
       f.uploading = waiting;
       const retried = await cancelled;
       if (f.uploading === waiting) f.uploading = null;
-      // Its retries replaced whatever XNAT holds (a copy of ours may have landed, even by the
-      // attempt just ended): so must this upload. Not after a duplicate: those never overwrite.
-      if (retried?.overwrite) f.overwrite = true;
+      // One of its retries landed (even the attempt just ended): XNAT holds our older copy, and
+      // this upload replaces it. Otherwise a file that was new is still sent without overwrite:
+      // a copy of ours whose answer was lost is found by its size and MD5 (Uploader.unlessOurs).
+      if (retried?.landed || retried?.job.overwrite) f.overwrite = true;
     }
     f.dirty = false;
     const job = jobOf(f);
@@ -243,8 +244,9 @@ export function createOperations(ctx: WriteContext): XnatFs {
         f.overwrite = true;
         await settle(f);
       });
+      // A duplicate: another file under this name that is not ours (the uploader compared them).
       const reason = err instanceof XnatError && err.kind === 'duplicate'
-        ? 'XNAT already has a file there and kept it (no overwrite); remove it first'
+        ? `${err.message} (remove it, or copy ours elsewhere)`
         : (err as Error).message;
       // A session XNAT no longer takes (401 after logging in again) is EACCES, as everywhere.
       const code = err instanceof XnatError && err.kind === 'unauthorized' ? 'EACCES' : 'EIO';
@@ -269,8 +271,10 @@ export function createOperations(ctx: WriteContext): XnatFs {
     } catch (err) {
       if (err instanceof XnatError && err.kind === 'duplicate') throw err;
       log('%s: the upload started while it was written failed (%s); uploading it from the spool', f.path, (err as Error).message);
-      // A copy whose answer was lost may be on XNAT already: replace it.
-      return ctx.uploader.upload(streaming.bodySent ? { ...job, overwrite: true } : job);
+      // If the whole body went out, XNAT may hold this copy although its answer was lost. A file
+      // that replaces one is sent with overwrite anyway; a new one is not (someone else may store
+      // that name meanwhile): its "duplicates" answer is checked for our size and MD5 instead.
+      return ctx.uploader.upload(job);
     }
   }
 

@@ -1,6 +1,9 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { createMd5, WORKER_THRESHOLD } from '../../src/content/md5.js';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { dir as tmpDir } from 'tmp-promise';
+import { createMd5, md5OfFile, WORKER_THRESHOLD } from '../../src/content/md5.js';
 
 describe('createMd5', () => {
   it('on the worker, hashes chunks of any size and offset like createHash does', async () => {
@@ -15,5 +18,20 @@ describe('createMd5', () => {
       pos = end;
     }
     expect(await md5.digest()).toBe(createHash('md5').update(data).digest('hex'));
+  });
+
+  it('md5OfFile hashes the first `size` bytes of a file (a spool file that may have grown), small or large, and refuses a shorter file', async () => {
+    const d = await tmpDir({ unsafeCleanup: true });
+    try {
+      const data = Buffer.alloc(WORKER_THRESHOLD + 12_345);
+      for (let i = 0; i < data.length; i++) data[i] = (i * 7 + (i >> 9)) & 0xff;
+      const file = join(d.path, 'spool');
+      await writeFile(file, data);
+      const md5 = (b: Buffer): string => createHash('md5').update(b).digest('hex');
+      for (const size of [0, 1000, WORKER_THRESHOLD + 1]) expect(await md5OfFile(file, size)).toBe(md5(data.subarray(0, size)));
+      await expect(md5OfFile(file, data.length + 1)).rejects.toThrow(/fewer/);
+    } finally {
+      await d.cleanup();
+    }
   });
 });

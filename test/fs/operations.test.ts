@@ -707,6 +707,44 @@ describe('fs operations over an in-memory XNAT', () => {
       expect(uploads()).toEqual(['upload big.nii (chunked)', 'upload big.nii', 'upload second.nii']);
       expect(stored()).toEqual(data);
     });
+
+    it('a new file whose streamed body went out whole but whose answer was lost: close() uploads the spool without overwrite, finds our copy (size and MD5) and succeeds', async () => {
+      x.loseAnswers = 1; // XNAT stores the streamed copy; its answer never arrives
+      const fd = await fs.ops.create!(path, 0o644);
+      await writeInParts(fd, [0, 3000, 5000]);
+      await fs.ops.flush!(path, fd);
+      await fs.ops.release!(path, fd);
+      expect(x.uploads).toEqual([{ path: 'big.nii', overwrite: false }, { path: 'big.nii', overwrite: false }]);
+      expect(stored()).toEqual(data);
+      expect(await readdir(fs.spoolDir)).toEqual([]);
+    });
+
+    it('a new file whose streamed body went out whole is not sent with overwrite after it: a file someone else stored meanwhile is kept, close() fails', async () => {
+      const orig = x.uploadFile.bind(x);
+      const theirs = randomBytes(data.length);
+      x.uploadFile = async (owner, resource, p, options) => {
+        if (!('stream' in options)) return orig(owner, resource, p, options);
+        x.uploads.push({ path: p, overwrite: options.overwrite });
+        for await (const _ of options.stream()); // our body goes out whole, then the connection drops
+        x.addFile(owner, resource, p, theirs); // and someone else's upload of that name lands
+        throw new XnatError('network', 'socket hang up');
+      };
+      const said = vi.spyOn(console, 'error').mockImplementation(() => undefined);
+      try {
+        const fd = await fs.ops.create!(path, 0o644);
+        await writeInParts(fd, [0, 3000, 5000]);
+        const failure = await Promise.resolve(fs.ops.flush!(path, fd)).then(() => null, (e: unknown) => e as FsError);
+        await fs.ops.release!(path, fd);
+        expect(failure?.code).toBe('EIO');
+        expect(failure?.message).toMatch(/another file named 'big\.nii' is on XNAT .*MD5.*not replaced.*kept in /);
+        expect(x.uploads.map((u) => u.overwrite)).toEqual([false, false]);
+        expect(stored()).toEqual(theirs);
+        expect((await fs.shutdown(300)).map((l) => l.displayPath)).toEqual([path]);
+        expect(stored()).toEqual(theirs);
+      } finally {
+        said.mockRestore();
+      }
+    });
   });
 
   it('rm -r of a folder costs one DELETE per file and no listing per file; the folder then goes', async () => {
@@ -885,5 +923,150 @@ describe('fs operations over an in-memory XNAT', () => {
     await fs.ops.release!(path, fd2);
     const stored = x.resources.get('e/XNAT_E00001')!.find((r) => r.resource.label === 'NOTES')!.files;
     expect(stored.get('again.txt')?.toString()).toBe('v1+v2');
+  });
+
+  describe('a file that was new is never uploaded with overwrite: a "duplicates" answer is ours only with the same size and MD5', () => {
+    const path = `${NOTES}/result.txt`;
+    const stored = (): Buffer | undefined => x.resources.get('e/XNAT_E00001')!.find((r) => r.resource.label === 'NOTES')!.files.get('result.txt');
+    const overwrites = () => x.uploads.filter((u) => u.overwrite);
+    const quiet = () => vi.spyOn(console, 'error').mockImplementation(() => undefined);
+    let said: ReturnType<typeof quiet>;
+    const lines = (): string[] => said.mock.calls.map((c) => String(c[0]));
+    beforeEach(() => {
+      said = quiet();
+    });
+    afterEach(() => said.mockRestore());
+
+    /** create, write, close: the errno close() answered, or 'ok'. */
+    async function writeNew(text: string): Promise<string> {
+      const fd = await fs.ops.create!(path, 0o644);
+      await fs.ops.write!(path, fd, Buffer.from(text), Buffer.byteLength(text), 0);
+      const code = await Promise.resolve(fs.ops.flush!(path, fd)).then(() => 'ok', (e: unknown) => (e as FsError).code);
+      await fs.ops.release!(path, fd);
+      return code;
+    }
+    async function until(cond: () => boolean, ms = 3000): Promise<void> {
+      const deadline = Date.now() + ms;
+      while (!cond()) {
+        if (Date.now() > deadline) throw new Error('timed out waiting');
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    }
+
+    it('a first attempt that landed but whose answer was lost: the retry gets "duplicates", finds our size and MD5, and counts it as uploaded', async () => {
+      x.loseAnswers = 1;
+      expect(await writeNew('our results')).toBe('EIO');
+      expect(stored()?.toString()).toBe('our results'); // it did land
+      await until(() => fs.uploader.pending().length === 0);
+      expect(x.uploads).toEqual([{ path: 'result.txt', overwrite: false }, { path: 'result.txt', overwrite: false }]);
+      expect(x.calls).toContain('files e/XNAT_E00001 NOTES'); // the comparison
+      expect(lines()).toContainEqual(expect.stringMatching(/uploaded .*result\.txt after 1 background retry/));
+      expect(await readdir(fs.spoolDir)).toEqual([]);
+      expect(await fs.shutdown(1000)).toEqual([]);
+      expect(stored()?.toString()).toBe('our results');
+    });
+
+    it("someone else's file stored under that name before the retry is not overwritten: ours stays in the spool, one line says so, unmount reports it", async () => {
+      const orig = x.uploadFile.bind(x);
+      let first = true;
+      x.uploadFile = async (...a) => {
+        if (!first) return orig(...a);
+        first = false;
+        x.addFile(expOwner, 'NOTES', 'result.txt', Buffer.from('them')); // another client, meanwhile
+        throw new XnatError('server', 'HTTP 503', 503);
+      };
+      expect(await writeNew('ours')).toBe('EIO');
+      await until(() => x.uploads.length >= 3); // several background retries
+      expect(stored()?.toString()).toBe('them');
+      expect(overwrites()).toEqual([]);
+      const told = lines().filter((l) => l.includes('result.txt'));
+      expect(told).toHaveLength(1);
+      const [spooled] = fs.uploader.pending().map((p) => p.spoolPath);
+      expect(told[0]).toMatch(/^xnatfs: \S*result\.txt not uploaded: another file named 'result\.txt' is on XNAT .*MD5 \w+, ours \w+.*not replaced.*kept in /);
+      expect(told[0]).toContain(spooled);
+      const left = await fs.shutdown(300);
+      expect(left.map((l) => [l.displayPath, l.spoolPath])).toEqual([[path, spooled]]);
+      expect(left[0]!.lastError).toMatch(/another file named/);
+      const { readFile: read } = await import('node:fs/promises');
+      expect(await read(spooled!, 'utf8')).toBe('ours');
+      expect(stored()?.toString()).toBe('them');
+    });
+
+    it('across a remount: the next mount resumes without overwrite and finds our copy that landed unanswered', async () => {
+      const orig = x.uploadFile.bind(x);
+      x.loseAnswers = 1;
+      let calls = 0;
+      x.uploadFile = async (...a) => {
+        if (calls++ === 0) return orig(...a); // lands, answer lost
+        throw new XnatError('server', 'HTTP 503', 503);
+      };
+      expect(await writeNew('our results')).toBe('EIO');
+      expect((await fs.shutdown(100)).map((l) => l.displayPath)).toEqual([path]);
+      x.uploadFile = orig;
+      fs = await build();
+      expect(fs.resumedUploads).toEqual([path]);
+      expect(await fs.shutdown(5000)).toEqual([]);
+      expect(overwrites()).toEqual([]);
+      expect(stored()?.toString()).toBe('our results');
+      expect(await readdir(fs.spoolDir)).toEqual([]);
+    });
+
+    it('across a remount: an upload still under way at unmount that landed unanswered is found by the next mount, not overwritten', async () => {
+      const orig = x.uploadFile.bind(x);
+      x.uploadFile = async (...a) => {
+        await orig(...a);
+        return new Promise(() => {}); // stored, and the answer never comes
+      };
+      const fd = await fs.ops.create!(path, 0o644); // touch: uploaded after close() returned
+      await fs.ops.flush!(path, fd);
+      await fs.ops.release!(path, fd);
+      expect((await fs.shutdown(200)).map((l) => l.displayPath)).toEqual([path]);
+      x.uploadFile = orig;
+      fs = await build();
+      expect(fs.resumedUploads).toEqual([path]);
+      expect(await fs.shutdown(5000)).toEqual([]);
+      expect(overwrites()).toEqual([]);
+      expect(stored()).toEqual(Buffer.alloc(0));
+    });
+
+    it("across a remount: someone else's file stored between the mounts is not overwritten by the resumed upload", async () => {
+      x.uploadFile = async (_o, _r, p, options) => {
+        x.uploads.push({ path: p, overwrite: options.overwrite });
+        throw new XnatError('server', 'HTTP 503', 503);
+      };
+      expect(await writeNew('ours')).toBe('EIO');
+      expect((await fs.shutdown(100)).map((l) => l.displayPath)).toEqual([path]);
+      x.addFile(expOwner, 'NOTES', 'result.txt', Buffer.from('them'));
+      x.uploadFile = MemoryXnat.prototype.uploadFile.bind(x);
+      fs = await build();
+      expect(fs.resumedUploads).toEqual([path]);
+      const left = await fs.shutdown(300);
+      expect(left.map((l) => l.displayPath)).toEqual([path]);
+      expect(left[0]!.lastError).toMatch(/another file named 'result\.txt' is on XNAT/);
+      expect(lines().filter((l) => l.includes('not uploaded: another file'))).toHaveLength(1);
+      expect(overwrites()).toEqual([]);
+      expect(stored()?.toString()).toBe('them');
+    });
+
+    it('on a server that lists no digests, a file of the same size under that name is not taken for ours', async () => {
+      x.digests = false;
+      x.loseAnswers = 1; // even our own copy: without an MD5 the size proves nothing
+      expect(await writeNew('our results')).toBe('EIO');
+      await until(() => x.uploads.length >= 2);
+      const left = await fs.shutdown(300);
+      expect(left.map((l) => l.displayPath)).toEqual([path]);
+      expect(left[0]!.lastError).toMatch(/lists no MD5/);
+      expect(overwrites()).toEqual([]);
+      expect(lines()).toContainEqual(expect.stringMatching(/result\.txt not uploaded: .*lists no MD5/));
+    });
+
+    it('a file that replaced one on XNAT is still retried with overwrite', async () => {
+      x.addFile(expOwner, 'NOTES', 'result.txt', Buffer.from('old version'));
+      x.loseAnswers = 1;
+      expect(await writeNew('new version')).toBe('EIO');
+      expect(await fs.shutdown(5000)).toEqual([]);
+      expect(x.uploads.map((u) => u.overwrite)).toEqual([true, true]);
+      expect(stored()?.toString()).toBe('new version');
+    });
   });
 });

@@ -24,6 +24,13 @@ export class MemoryXnat implements XnatApi {
   rangeSupport = false;
   /** false: list every digest as "" (an XNAT whose checksums setting is off). */
   digests = true;
+  /** Every upload request as sent: its path, and whether it asked to overwrite. */
+  uploads: Array<{ path: string; overwrite: boolean }> = [];
+  /**
+   * The next N uploads are stored (as XNAT would) and then fail as if the connection dropped
+   * before the answer arrived: the client cannot tell they landed.
+   */
+  loseAnswers = 0;
   private nextResourceId = 100;
 
   static ownerKey(o: Owner): string {
@@ -129,6 +136,7 @@ export class MemoryXnat implements XnatApi {
   }
   async uploadFile(owner: Owner, resource: string, path: string, options: UploadOptions) {
     this.calls.push(`upload ${path}`);
+    this.uploads.push({ path, overwrite: options.overwrite });
     let data: Buffer;
     if ('sourcePath' in options) {
       data = await readFile(options.sourcePath);
@@ -141,6 +149,10 @@ export class MemoryXnat implements XnatApi {
     if (r?.files.has(path) && !options.overwrite) throw new XnatError('duplicate', `XNAT kept the existing ${path}`, 200);
     if (r) r.files.set(path, data);
     else this.addFile(owner, resource, path, data);
+    if (this.loseAnswers > 0) {
+      this.loseAnswers--;
+      throw new XnatError('network', `connection to ${this.baseUrl} lost before its answer to PUT ${path} (socket hang up)`);
+    }
   }
   async deleteFile(owner: Owner, resource: string, path: string, _knownPaths?: readonly string[]) {
     this.calls.push(`delete ${path}`);
