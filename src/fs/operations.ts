@@ -789,6 +789,11 @@ export function createOperations(ctx: WriteContext): XnatFs {
       const listed = ctx.catalogue.peekFile(job.owner, job.resource, job.path);
       if (listed) ctx.content.forget(fileRefOf(listed));
       ctx.catalogue.noteUploaded(job.owner, job.resource, job);
+      // The entry put into the listing has no digest, so its key is (URI, size, ""): bytes an
+      // earlier upload of this path with as many bytes left under that key (in this mount before
+      // the listing was read again, or in an earlier one) would be served for the new version.
+      const now = ctx.catalogue.peekFile(job.owner, job.resource, job.path);
+      if (now && now.entry !== listed?.entry) ctx.content.forget(fileRefOf(now));
     },
     async finishWrites(deadline) {
       unmounting = true;
