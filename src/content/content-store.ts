@@ -189,8 +189,9 @@ export class ContentStore {
 
   keyOf(ref: FileRef): string {
     // A resource's numeric id is unique on its server whichever path led to it: P/experiments/E
-    // and P/subjects/S/experiments/E list the same file under different URIs.
-    const where = /^\d+$/.test(ref.resource) ? `resource:${ref.resource}/${ref.path}` : (ref.uri ?? `${JSON.stringify(ref.owner)}/${ref.resource}/${ref.path}`);
+    // and P/subjects/S/experiments/E list the same file under different URIs. A file put into a
+    // listing after our upload has no URI ("", see Catalogue.noteUploaded).
+    const where = /^\d+$/.test(ref.resource) ? `resource:${ref.resource}/${ref.path}` : (ref.uri || `${JSON.stringify(ref.owner)}/${ref.resource}/${ref.path}`);
     const id = `${where}\n${ref.size}\n${ref.digest}`;
     let key = this.keys.get(id);
     if (key === undefined) {

@@ -52,6 +52,19 @@ describe('ContentStore', () => {
     prefetch: { enabled: true, concurrency: 4, maxFileBytes: 1 << 20, maxFolderBytes: 1 << 24, zipMinFiles: 8, zipMaxBytes: 1 << 24, zipCompression: 0 },
   });
 
+  it('keeps files apart that have no URI (put into a listing after an upload) and no digest', async () => {
+    const x = new MemoryXnat();
+    const a = { ...refFor(x, 'up/a.txt', Buffer.from('aaaa'), false), uri: '' };
+    const b = { ...refFor(x, 'up/b.txt', Buffer.from('bbbb'), false), uri: '' };
+    expect(make(x).keyOf(a)).not.toBe(make(x).keyOf(b));
+    const store = make(x);
+    for (const [ref, text] of [[a, 'aaaa'], [b, 'bbbb']] as const) {
+      const fd = await store.open(ref);
+      expect((await readAll(store, fd, 4)).toString()).toBe(text);
+      await store.release(fd);
+    }
+  });
+
   it('streams a file and then serves it from the 0700 disk cache without a request', async () => {
     const x = new MemoryXnat();
     const data = Buffer.from(Array.from({ length: 300_000 }, (_, i) => i % 251));
