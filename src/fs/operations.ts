@@ -670,6 +670,9 @@ export function createOperations(ctx: WriteContext): XnatFs {
         throw toFsError(err, `rm ${path}`);
       }
       ctx.catalogue.forgetFile(node.owner, node.resource, node.components);
+      // Without digests in XNAT's listings, a file written here later under this name with as
+      // many bytes would share the deleted one's cache key.
+      ctx.content.forget(fileRefOf(node));
       held.forget(path);
       keepEmptyParents(path, { owner: node.owner, resourceLabel: node.resource.label, components: node.components });
     },
@@ -747,6 +750,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
       if (old?.kind === 'file') {
         try {
           await ctx.client.deleteFile(old.owner, old.resource.id, old.entry.path);
+          ctx.content.forget(fileRefOf(old)); // as in unlink
         } catch (err) {
           if (!(err instanceof XnatError && err.kind === 'not-found')) throw toFsError(err, `removing ${src} after copying it to ${dest}`);
         } finally {
