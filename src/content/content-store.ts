@@ -525,8 +525,12 @@ export class ContentStore {
 
   /** A small file the zip did not deliver (or delivered wrong): fetched on its own. */
   private missedMember(key: string, ref: FileRef, arrival: Arrival<Buffer>, err: Error): void {
-    if (this.incoming.get(key) === arrival) this.incoming.delete(key);
+    // Taken out by forget(): that version was replaced on XNAT, and a GET now would bring the new
+    // one, to be kept under the old version's key (without a digest, even of another size).
+    const current = this.incoming.get(key) === arrival;
+    if (current) this.incoming.delete(key);
     arrival.fail(err);
+    if (!current) return;
     log('%s: not from the zip (%s); fetching it on its own', ref.path, err.message);
     if (!this.closing.signal.aborted) void this.prefetchLimit(() => this.prefetchOne(ref));
   }

@@ -382,6 +382,24 @@ describe('ContentStore', () => {
     expect((await readdir(join(tmp.path, 'cache', 'objects'))).length).toBe(30);
   });
 
+  it('does not fetch on its own a zip member of a version replaced meanwhile (forget)', async () => {
+    const x = new MemoryXnat();
+    const refs = Array.from({ length: 30 }, (_, i) => refFor(x, `z/${i}.dcm`, Buffer.alloc(500 + i, i), false));
+    x.downloadResourceZip = async () => resourceZip(join(tmp.path, 'r'), new Map(refs.slice(0, 29).map((r, i) => [r.path, Buffer.alloc(500 + i, i)])));
+    const store = makeZipping(x);
+    for (const r of refs.slice(0, 2)) {
+      const fd = await store.open(r);
+      store.noteOpen({ key: 'zf', siblings: () => refs, resource: { owner, id: 'R', totalBytes: 20_000 } }, r);
+      await store.release(fd);
+    }
+    // Our upload replaced z/29.dcm (now 3 bytes) while the zip was on its way, without it.
+    x.addFile(owner, 'R', 'z/29.dcm', Buffer.from('new'));
+    store.forget(refs[29]!);
+    await store.idle();
+    expect(cache.lookup(store.keyOf(refs[29]!))).toBeNull();
+    expect(x.calls.filter((c) => c.startsWith('get')).sort()).toEqual(['get z/0.dcm', 'get z/1.dcm']);
+  });
+
   it('a file opened while its zip member is on the way waits for it; a member with a wrong digest is fetched again', async () => {
     const x = new MemoryXnat();
     const refs = Array.from({ length: 20 }, (_, i) => refFor(x, `w/${i}.dcm`, Buffer.alloc(300 + i, i)));
