@@ -189,8 +189,9 @@ export class ContentStore {
 
   keyOf(ref: FileRef): string {
     // A resource's numeric id is unique on its server whichever path led to it: P/experiments/E
-    // and P/subjects/S/experiments/E list the same file under different URIs.
-    const where = /^\d+$/.test(ref.resource) ? `resource:${ref.resource}/${ref.path}` : (ref.uri ?? `${JSON.stringify(ref.owner)}/${ref.resource}/${ref.path}`);
+    // and P/subjects/S/experiments/E list the same file under different URIs. A file put into a
+    // listing after our upload has no URI ("", see Catalogue.noteUploaded).
+    const where = /^\d+$/.test(ref.resource) ? `resource:${ref.resource}/${ref.path}` : (ref.uri || `${JSON.stringify(ref.owner)}/${ref.resource}/${ref.path}`);
     const id = `${where}\n${ref.size}\n${ref.digest}`;
     let key = this.keys.get(id);
     if (key === undefined) {
@@ -524,8 +525,12 @@ export class ContentStore {
 
   /** A small file the zip did not deliver (or delivered wrong): fetched on its own. */
   private missedMember(key: string, ref: FileRef, arrival: Arrival<Buffer>, err: Error): void {
-    if (this.incoming.get(key) === arrival) this.incoming.delete(key);
+    // Taken out by forget(): that version was replaced on XNAT, and a GET now would bring the new
+    // one, to be kept under the old version's key (without a digest, even of another size).
+    const current = this.incoming.get(key) === arrival;
+    if (current) this.incoming.delete(key);
     arrival.fail(err);
+    if (!current) return;
     log('%s: not from the zip (%s); fetching it on its own', ref.path, err.message);
     if (!this.closing.signal.aborted) void this.prefetchLimit(() => this.prefetchOne(ref));
   }

@@ -51,12 +51,13 @@ export class WriteBehind {
     this.running ??= this.run();
   }
 
-  /** These bytes are of an old version: never write them (see ContentStore.forget). */
+  /**
+   * These bytes are of an old version: never serve or write them (see ContentStore.forget). Also
+   * while they are being written: get() must not hand them out meanwhile, and a newer version
+   * may be added under the same key at once.
+   */
   drop(key: string): void {
-    if (this.writing?.key === key) {
-      this.writing.dropped = true;
-      return;
-    }
+    if (this.writing?.key === key) this.writing.dropped = true;
     const data = this.pending.get(key);
     if (!data) return;
     this.pending.delete(key);
@@ -123,8 +124,11 @@ export class WriteBehind {
         } finally {
           this.writing = null;
         }
-        this.pending.delete(key);
-        this.pendingBytes -= data.length;
+        // Unless drop() took them out already (and a newer version may wait under the key).
+        if (this.pending.get(key) === data) {
+          this.pending.delete(key);
+          this.pendingBytes -= data.length;
+        }
         if (this.pendingBytes <= this.options.maxPendingBytes) this.releaseRoom();
       }
     } finally {

@@ -674,6 +674,9 @@ export function createOperations(ctx: WriteContext): XnatFs {
         throw toFsError(err, `rm ${path}`);
       }
       ctx.catalogue.forgetFile(node.owner, node.resource, node.components);
+      // Without digests in XNAT's listings, a file written here later under this name with as
+      // many bytes would share the deleted one's cache key.
+      ctx.content.forget(fileRefOf(node));
       held.forget(path);
       keepEmptyParents(path, { owner: node.owner, resourceLabel: node.resource.label, components: node.components });
     },
@@ -751,6 +754,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
       if (old?.kind === 'file') {
         try {
           await ctx.client.deleteFile(old.owner, old.resource.id, old.entry.path);
+          ctx.content.forget(fileRefOf(old)); // as in unlink
         } catch (err) {
           if (!(err instanceof XnatError && err.kind === 'not-found')) throw toFsError(err, `removing ${src} after copying it to ${dest}`);
         } finally {
@@ -793,6 +797,11 @@ export function createOperations(ctx: WriteContext): XnatFs {
       const listed = ctx.catalogue.peekFile(job.owner, job.resource, job.path);
       if (listed) ctx.content.forget(fileRefOf(listed));
       ctx.catalogue.noteUploaded(job.owner, job.resource, job);
+      // The entry put into the listing has no digest, so its key is (URI, size, ""): bytes an
+      // earlier upload of this path with as many bytes left under that key (in this mount before
+      // the listing was read again, or in an earlier one) would be served for the new version.
+      const now = ctx.catalogue.peekFile(job.owner, job.resource, job.path);
+      if (now && now.entry !== listed?.entry) ctx.content.forget(fileRefOf(now));
     },
     async finishWrites(deadline) {
       unmounting = true;

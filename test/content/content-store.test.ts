@@ -52,6 +52,19 @@ describe('ContentStore', () => {
     prefetch: { enabled: true, concurrency: 4, maxFileBytes: 1 << 20, maxFolderBytes: 1 << 24, zipMinFiles: 8, zipMaxBytes: 1 << 24, zipCompression: 0 },
   });
 
+  it('keeps files apart that have no URI (put into a listing after an upload) and no digest', async () => {
+    const x = new MemoryXnat();
+    const a = { ...refFor(x, 'up/a.txt', Buffer.from('aaaa'), false), uri: '' };
+    const b = { ...refFor(x, 'up/b.txt', Buffer.from('bbbb'), false), uri: '' };
+    expect(make(x).keyOf(a)).not.toBe(make(x).keyOf(b));
+    const store = make(x);
+    for (const [ref, text] of [[a, 'aaaa'], [b, 'bbbb']] as const) {
+      const fd = await store.open(ref);
+      expect((await readAll(store, fd, 4)).toString()).toBe(text);
+      await store.release(fd);
+    }
+  });
+
   it('streams a file and then serves it from the 0700 disk cache without a request', async () => {
     const x = new MemoryXnat();
     const data = Buffer.from(Array.from({ length: 300_000 }, (_, i) => i % 251));
@@ -367,6 +380,24 @@ describe('ContentStore', () => {
     // zip members reach the disk cache too (written behind, flushed by idle())
     await store.idle();
     expect((await readdir(join(tmp.path, 'cache', 'objects'))).length).toBe(30);
+  });
+
+  it('does not fetch on its own a zip member of a version replaced meanwhile (forget)', async () => {
+    const x = new MemoryXnat();
+    const refs = Array.from({ length: 30 }, (_, i) => refFor(x, `z/${i}.dcm`, Buffer.alloc(500 + i, i), false));
+    x.downloadResourceZip = async () => resourceZip(join(tmp.path, 'r'), new Map(refs.slice(0, 29).map((r, i) => [r.path, Buffer.alloc(500 + i, i)])));
+    const store = makeZipping(x);
+    for (const r of refs.slice(0, 2)) {
+      const fd = await store.open(r);
+      store.noteOpen({ key: 'zf', siblings: () => refs, resource: { owner, id: 'R', totalBytes: 20_000 } }, r);
+      await store.release(fd);
+    }
+    // Our upload replaced z/29.dcm (now 3 bytes) while the zip was on its way, without it.
+    x.addFile(owner, 'R', 'z/29.dcm', Buffer.from('new'));
+    store.forget(refs[29]!);
+    await store.idle();
+    expect(cache.lookup(store.keyOf(refs[29]!))).toBeNull();
+    expect(x.calls.filter((c) => c.startsWith('get')).sort()).toEqual(['get z/0.dcm', 'get z/1.dcm']);
   });
 
   it('a file opened while its zip member is on the way waits for it; a member with a wrong digest is fetched again', async () => {

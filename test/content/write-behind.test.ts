@@ -56,6 +56,21 @@ describe('WriteBehind', () => {
     expect(wb.roomFor()).toBeUndefined(); // its bytes no longer count
   });
 
+  it('serves no dropped bytes while their write is under way, and takes a newer version then', async () => {
+    const wb = new WriteBehind(cache, { idleMs: 20, maxPendingBytes: 1 << 20 });
+    wb.add('k', Buffer.from('old'));
+    const written = wb.flush();
+    while ((wb as unknown as { writing: { key: string } | null }).writing?.key !== 'k') await new Promise((r) => setImmediate(r));
+    wb.drop('k'); // an upload replaced the file while the old bytes were being written
+    expect(wb.get('k')).toBeUndefined();
+    wb.add('k', Buffer.from('new')); // the new version, fetched again at once
+    expect(wb.get('k')?.toString()).toBe('new');
+    await written;
+    await wb.flush();
+    expect((await readFile(cache.lookup('k')!)).toString()).toBe('new');
+    expect(wb.roomFor()).toBeUndefined();
+  });
+
   it('gives room (backpressure) once what waits is written down to its bound', async () => {
     const wb = new WriteBehind(cache, { idleMs: 60_000, maxPendingBytes: 10 });
     wb.touch();

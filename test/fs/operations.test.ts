@@ -200,6 +200,36 @@ describe('fs operations over an in-memory XNAT', () => {
     expect(await readFile(path)).toEqual(Buffer.from('HELLO'));
   });
 
+  it('reads back a file deleted and written again with as many bytes on a server that lists no digests', async () => {
+    x.digests = false;
+    const path = `${NOTES}/sub dir/a#b.txt`; // "hello"; a name listed again after an upload
+    expect(await readFile(path)).toEqual(Buffer.from('hello'));
+    await fs.content.idle();
+    await fs.ops.unlink!(path);
+    await writeFile(path, Buffer.from('HELLO'));
+    expect(await readFile(path)).toEqual(Buffer.from('HELLO'));
+    // Moved away (its old name deleted on XNAT), then written again.
+    await fs.content.idle();
+    await fs.ops.rename!(path, `${NOTES}/sub dir/moved.txt`);
+    await writeFile(path, Buffer.from('hello'));
+    expect(await readFile(path)).toEqual(Buffer.from('hello'));
+  });
+
+  it('reads back its second upload of a file, not bytes cached from its first one in an earlier mount', async () => {
+    // XNAT lists digests here; only the entry put into the cached listing after an upload has none.
+    const dir = `${E}/resources/NOTES/files`;
+    await fs.ops.readdir!(dir);
+    await writeFile(`${dir}/result.txt`, Buffer.from('first'));
+    expect(await readFile(`${dir}/result.txt`)).toEqual(Buffer.from('first'));
+    await fs.content.idle();
+    // The next mount lists it with its digest, and this one replaces it with as many bytes.
+    await fs.shutdown(1000);
+    fs = await build();
+    await fs.ops.readdir!(dir);
+    await writeFile(`${dir}/result.txt`, Buffer.from('again'));
+    expect(await readFile(`${dir}/result.txt`)).toEqual(Buffer.from('again'));
+  });
+
   it('copying files in costs their PUTs only: each is put into the cached listing, not listed again', async () => {
     const scanFiles = `${E}/scans/4-Ax_3D_T1/resources/DICOM/files`;
     for (const dir of [`${E}/resources/NOTES/files`, scanFiles]) {
