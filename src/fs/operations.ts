@@ -119,6 +119,16 @@ export function createOperations(ctx: WriteContext): XnatFs {
     return { owner: node.owner, resourceLabel: node.resource.label, components: node.components };
   }
 
+  /**
+   * Made here, or a folder files are written into (a resource's files/ and the folders in it):
+   * mode, owner and times are taken without being kept. Folders show the time of mounting
+   * whatever XNAT holds, so no time of theirs is lost, and `cp -a src/. …/files/` sets the times
+   * and mode of files/ itself after copying into it.
+   */
+  async function takesAnyAttributes(path: string): Promise<boolean> {
+    return madeHere(path) || (await targetOfDir(path)) !== null;
+  }
+
   async function serverNode(path: string): Promise<Node | null> {
     try {
       return await ctx.catalogue.resolve(path);
@@ -554,7 +564,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
     // (libfuse 2 calls utimens only when both times are given, and fuse-native passes atime as
     // both: a call setting one time, such as tar -x's, succeeds without reaching xnatfs.)
     async utimens(path, atime, mtime) {
-      if (madeHere(path)) return;
+      if (await takesAnyAttributes(path)) return;
       const shown = (await ops.getattr!(path)).mtime.getTime();
       if (atime === shown && mtime === shown) return;
       throw new FsError('EPERM', `${path}: XNAT keeps no file times, so the time of a file already on XNAT cannot be set (it shows the time of mounting)`);
@@ -565,14 +575,14 @@ export function createOperations(ctx: WriteContext): XnatFs {
     // here accepts any, without keeping it, as utimens does: cp -p and cp -a copy a 600 or 775
     // file's mode, and rsync makes every file as a 600 temporary one. Any other change is EPERM.
     async chmod(path, mode) {
-      if (madeHere(path)) return;
+      if (await takesAnyAttributes(path)) return;
       const st = await ops.getattr!(path);
       if ((mode & 0o7777) === (st.mode & 0o7777)) return;
       throw new FsError('EPERM', `chmod ${path} to ${(mode & 0o7777).toString(8)}: XNAT keeps no permissions; files show ${(st.mode & 0o7777).toString(8)}`);
     },
 
     async chown(path, uid, gid) {
-      if (madeHere(path)) return;
+      if (await takesAnyAttributes(path)) return;
       const st = await ops.getattr!(path);
       const unchanged = (asked: number, shown: number): boolean => asked === -1 || asked === 0xffffffff || asked === shown;
       if (unchanged(uid, st.uid) && unchanged(gid, st.gid)) return;

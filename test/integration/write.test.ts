@@ -142,6 +142,10 @@ requireFuse()('writing through the mount', () => {
     expect(cpa.stderr).toBe('');
     expect(cpa.code).toBe(0);
     expect(await readFile(stored('UNPACKED', 'copy/a.txt')!, 'utf8')).toBe('alpha\n');
+    // Into files/ itself: cp then sets the times and mode of files/ (and of sub/ on XNAT already).
+    const into = await run('cp', ['-a', `${src}/.`, at(`${EXP}/resources/UNPACKED/files/`)]);
+    expect(into.stderr).toBe('');
+    expect(into.code).toBe(0);
     expect((await run('ls', ['-l', at(`${EXP}/resources/UNPACKED/files/copy/a.txt`)])).stdout).toMatch(/^-rw-r--r-- /);
     const chmod = await run('chmod', ['755', at(`${EXP}/resources/NOTES/files/notes with spaces.txt`)]);
     expect(chmod.stderr).toMatch(/Operation not permitted/);
