@@ -390,15 +390,19 @@ export function createOperations(ctx: WriteContext): XnatFs {
     return bytesRead;
   }
 
+  async function closeSpool(f: PendingFile): Promise<void> {
+    const fh = f.fh ?? (f.fhOpening ? await f.fhOpening.catch(() => null) : null);
+    f.fh = null;
+    f.fhOpening = null;
+    await fh?.close().catch(() => undefined);
+  }
+
   /** The last close of a file being written uploads what flush did not. */
   async function releasePending(fd: number, f: PendingFile): Promise<void> {
     spoolHandles.delete(fd);
     f.opens--;
     if (f.opens > 0) return;
-    const fh = f.fh ?? (f.fhOpening ? await f.fhOpening.catch(() => null) : null);
-    f.fh = null;
-    f.fhOpening = null;
-    await fh?.close().catch(() => undefined);
+    await closeSpool(f);
     if (f.dirty) {
       // Written through a path that never flushed (e.g. mmap): upload now, report in the log.
       syncAfterClose(f);
@@ -825,7 +829,11 @@ export function createOperations(ctx: WriteContext): XnatFs {
       const writers = (): PendingFile[] => [...new Set([...spoolHandles.values()].filter((h) => h.writable).map((h) => h.file))];
       while (writers().length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
       const left = writers();
-      for (const f of left) stopAppending(f, 'unmounting');
+      for (const f of left) {
+        stopAppending(f, 'unmounting');
+        // No release will come for it: its bytes stay in the spool, its descriptor goes.
+        await closeSpool(f);
+      }
       return left.map((f) => ({ displayPath: f.path, spoolPath: f.spoolPath, lastError: 'still open for writing by a program at unmount' }));
     },
   };
