@@ -991,7 +991,9 @@ describe('fs operations over an in-memory XNAT', () => {
       x.loseAnswers = 1;
       expect(await writeNew('our results')).toBe('EIO');
       expect(stored()?.toString()).toBe('our results'); // it did land
-      await until(() => fs.uploader.pending().length === 0);
+      // The line comes after the retry leaves pending(), once its note and spool file are gone.
+      await until(() => lines().some((l) => /uploaded .*result\.txt after 1 background retry/.test(l)));
+      expect(fs.uploader.pending()).toEqual([]);
       expect(x.uploads).toEqual([{ path: 'result.txt', overwrite: false }, { path: 'result.txt', overwrite: false }]);
       expect(x.calls).toContain('files e/XNAT_E00001 NOTES'); // the comparison
       expect(lines()).toContainEqual(expect.stringMatching(/uploaded .*result\.txt after 1 background retry/));
