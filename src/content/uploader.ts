@@ -69,6 +69,13 @@ export class Uploader {
   private streamingRefused: string | null = null;
   /** MD5 of spool files compared with XNAT's after a "duplicates" answer, while they are unchanged. */
   private readonly spoolDigests = new Map<string, { size: number; mtimeMs: number; digest: string }>();
+  /**
+   * Versions of a spool file sent as a new file whose answer never came (the connection broke,
+   * or XNAT did not answer in time), by spool path: XNAT may hold them. When the file is written
+   * again before a retry finds out, the next upload meets that version as "duplicates"; it is
+   * ours, and the new version replaces it. Forgotten once an upload of the file lands.
+   */
+  private readonly unanswered = new Map<string, Array<{ size: number; digest: string }>>();
   uploads = 0;
 
   constructor(
@@ -266,18 +273,38 @@ export class Uploader {
       return;
     } catch (err) {
       const job = typeof jobNow === 'function' ? jobNow() : jobNow;
+      if (err instanceof XnatError && err.kind === 'network' && !job.overwrite) await this.noteUnanswered(job);
       if (!(err instanceof XnatError && err.kind === 'duplicate') || job.overwrite) throw err;
-      const theirs = await this.compareWithXnat(job, err);
+      const { theirs, listed } = await this.compareWithXnat(job, err);
       if (theirs === null) {
         log('%s: XNAT answered duplicates, and the file it has is ours (same size and MD5): uploaded', job.displayPath);
+        return;
+      }
+      const earlier = listed?.digest ? this.unanswered.get(job.spoolPath) : undefined;
+      if (earlier?.some((v) => v.size === listed!.size && v.digest === listed!.digest.toLowerCase())) {
+        // An earlier version of this very file, sent when it was new, landed unanswered: ours to replace.
+        log('%s: XNAT holds an earlier version of ours whose answer was lost; replacing it', job.displayPath);
+        await this.client.uploadFile(job.owner, job.resource, job.path, { overwrite: true, sourcePath: job.spoolPath, size: job.size });
         return;
       }
       throw new XnatError('duplicate', `another file named '${job.path}' is on XNAT in resource '${job.resource}' (${theirs}); it was not replaced`, err.status, { cause: err });
     }
   }
 
-  /** Null when XNAT's file at the job's path has the spool file's size and MD5; else how it differs. */
-  private async compareWithXnat(job: UploadJob, duplicate: XnatError): Promise<string | null> {
+  /** The version just sent may have landed without an answer: remember its size and MD5. */
+  private async noteUnanswered(job: UploadJob): Promise<void> {
+    try {
+      const digest = await this.spoolDigest(job);
+      const known = this.unanswered.get(job.spoolPath) ?? [];
+      if (!known.some((v) => v.size === job.size && v.digest === digest)) known.push({ size: job.size, digest });
+      this.unanswered.set(job.spoolPath, known.slice(-8));
+    } catch (e) {
+      log('%s: no MD5 of the version sent (%s)', job.displayPath, messageOf(e)); // changed or gone meanwhile
+    }
+  }
+
+  /** `theirs` null when XNAT's file at the job's path has the spool file's size and MD5; else how it differs. */
+  private async compareWithXnat(job: UploadJob, duplicate: XnatError): Promise<{ theirs: string | null; listed?: { size: number; digest: string } }> {
     let entries;
     try {
       entries = await this.client.listFiles(job.owner, job.resource);
@@ -286,11 +313,11 @@ export class Uploader {
       throw new XnatError('duplicate', `XNAT already has a file named '${job.path}' in resource '${job.resource}' and listing it to compare with ours failed (${messageOf(err)}); it was not replaced`, duplicate.status, { cause: err });
     }
     const listed = entries.find((e) => e.path === job.path);
-    if (!listed) return 'not in its listing of the resource';
-    if (listed.size !== job.size) return `${listed.size} bytes, ours ${job.size}`;
-    if (!listed.digest) return `${listed.size} bytes like ours, but XNAT lists no MD5 to tell them apart`;
+    if (!listed) return { theirs: 'not in its listing of the resource' };
+    if (listed.size !== job.size) return { theirs: `${listed.size} bytes, ours ${job.size}`, listed };
+    if (!listed.digest) return { theirs: `${listed.size} bytes like ours, but XNAT lists no MD5 to tell them apart`, listed };
     const ours = await this.spoolDigest(job);
-    return listed.digest.toLowerCase() === ours ? null : `MD5 ${listed.digest}, ours ${ours}`;
+    return { theirs: listed.digest.toLowerCase() === ours ? null : `MD5 ${listed.digest}, ours ${ours}`, listed };
   }
 
   private async spoolDigest(job: UploadJob): Promise<string> {
@@ -306,6 +333,7 @@ export class Uploader {
   /** XNAT has the file. */
   private landed(job: UploadJob): void {
     this.spoolDigests.delete(job.spoolPath);
+    this.unanswered.delete(job.spoolPath);
     const noted = this.notedAtDrain.get(job.spoolPath);
     if (noted) {
       this.notedAtDrain.delete(job.spoolPath);

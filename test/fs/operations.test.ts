@@ -1002,6 +1002,23 @@ describe('fs operations over an in-memory XNAT', () => {
       expect(stored()?.toString()).toBe('our results');
     });
 
+    it('a version whose answer was lost, then written again before its retry: the new version replaces our own earlier copy', async () => {
+      // No background retry comes in between: the second close meets the first version on XNAT.
+      await fs.shutdown(1000);
+      fs = await build(false, { uploadRetryDelayMs: 60_000, uploadMaxRetryDelayMs: 60_000 });
+      x.loseAnswers = 1;
+      expect(await writeNew('first version')).toBe('EIO');
+      expect(stored()?.toString()).toBe('first version'); // it landed, unanswered
+      expect(await writeNew('second, longer version')).toBe('ok');
+      expect(stored()?.toString()).toBe('second, longer version');
+      expect(fs.uploader.pending()).toEqual([]);
+      expect(lines().filter((l) => /not replaced|not uploaded/.test(l))).toEqual([]);
+      // A third version goes as any rewrite of a file of ours that landed.
+      expect(await writeNew('third')).toBe('ok');
+      expect(stored()?.toString()).toBe('third');
+      expect(await fs.shutdown(1000)).toEqual([]);
+    });
+
     it("someone else's file stored under that name before the retry is not overwritten: ours stays in the spool, one line says so, unmount reports it", async () => {
       const orig = x.uploadFile.bind(x);
       let first = true;
