@@ -163,7 +163,8 @@ export class Uploader {
     this.retrying.set(job.spoolPath, entry);
     // A note beside the spool file says where it belongs, so that the next mount can finish the
     // upload if this process is killed first (a batch job's wall time, a reboot).
-    void writeFile(noteOf(job.spoolPath), JSON.stringify({ server: this.client.baseUrl, job: entry.job }), { mode: 0o600 }).catch(() => undefined);
+    // With the versions sent unanswered: the next mount may meet one of them on XNAT too.
+    void writeFile(noteOf(job.spoolPath), JSON.stringify({ server: this.client.baseUrl, job: entry.job, unanswered: this.unanswered.get(job.spoolPath) ?? [] }), { mode: 0o600 }).catch(() => undefined);
     this.schedule(entry);
   }
 
@@ -184,10 +185,11 @@ export class Uploader {
     for (const name of await readdir(spoolDir).catch(() => [] as string[])) {
       if (!name.endsWith(NOTE_SUFFIX)) continue;
       try {
-        const note = JSON.parse(await readFile(join(spoolDir, name), 'utf8')) as { server: string; job: UploadJob };
+        const note = JSON.parse(await readFile(join(spoolDir, name), 'utf8')) as { server: string; job: UploadJob; unanswered?: Array<{ size: number; digest: string }> };
         const spoolPath = join(spoolDir, name.slice(0, -NOTE_SUFFIX.length));
         if (note.server !== this.client.baseUrl || (await stat(spoolPath)).size !== note.job.size) continue;
         jobs.push({ ...note.job, spoolPath });
+        if (note.unanswered?.length && !this.unanswered.has(spoolPath)) this.unanswered.set(spoolPath, note.unanswered);
       } catch (err) {
         log('spool note %s unreadable: %s', name, messageOf(err));
       }
@@ -249,7 +251,7 @@ export class Uploader {
     // of a new file gets "duplicates" and finds our bytes there.
     const running = [...this.inFlight.values()].filter((job) => !this.retrying.has(job.spoolPath));
     for (const job of running) {
-      const written = writeFile(noteOf(job.spoolPath), JSON.stringify({ server: this.client.baseUrl, job }), { mode: 0o600 }).catch(() => undefined);
+      const written = writeFile(noteOf(job.spoolPath), JSON.stringify({ server: this.client.baseUrl, job, unanswered: this.unanswered.get(job.spoolPath) ?? [] }), { mode: 0o600 }).catch(() => undefined);
       this.notedAtDrain.set(job.spoolPath, written);
       await written;
     }

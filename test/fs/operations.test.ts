@@ -1065,6 +1065,23 @@ describe('fs operations over an in-memory XNAT', () => {
       await expect(readdir(fs.spoolDir)).rejects.toMatchObject({ code: 'ENOENT' });
     });
 
+    it('across a remount: a version that landed unanswered, then a newer one left in the spool: the next mount replaces the older one', async () => {
+      await fs.shutdown(1000);
+      fs = await build(false, { uploadRetryDelayMs: 60_000, uploadMaxRetryDelayMs: 60_000 });
+      const orig = x.uploadFile.bind(x);
+      x.loseAnswers = 1;
+      expect(await writeNew('first version')).toBe('EIO'); // landed, answer lost
+      x.uploadFile = async () => { throw new XnatError('server', 'HTTP 503', 503); };
+      expect(await writeNew('second, longer version')).toBe('EIO');
+      expect((await fs.shutdown(100)).map((l) => l.displayPath)).toEqual([path]);
+      expect(stored()?.toString()).toBe('first version');
+      x.uploadFile = orig;
+      fs = await build();
+      expect(fs.resumedUploads).toEqual([path]);
+      expect(await fs.shutdown(5000)).toEqual([]);
+      expect(stored()?.toString()).toBe('second, longer version');
+    });
+
     it('across a remount: an upload still under way at unmount that landed unanswered is found by the next mount, not overwritten', async () => {
       const orig = x.uploadFile.bind(x);
       x.uploadFile = async (...a) => {
