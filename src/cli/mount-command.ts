@@ -165,6 +165,8 @@ export interface RunningMount {
   /** Resolves when the mount ended (signal, external unmount, or stop()). */
   done: Promise<number>;
   stop(): Promise<number>;
+  /** stop() has begun (a signal, or an unmount from outside noticed). */
+  stopping(): boolean;
 }
 
 /** Log in, build the stack and mount. The caller waits on `done`. */
@@ -250,7 +252,7 @@ export async function startMount(s: MountSettings, client?: XnatApi): Promise<Ru
   }, 1000);
   void done.then(() => clearInterval(watch));
 
-  return { client: xnat, stack: st, fuse, mountpoint: s.mountpoint, done, stop };
+  return { client: xnat, stack: st, fuse, mountpoint: s.mountpoint, done, stop, stopping: () => stopping !== null };
 }
 
 /** Stop on the first SIGINT/SIGTERM; a second one exits at once. */
@@ -262,7 +264,11 @@ export function stopOnSignals(m: RunningMount): void {
       process.exit(130);
     }
     signalled = true;
-    console.error(`xnatfs: ${sig}: unmounting ${m.mountpoint}`);
+    // After `xnatfs unmount` the process is already waiting for its uploads: say that, not
+    // "unmounting" again (a batch system's SIGTERM at the end of a job would look like a restart).
+    console.error(m.stopping()
+      ? `xnatfs: ${sig}: ${m.mountpoint} is already unmounted; still waiting for pending uploads; another ${sig} exits now and leaves them to the next mount`
+      : `xnatfs: ${sig}: unmounting ${m.mountpoint}`);
     void m.stop();
   };
   process.on('SIGINT', onSignal);

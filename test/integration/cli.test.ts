@@ -342,6 +342,26 @@ requireFuse()('xnatfs command line (dist/cli/main.js)', () => {
     expect(b.stderr).toBe(`xnatfs: nothing is mounted at ${mp.path}: check the path\n`);
   });
 
+  it('a signal after `xnatfs unmount`, while uploads are still waited for, says so; a second one exits', async () => {
+    emulator.injectFaults({ match: /\/files\/never-lands\.txt/, method: 'PUT', count: 1000, kind: 'status500' });
+    try {
+      // A cache of its own: the upload it leaves must not be resumed by the other tests' mounts.
+      const m = start(['mount', emulator.url, mp.path, '--cache-dir', join(work.path, 'cache-signal'), '--upload-wait', '60'], { XNAT_USER: 'demo', XNAT_PASS: 'demo' });
+      await waitMounted(m, mp.path);
+      const cp = await run('sh', ['-c', `echo data > '${join(mp.path, NOTES, 'never-lands.txt')}'`]);
+      expect(cp.code).toBe(0); // a shell redirection never sees the close error (documented)
+      expect((await xnatfs(['unmount', mp.path])).code).toBe(0);
+      while (!m.out.stderr.includes('pending upload(s)')) await new Promise((r) => setTimeout(r, 50));
+      m.child.kill('SIGTERM');
+      while (!m.out.stderr.includes('SIGTERM:')) await new Promise((r) => setTimeout(r, 50));
+      expect(m.out.stderr).toContain(`xnatfs: SIGTERM: ${mp.path} is already unmounted; still waiting for pending uploads; another SIGTERM exits now and leaves them to the next mount`);
+      m.child.kill('SIGTERM');
+      expect((await exitOf(m)).code).toBe(130);
+    } finally {
+      emulator.clearFaults();
+    }
+  });
+
   it('`xnatfs unmount` clears a stale xnatfs mount (its process was killed)', async () => {
     const m = start(['mount', emulator.url, mp.path, '--cache-dir', join(work.path, 'cache')], { XNAT_USER: 'demo', XNAT_PASS: 'demo' });
     await waitMounted(m, mp.path);
