@@ -239,6 +239,13 @@ export function createOperations(ctx: WriteContext): XnatFs {
       // Unlinked (or replaced by a rename) during the upload: unlink waits for it and deletes
       // whatever landed, so a retry handed to the background now would bring the file back.
       if (f.deleted) return;
+      // Cut short by another handle (O_TRUNC, truncate) while this one's version went up: that
+      // version is gone here too, and the one being written now goes up at its own close (or at
+      // the last release). A local disk would not fail this close either.
+      if (f.dirty && f.size < job.size && !(err instanceof XnatError)) {
+        log('%s: upload of the version closed here dropped: another handle cut the file to %d bytes meanwhile', f.path, f.size);
+        return;
+      }
       if (isPermanent(err)) {
         // Retrying cannot help (no write permission, a name XNAT cannot store): the caller's
         // close() fails, and the copy it came from is still theirs. Nothing is kept half-done.

@@ -268,6 +268,33 @@ describe('fs operations over an in-memory XNAT', () => {
     fs = await build(); // for afterEach
   });
 
+  it('a close whose version another handle cut short meanwhile (cp over it again) succeeds; the later close uploads what is there', async () => {
+    const path = `${NOTES}/twice.txt`;
+    const orig = x.uploadFile.bind(x);
+    let go: (() => void) | null = null;
+    x.uploadFile = async (o, r, p, options) => {
+      if (!go) await new Promise<void>((res) => (go = res)); // the first upload waits for the second writer
+      // As the HTTP client does: a spool shorter than the size to send is refused.
+      if ('sourcePath' in options && (await stat(options.sourcePath)).size < options.size!) throw new Error(`local file ${options.sourcePath} was truncated meanwhile`);
+      return orig(o, r, p, options);
+    };
+    const fd1 = await fs.ops.create!(path, 0o644);
+    await fs.ops.write!(path, fd1, Buffer.alloc(1000, 1), 1000, 0);
+    const first = Promise.resolve(fs.ops.flush!(path, fd1)).then(() => 'ok', (e: FsError) => e.code);
+    while (!go) await new Promise((r) => setTimeout(r, 2));
+    // A second cp of the same name: truncate to 0, then write its bytes.
+    await fs.ops.truncate!(path, 0);
+    const fd2 = await fs.ops.open!(path, constants.O_WRONLY);
+    (go as () => void)();
+    expect(await first).toBe('ok');
+    await fs.ops.release!(path, fd1);
+    await fs.ops.write!(path, fd2, Buffer.from('second'), 6, 0);
+    await fs.ops.flush!(path, fd2);
+    await fs.ops.release!(path, fd2);
+    expect(await readFile(path)).toEqual(Buffer.from('second'));
+    expect(fs.uploader.pending()).toEqual([]);
+  });
+
   it('appends to an existing file by fetching its bytes first', async () => {
     const path = `${NOTES}/sub dir/a#b.txt`;
     const fd = await fs.ops.open!(path, constants.O_WRONLY | constants.O_APPEND);
