@@ -261,7 +261,12 @@ export function stopOnSignals(m: RunningMount): void {
   const onSignal = (sig: NodeJS.Signals): void => {
     if (signalled) {
       console.error(`xnatfs: second ${sig}, exiting without waiting`);
-      process.exit(130);
+      // Uploads under way get their notes first (at most a second), so the next mount resumes
+      // them instead of calling their spool files partly written.
+      const noted = m.stack.uploader.noteInFlight().catch(() => []);
+      const cap = new Promise((r) => setTimeout(r, 1000).unref());
+      void Promise.race([noted, cap]).finally(() => process.exit(130));
+      return;
     }
     signalled = true;
     // After `xnatfs unmount` the process is already waiting for its uploads: say that, not

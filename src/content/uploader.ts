@@ -249,16 +249,28 @@ export class Uploader {
     // process may end before they do. One that lands meanwhile takes its note away again. The
     // note keeps the job's overwrite: if this attempt lands unanswered, the next mount's upload
     // of a new file gets "duplicates" and finds our bytes there.
-    const running = [...this.inFlight.values()].filter((job) => !this.retrying.has(job.spoolPath));
-    for (const job of running) {
-      const written = writeFile(noteOf(job.spoolPath), JSON.stringify({ server: this.client.baseUrl, job, unanswered: this.unanswered.get(job.spoolPath) ?? [] }), { mode: 0o600 }).catch(() => undefined);
-      this.notedAtDrain.set(job.spoolPath, written);
-      await written;
-    }
+    const running = await this.noteInFlight();
     return [
       ...this.pending(),
       ...running.map((job) => ({ displayPath: job.displayPath, spoolPath: job.spoolPath, attempts: 0, lastError: `still uploading when the wait at unmount ended` })),
     ];
+  }
+
+  /**
+   * Write a note beside the spool file of every upload under way that has none (a background
+   * retry has one), so that the next mount takes it up if this process ends first: at the end
+   * of the wait at unmount, or when a second signal makes the process exit at once. Returns
+   * those uploads.
+   */
+  async noteInFlight(): Promise<UploadJob[]> {
+    const running = [...this.inFlight.values()].filter((job) => !this.retrying.has(job.spoolPath));
+    for (const job of running) {
+      if (this.notedAtDrain.has(job.spoolPath)) continue;
+      const written = writeFile(noteOf(job.spoolPath), JSON.stringify({ server: this.client.baseUrl, job, unanswered: this.unanswered.get(job.spoolPath) ?? [] }), { mode: 0o600 }).catch(() => undefined);
+      this.notedAtDrain.set(job.spoolPath, written);
+    }
+    await Promise.all(running.map((job) => this.notedAtDrain.get(job.spoolPath)));
+    return running;
   }
 
   /**

@@ -362,6 +362,34 @@ requireFuse()('xnatfs command line (dist/cli/main.js)', () => {
     }
   });
 
+  it('a second Ctrl-C while a close() waits for its upload notes that upload first: the next mount resumes it', async () => {
+    emulator.injectFaults({ match: /\/files\/hung-upload\.txt/, method: 'PUT', count: 1, kind: 'hang' });
+    const cache = join(work.path, 'cache-second-signal');
+    try {
+      const m = start(['mount', emulator.url, mp.path, '--cache-dir', cache], { XNAT_USER: 'demo', XNAT_PASS: 'demo' });
+      await waitMounted(m, mp.path);
+      const src = join(work.path, 'hung-upload.txt');
+      await writeFile(src, 'results of a long job\n');
+      const copying = run('cp', [src, join(mp.path, NOTES, 'hung-upload.txt')]); // its close() waits for the hung PUT
+      while (!emulator.requests().some((r) => r.method === 'PUT' && r.url.includes('hung-upload.txt'))) await new Promise((r) => setTimeout(r, 20));
+      m.child.kill('SIGINT');
+      while (!m.out.stderr.includes('SIGINT:')) await new Promise((r) => setTimeout(r, 20));
+      m.child.kill('SIGINT');
+      expect((await exitOf(m)).code).toBe(130);
+      expect((await copying).code).not.toBe(0); // the mount went away under it
+    } finally {
+      emulator.clearFaults();
+    }
+    const again = start(['mount', emulator.url, mp.path, '--cache-dir', cache], { XNAT_USER: 'demo', XNAT_PASS: 'demo' });
+    await waitMounted(again, mp.path);
+    const until = Date.now() + 15_000;
+    while (!emulator.storedFilePath('DEMO', 'SUBJ01', 'SUBJ01_MR1', null, 'NOTES', 'hung-upload.txt') && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+    expect(again.out.stderr).toContain('left unfinished by an earlier mount');
+    expect(await readFile(emulator.storedFilePath('DEMO', 'SUBJ01', 'SUBJ01_MR1', null, 'NOTES', 'hung-upload.txt')!, 'utf8')).toBe('results of a long job\n');
+    again.child.kill('SIGINT');
+    expect((await exitOf(again)).code).toBe(0);
+  });
+
   it('`xnatfs unmount` clears a stale xnatfs mount (its process was killed)', async () => {
     const m = start(['mount', emulator.url, mp.path, '--cache-dir', join(work.path, 'cache')], { XNAT_USER: 'demo', XNAT_PASS: 'demo' });
     await waitMounted(m, mp.path);
