@@ -6,7 +6,7 @@ import createDebug from 'debug';
 import pLimit, { type LimitFunction } from 'p-limit';
 import type { FileRef, Owner, XnatApi } from '../xnat/types.js';
 import { XnatError } from '../xnat/types.js';
-import { md5OfFile } from './md5.js';
+import { createMd5, md5OfFile } from './md5.js';
 import { DEFAULT_STREAMING_LIMITS, StreamingUpload, type StreamingLimits } from './streaming-upload.js';
 
 const log = createDebug('xnatfs:upload');
@@ -295,7 +295,7 @@ export class Uploader {
         return;
       }
       const earlier = listed?.digest ? this.unanswered.get(job.spoolPath) : undefined;
-      if (earlier?.some((v) => v.size === listed!.size && v.digest === listed!.digest.toLowerCase())) {
+      if (earlier?.some((v) => v.size === listed!.size && v.digest === listed!.digest)) {
         // An earlier version of this very file, sent when it was new, landed unanswered: ours to replace.
         log('%s: XNAT holds an earlier version of ours whose answer was lost; replacing it', job.displayPath);
         await this.client.uploadFile(job.owner, job.resource, job.path, { overwrite: true, sourcePath: job.spoolPath, size: job.size });
@@ -326,12 +326,47 @@ export class Uploader {
       // Not proven ours: kept like anyone else's file, and compared again at the next retry.
       throw new XnatError('duplicate', `XNAT already has a file named '${job.path}' in resource '${job.resource}' and listing it to compare with ours failed (${messageOf(err)}); it was not replaced`, duplicate.status, { cause: err });
     }
-    const listed = entries.find((e) => e.path === job.path);
-    if (!listed) return { theirs: 'not in its listing of the resource' };
-    if (listed.size !== job.size) return { theirs: `${listed.size} bytes, ours ${job.size}`, listed };
-    if (!listed.digest) return { theirs: `${listed.size} bytes like ours, but XNAT lists no MD5 to tell them apart`, listed };
+    const found = entries.find((e) => e.path === job.path);
+    if (!found) return { theirs: 'not in its listing of the resource' };
+    const sameSize = found.size === job.size;
+    let digest = found.digest.toLowerCase();
+    // An XNAT with checksums off lists no MD5, and the size alone proves nothing: its copy is
+    // fetched and hashed here, when it could be ours (our size, or that of a version of ours
+    // sent unanswered). Only ever after a duplicates answer.
+    const couldBeOurs = sameSize || (this.unanswered.get(job.spoolPath) ?? []).some((v) => v.size === found.size);
+    if (!digest && couldBeOurs && found.size <= COMPARE_BY_DOWNLOAD_MAX_BYTES) {
+      try {
+        digest = await this.digestOnXnat(job, found);
+      } catch (err) {
+        throw new XnatError('duplicate', `XNAT already has a file named '${job.path}' in resource '${job.resource}' and fetching it to compare with ours failed (${messageOf(err)}); it was not replaced`, duplicate.status, { cause: err });
+      }
+    }
+    const listed = { size: found.size, digest };
+    if (!sameSize) return { theirs: `${found.size} bytes, ours ${job.size}`, listed };
+    if (!digest) return { theirs: `${found.size} bytes like ours, but XNAT lists no MD5 to tell them apart and the file is too large to fetch for that`, listed };
     const ours = await this.spoolDigest(job);
-    return { theirs: listed.digest.toLowerCase() === ours ? null : `MD5 ${listed.digest}, ours ${ours}`, listed };
+    return { theirs: digest === ours ? null : `MD5 ${digest}, ours ${ours}`, listed };
+  }
+
+  /** MD5 of XNAT's copy of the file at the job's path, fetched whole. */
+  private async digestOnXnat(job: UploadJob, entry: { size: number; uri: string }): Promise<string> {
+    const res = await this.client.readFile({ owner: job.owner, resource: job.resource, path: job.path, size: entry.size, digest: '', ...(entry.uri ? { uri: entry.uri } : {}) });
+    const md5 = createMd5(entry.size);
+    let seen = 0;
+    try {
+      for await (const chunk of res.body as AsyncIterable<Buffer>) {
+        md5.update(chunk);
+        seen += chunk.length;
+      }
+    } catch (err) {
+      md5.discard();
+      throw err;
+    }
+    if (seen !== entry.size) {
+      md5.discard();
+      throw new Error(`XNAT sent ${seen} bytes of the ${entry.size} it lists`);
+    }
+    return md5.digest();
   }
 
   private async spoolDigest(job: UploadJob): Promise<string> {
@@ -415,6 +450,9 @@ export class Uploader {
 }
 
 const NOTE_SUFFIX = '.upload.json';
+
+/** Without a listed MD5, XNAT's copy of a file up to this size is fetched to compare it with ours. */
+const COMPARE_BY_DOWNLOAD_MAX_BYTES = 1024 * 2 ** 20;
 
 /** Length Required, Bad Request, Payload Too Large, Unsupported Media Type, Not Implemented … */
 const CHUNKED_REFUSED = new Set([400, 411, 413, 415, 417, 501, 505]);

@@ -1146,16 +1146,29 @@ describe('fs operations over an in-memory XNAT', () => {
       expect(stored()?.toString()).toBe('them');
     });
 
-    it('on a server that lists no digests, a file of the same size under that name is not taken for ours', async () => {
+    it('on a server that lists no digests, XNAT\'s copy of our size is fetched and compared: ours counts as uploaded', async () => {
       x.digests = false;
-      x.loseAnswers = 1; // even our own copy: without an MD5 the size proves nothing
+      x.loseAnswers = 1;
       expect(await writeNew('our results')).toBe('EIO');
-      await until(() => x.uploads.length >= 2);
+      await until(() => lines().some((l) => /uploaded .*result\.txt after 1 background retry/.test(l)));
+      expect(x.calls).toContain('get result.txt'); // no MD5 listed: the comparison fetched it
+      expect(overwrites()).toEqual([]);
+      expect(await fs.shutdown(1000)).toEqual([]);
+      expect(stored()?.toString()).toBe('our results');
+    });
+
+    it('on a server that lists no digests, someone else\'s file of the same size is fetched, found different, and not overwritten', async () => {
+      x.digests = false;
+      const fd = await fs.ops.create!(path, 0o644); // new when created…
+      await fs.ops.write!(path, fd, Buffer.from('ours results!'), 13, 0);
+      x.addFile(expOwner, 'NOTES', 'result.txt', Buffer.from('THEIR results')); // …then someone stores as many bytes
+      expect(await errno(fs.ops.flush!(path, fd))).toBe('EIO');
+      await fs.ops.release!(path, fd);
       const left = await fs.shutdown(300);
       expect(left.map((l) => l.displayPath)).toEqual([path]);
-      expect(left[0]!.lastError).toMatch(/lists no MD5/);
+      expect(left[0]!.lastError).toMatch(/MD5 [0-9a-f]{32}, ours [0-9a-f]{32}/);
       expect(overwrites()).toEqual([]);
-      expect(lines()).toContainEqual(expect.stringMatching(/result\.txt not uploaded: .*lists no MD5/));
+      expect(stored()?.toString()).toBe('THEIR results');
     });
 
     it('a file that replaced one on XNAT is still retried with overwrite', async () => {
