@@ -216,17 +216,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
       while (f.uploading) await f.uploading.catch(() => undefined);
       if (!f.dirty || f.deleted) return; // unlinked while open: its bytes go nowhere, as on a disk
       if (!f.retrying) break;
-      // Take the upload back from the background; concurrent syncs wait on this too.
-      f.retrying = false;
-      const cancelled = ctx.uploader.cancel(f.spoolPath);
-      const waiting = cancelled.then(() => undefined);
-      f.uploading = waiting;
-      const retried = await cancelled;
-      if (f.uploading === waiting) f.uploading = null;
-      // One of its retries landed (even the attempt just ended): XNAT holds our older copy, and
-      // this upload replaces it. Otherwise a file that was new is still sent without overwrite:
-      // a copy of ours whose answer was lost is found by its size and MD5 (Uploader.unlessOurs).
-      if (retried?.landed || retried?.job.overwrite) f.overwrite = true;
+      await takeBack(f);
     }
     f.dirty = false;
     const job = jobOf(f);
@@ -271,6 +261,25 @@ export function createOperations(ctx: WriteContext): XnatFs {
     } finally {
       f.uploading = null;
     }
+  }
+
+  /**
+   * Take a file's upload back from its background retries: before its spool changes again (a
+   * retry must not send a half-rewritten spool, nor its note let the next mount resume one), or
+   * to upload it now. The note goes, and an attempt under way ends first; concurrent syncs wait
+   * on this too.
+   */
+  async function takeBack(f: PendingFile): Promise<void> {
+    f.retrying = false;
+    const cancelled = ctx.uploader.cancel(f.spoolPath);
+    const waiting = cancelled.then(() => undefined);
+    f.uploading = waiting;
+    const retried = await cancelled;
+    if (f.uploading === waiting) f.uploading = null;
+    // One of its retries landed (even the attempt just ended): XNAT holds our older copy, and
+    // the next upload replaces it. Otherwise a file that was new is still sent without overwrite:
+    // a copy of ours whose answer was lost is found by its size and MD5 (Uploader.unlessOurs).
+    if (retried?.landed || retried?.job.overwrite) f.overwrite = true;
   }
 
   /** The upload at flush: the one that followed the writes if it saw them all, else from the spool. */
@@ -474,6 +483,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
       const existing = overlay.files.get(path);
       if (existing) {
         existing.lazyFromServer = false;
+        if (existing.retrying) await takeBack(existing);
         stopAppending(existing, 'created again'); // before the truncation it would otherwise read
         await truncatePath(existing.spoolPath, 0);
         existing.size = 0;
@@ -503,6 +513,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
       else if (f.appending) stopAppending(f, `a write at byte ${pos}, not at the end (${f.appendEnd})`);
       f.writing++;
       try {
+        if (f.retrying) await takeBack(f);
         await populate(f);
         const fh = await handleOf(f);
         let done = 0;
@@ -526,6 +537,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
     async truncate(path, size) {
       refuseWrites(path, 'truncate');
       const f = overlay.files.get(path) ?? (await pendingForServerFile(path));
+      if (f.retrying) await takeBack(f);
       if (f.populating) await f.populating;
       if (size === 0) f.lazyFromServer = false;
       else await populate(f);

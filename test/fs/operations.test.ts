@@ -959,6 +959,28 @@ describe('fs operations over an in-memory XNAT', () => {
     fs = await build();
     expect(await readFile(src)).toEqual(Buffer.from('only copy'));
   });
+  it('writing again into a file whose upload is being retried takes it back first: no note is left for a spool being rewritten', async () => {
+    const path = `${NOTES}/redo.txt`;
+    const orig = x.uploadFile.bind(x);
+    x.uploadFile = async () => { throw new XnatError('server', 'HTTP 503', 503); };
+    const fd = await fs.ops.create!(path, 0o644);
+    await fs.ops.write!(path, fd, Buffer.from('first'), 5, 0);
+    expect(await errno(fs.ops.flush!(path, fd))).toBe('EIO');
+    await fs.ops.release!(path, fd);
+    const notes = async (): Promise<string[]> => (await readdir(fs.spoolDir)).filter((n) => n.endsWith('.upload.json'));
+    expect(await notes()).toHaveLength(1); // the retry's note: a killed mount's successor resumes it
+    // Rewritten in place, same size: were the mount killed now, the note would send a torn copy.
+    const fd2 = await fs.ops.open!(path, constants.O_WRONLY);
+    await fs.ops.write!(path, fd2, Buffer.from('SEC'), 3, 0);
+    expect(await notes()).toEqual([]);
+    expect(fs.uploader.pending()).toEqual([]);
+    x.uploadFile = orig;
+    await fs.ops.write!(path, fd2, Buffer.from('ON'), 2, 3);
+    await fs.ops.flush!(path, fd2);
+    await fs.ops.release!(path, fd2);
+    expect(await readFile(path)).toEqual(Buffer.from('SECON'));
+  });
+
   it('a file written again while its background retry is landing is replaced, not refused as a duplicate of its own older copy', async () => {
     const path = `${NOTES}/again.txt`;
     const orig = x.uploadFile.bind(x);
@@ -976,11 +998,12 @@ describe('fs operations over an in-memory XNAT', () => {
     await fs.ops.release!(path, fd);
     while (!land) await new Promise((r) => setTimeout(r, 2)); // the background retry is under way
     const fd2 = await fs.ops.open!(path, constants.O_WRONLY);
-    await fs.ops.write!(path, fd2, Buffer.from('+v2'), 3, 2);
-    const flushed = Promise.resolve(fs.ops.flush!(path, fd2)).then(() => null, (e: unknown) => e);
+    // The write waits for the retry's attempt under way (it must not send a spool being changed).
+    const written = fs.ops.write!(path, fd2, Buffer.from('+v2'), 3, 2);
     await new Promise((r) => setTimeout(r, 10));
     (land as () => void)(); // the retry lands v1, then the flush uploads v1+v2
-    expect(await flushed).toBe(null);
+    await written;
+    expect(await Promise.resolve(fs.ops.flush!(path, fd2)).then(() => null, (e: unknown) => e)).toBe(null);
     await fs.ops.release!(path, fd2);
     const stored = x.resources.get('e/XNAT_E00001')!.find((r) => r.resource.label === 'NOTES')!.files;
     expect(stored.get('again.txt')?.toString()).toBe('v1+v2');
