@@ -304,6 +304,9 @@ export class XnatClient implements XnatApi {
       const { sourcePath, size } = options;
       req.headers!['content-length'] = String(pre.length + size + post.length);
       req.body = () => Readable.from(multipart(pre, fileBytes(sourcePath, size), post), { objectMode: false });
+      // Only when longer: a timeout at the usual value still tells that XNAT has gone silent.
+      const answerMs = uploadAnswerTimeoutMs(size, this.http.timeouts.headersMs);
+      if (answerMs !== this.http.timeouts.headersMs) req.headersTimeoutMs = answerMs;
     } else {
       // Chunked, and no headers timeout: the caller watches a body that follows a writer.
       req.body = () => Readable.from(multipart(pre, options.stream(), post), { objectMode: false });
@@ -489,4 +492,14 @@ function describeOwner(o: Owner): string {
     case 'assessor':
       return `assessor ${o.assessor} of experiment ${o.experiment}`;
   }
+}
+
+/**
+ * How long XNAT may take to answer an upload once its body is sent (undici's headers timeout
+ * starts then): it stores the file, hashes it and updates the catalog first, which for a file of
+ * several GB takes longer than the usual 60 s. Timing out there made close() fail with EIO for a
+ * file XNAT then held, and uploaded it again. At least the usual timeout; 1 s more per 20 MB.
+ */
+export function uploadAnswerTimeoutMs(size: number, usualMs: number): number {
+  return usualMs <= 0 ? usualMs : Math.max(usualMs, Math.ceil(size / 20e6) * 1000);
 }

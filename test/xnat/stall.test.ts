@@ -5,12 +5,12 @@ import { describe, expect, it } from 'vitest';
 import { constants } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { FsError } from '../../src/fs/errors.js';
 import { createStack } from '../../src/fs/stack.js';
-import { createXnatClient } from '../../src/xnat/client.js';
+import { createXnatClient, uploadAnswerTimeoutMs } from '../../src/xnat/client.js';
 import { emulatorWithClients } from '../helpers/emulator-clients.js';
 import { HttpClient } from '../../src/xnat/http.js';
 import { XnatError, type FileRef, type Owner } from '../../src/xnat/types.js';
@@ -124,6 +124,32 @@ describe('a server that does not answer', () => {
     const queued = all.filter((r) => /all 2 connections stayed busy/.test((r.err as Error).message));
     expect(queued).toHaveLength(4);
     expect(sentFiles()).toBe(2);
+  });
+
+  it('gives XNAT longer to answer a large upload once its body is sent (it stores and hashes it first)', async () => {
+    // Answers an upload 1.5 s after its last byte: three usual headers timeouts here.
+    const server = createServer((req, res) => {
+      if (req.method !== 'PUT') return void res.writeHead(200, { 'content-type': 'text/plain' }).end(`User 'demo' is logged in`);
+      req.resume();
+      req.on('end', () => setTimeout(() => res.writeHead(200, { 'content-type': 'text/plain' }).end(''), 1_500));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const dir = await mkdtemp(join(homedir(), '.xnatfs-test-upload-'));
+    const c = await createXnatClient({ baseUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, credentials: { kind: 'jsession', jsession: 'X', source: 'option' }, timeouts: { headersMs: HEADERS_MS, logoutMs: 300 } });
+    try {
+      const size = 50e6; // 3 s at 20 MB/s of answer time
+      expect(uploadAnswerTimeoutMs(size, HEADERS_MS)).toBe(3_000);
+      expect(uploadAnswerTimeoutMs(1000, 60_000)).toBe(60_000);
+      const src = join(dir, 'big.nii');
+      await writeFile(src, Buffer.alloc(size, 7));
+      const up = await timed(c.uploadFile({ level: 'project', project: 'P' }, 'R', 'big.nii', { overwrite: true, sourcePath: src, size }));
+      expect(up.err).toBeNull();
+      expect(up.ms).toBeGreaterThan(1_400);
+    } finally {
+      await c.close();
+      server.close();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('bounds the logout at close, and does not wait for requests left unanswered', async () => {
