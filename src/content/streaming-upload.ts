@@ -28,7 +28,11 @@ export class StreamingUpload {
   /** The file's size once its writer is done. */
   private final: number | null = null;
   private failure: Error | null = null;
-  private wake: (() => void) | null = null;
+  /**
+   * Attempts waiting for writes. All of them: an attempt dropped while waiting (a 401, then the
+   * retry after logging in again) must wake too, to reach its end and close the spool file.
+   */
+  private readonly waiting = new Set<() => void>();
   private waitingForWrites = false;
   private lastProgress = Date.now();
   private readonly abort = new AbortController();
@@ -45,7 +49,10 @@ export class StreamingUpload {
   ) {
     this.watchdog = setInterval(() => this.check(), Math.min(1000, limits.idleMs / 4, limits.stallMs / 4));
     this.watchdog.unref();
-    this.result = send(() => this.follow(), this.abort.signal).finally(() => clearInterval(this.watchdog));
+    this.result = send(() => this.follow(), this.abort.signal).finally(() => {
+      clearInterval(this.watchdog);
+      this.poke(); // attempts dropped while waiting end now
+    });
     this.result.catch(() => undefined); // observed through finish()
   }
 
@@ -79,9 +86,9 @@ export class StreamingUpload {
   }
 
   private poke(): void {
-    const w = this.wake;
-    this.wake = null;
-    w?.();
+    const waiting = [...this.waiting];
+    this.waiting.clear();
+    for (const w of waiting) w();
   }
 
   private check(): void {
@@ -117,7 +124,7 @@ export class StreamingUpload {
           return;
         }
         this.waitingForWrites = true;
-        await new Promise<void>((resolve) => (this.wake = resolve));
+        await new Promise<void>((resolve) => this.waiting.add(resolve));
         this.waitingForWrites = false;
         this.lastProgress = Date.now();
       }

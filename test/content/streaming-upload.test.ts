@@ -36,6 +36,27 @@ describe('StreamingUpload', () => {
     expect(up.bodySent).toBe(true);
   });
 
+  it('lets go of the spool file of an attempt dropped while it waited for writes (a 401, then the retry)', async () => {
+    await writeFile(spool.path, 'first ');
+    let dropped: Promise<unknown> = Promise.resolve();
+    const got: Buffer[] = [];
+    const send: SendBody = async (body, signal) => {
+      const first = body()[Symbol.asyncIterator]();
+      await first.next(); // 'first ', then it waits for more writes…
+      void first.next();
+      dropped = first.return!(undefined); // …when the session turns out expired: this body is dropped
+      await collect(got)(body, signal); // the retry after logging in again
+    };
+    const up = new StreamingUpload(spool.path, send, { idleMs: 5000, stallMs: 5000 });
+    up.grow(6);
+    await new Promise((r) => setTimeout(r, 20));
+    await appendFile(spool.path, 'second');
+    await up.finish(12);
+    expect(Buffer.concat(got).toString()).toBe('first second');
+    // The dropped attempt ran to its end (its finally closes its handle on the spool file).
+    expect(await Promise.race([dropped.then(() => 'let go'), new Promise((r) => setTimeout(() => r('still held'), 500))])).toBe('let go');
+  });
+
   it('never sends bytes beyond what writes completed', async () => {
     const got: Buffer[] = [];
     await writeFile(spool.path, 'complete|torn');
