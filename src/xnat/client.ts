@@ -345,7 +345,8 @@ export class XnatClient implements XnatApi {
         if (others.length > 0) {
           throw new XnatError(
             'conflict',
-            `not deleting '${path}' from resource '${resource}': XNAT deletes by prefix and would also remove ${others.slice(0, 3).join(', ')}${others.length > 3 ? ' …' : ''}; delete it in the XNAT web UI`,
+            // No resource here: callers put the path the user knows (the resource's label) in front.
+            `not deleted: XNAT deletes by prefix and would also remove ${others.slice(0, 3).join(', ')}${others.length > 3 ? ' …' : ''}; delete it in the XNAT web UI`,
           );
         }
       }

@@ -328,6 +328,7 @@ describe('XNAT client against the emulator', () => {
       const err = (await c.deleteFile(owner, label, 'a').catch((e: unknown) => e)) as XnatError;
       expect(err.kind).toBe('conflict');
       expect(err.message).toContain('ab.txt');
+      expect(err.message).not.toContain(`'${label}'`); // nor its numeric id: the fs layer names the path
       await c.deleteFile(owner, label, 'ab.txt');
       await c.deleteFile(owner, label, 'a');
       expect(await c.listFiles(owner, label).catch(() => [])).toEqual([]);
