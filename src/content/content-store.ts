@@ -568,7 +568,7 @@ export class ContentStore {
   private startDownload(key: string, ref: FileRef, prefetch: { first?: FirstSource; gate?: Gate } | null = null): Active {
     const existing = this.active.get(key);
     if (existing && !existing.download.error) {
-      if (!prefetch) existing.download.background = false;
+      if (!prefetch) existing.download.promote();
       return existing;
     }
     const path = this.options.cache.partialPath(key);

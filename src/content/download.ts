@@ -9,7 +9,7 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import createDebug from 'debug';
 import type { FileRef, ReadResult, XnatApi } from '../xnat/types.js';
-import { XnatError } from '../xnat/types.js';
+import { Standing, XnatError } from '../xnat/types.js';
 import { createMd5, type Md5 } from './md5.js';
 
 const log = createDebug('xnatfs:download');
@@ -79,11 +79,10 @@ export class Download {
   private writeError: Error | null = null;
   private readonly firstSource: FirstSource | undefined;
   private readonly gate: <T>(fn: () => Promise<T>) => Promise<T>;
-  /**
-   * Its GETs are prefetches. The owner clears it when a program opens the file, so that later
-   * attempts go ahead of other prefetches (a GET already waiting keeps its place).
-   */
-  background: boolean;
+  /** Set while its GETs are prefetches; promote() when a program opens the file. */
+  private readonly standing: Standing | null;
+  /** Lets a GET waiting at the gate go at once (see throughGate). */
+  private skipGate: (() => void) | null = null;
 
   constructor(
     private readonly client: XnatApi,
@@ -95,7 +94,7 @@ export class Download {
   ) {
     this.firstSource = source.first;
     this.gate = source.gate ?? ((fn) => fn());
-    this.background = source.background ?? false;
+    this.standing = source.background ? new Standing() : null;
     this.finished = this.run().then(
       () => {
         this.done = true;
@@ -109,6 +108,20 @@ export class Download {
     );
     // Rejections are delivered to readers through waitFor(); nobody must await `finished`.
     this.finished.catch(() => undefined);
+  }
+
+  /** Its GETs are prefetches: they yield to what programs wait for. */
+  get background(): boolean {
+    return this.standing?.background ?? false;
+  }
+
+  /**
+   * A program opened the file: its GET goes ahead of every prefetch, also one already waiting
+   * at the gate or for a connection (it would otherwise wait behind the rest of the folder).
+   */
+  promote(): void {
+    this.standing?.promote();
+    this.skipGate?.();
   }
 
   /** Resolves once bytes [0, offset) have arrived, or the download ended (then check `error`). */
@@ -272,9 +285,25 @@ export class Download {
 
   /** One GET; asks for a Range when resuming (the server may answer 200 from byte 0). */
   private async fetchFrom(start: number, hash: Md5 | null): Promise<void> {
-    // `background` is read once through the gate: a program may have opened the file meanwhile.
-    const res = await this.gate(() => this.client.readFile(this.ref, { signal: this.abort.signal, ...(start > 0 ? { start } : {}), ...(this.background ? { background: true } : {}) }));
+    const get = (): Promise<ReadResult> =>
+      this.client.readFile(this.ref, { signal: this.abort.signal, ...(start > 0 ? { start } : {}), ...(this.background ? { background: this.standing! } : {}) });
+    const res = await (this.background ? this.throughGate(get) : get());
     await this.consume(res, start, hash);
+  }
+
+  /** `fn` under the gate, unless promote() comes first: then at once (the gate's turn is a no-op). */
+  private throughGate<T>(fn: () => Promise<T>): Promise<T> {
+    let run: Promise<T> | null = null;
+    const start = (): Promise<T> => (run ??= fn());
+    const promoted = new Promise<void>((resolve) => (this.skipGate = resolve));
+    // The gate is held until the request is answered, as before; a failure is start()'s to report.
+    const gated = this.gate(async () => {
+      if (!run) await start().catch(() => undefined);
+    });
+    return Promise.race([gated, promoted]).then(() => {
+      this.skipGate = null;
+      return start();
+    });
   }
 
   /**

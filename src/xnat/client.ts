@@ -217,7 +217,7 @@ export class XnatClient implements XnatApi {
     }
     const headers: Record<string, string> = {};
     if (start > 0 || end !== undefined) headers['range'] = `bytes=${start}-${end !== undefined ? end - 1 : ''}`;
-    const req: HttpRequest = { method: 'GET', path, headers, ...(options.signal ? { signal: options.signal } : {}), ...(options.background ? { background: true } : {}) };
+    const req: HttpRequest = { method: 'GET', path, headers, ...(options.signal ? { signal: options.signal } : {}), ...(options.background ? { background: options.background } : {}) };
     const res = await this.session.request(req);
     if (res.status !== 200 && res.status !== 206) {
       throw await this.failure(req, res.status, res.headers, res.body);

@@ -7,7 +7,7 @@ import { rootCertificates } from 'node:tls';
 import type { Readable } from 'node:stream';
 import createDebug from 'debug';
 import { Agent, type Dispatcher } from 'undici';
-import { Slots } from './slots.js';
+import { Slots, Standing } from './slots.js';
 import { XnatError } from './types.js';
 
 const log = createDebug('xnatfs:http');
@@ -78,9 +78,10 @@ export interface HttpRequest {
   signal?: AbortSignal;
   /**
    * Prefetch: waits behind every foreground request, never takes the last connection slots, and
-   * is refused at once while the server is not answering (see HttpClient.unresponsive).
+   * is refused at once while the server is not answering (see HttpClient.unresponsive). A
+   * Standing may be promoted meanwhile: the request is then foreground from that moment.
    */
-  background?: boolean;
+  background?: boolean | Standing;
   /**
    * Overrides the client's headers timeout (0: none), which counts the wait for a slot too.
    * undici counts it from the start of the request and refreshes it only when the socket pushes
@@ -290,11 +291,12 @@ export class HttpClient {
     consume: (res: { status: number; headers: HttpResponse['headers']; body: Readable }, attempts: number) => Promise<T>,
   ): Promise<T> {
     const idempotent = (req.retry ?? (req.method === 'GET' || req.method === 'HEAD' || req.method === 'DELETE' ? 'idempotent' : 'once')) === 'idempotent';
-    const background = req.background === true;
+    const standing = req.background instanceof Standing ? req.background : null;
     const headersMs = req.headersTimeoutMs ?? this.timeouts.headersMs;
     const started = Date.now();
     for (let attempt = 1; ; attempt++) {
       if (this.closed) throw this.closedError();
+      const background = standing ? standing.background : req.background === true;
       if (background && this.unresponsive) throw this.silentError(req, 'skipped');
       let retryAfterMs: number | null = null;
       // The headers timeout counts from here, the wait for a slot included: undici's own clock
@@ -303,6 +305,7 @@ export class HttpClient {
       try {
         const wait = this.slots.acquire({
           background,
+          ...(standing ? { standing } : {}),
           deadlineMs: headersMs,
           onDeadline: () => this.queueTimeout(req, headersMs),
           ...(req.signal ? { signal: req.signal } : {}),

@@ -13,8 +13,37 @@ interface Waiter {
   cleanup: (() => void) | null;
 }
 
+/**
+ * Whether a prefetch's request is still background. When a program opens the file being
+ * prefetched, promote() moves the request ahead of every other prefetch at once, also while it
+ * already waits for a connection (a program must not wait behind the rest of a folder).
+ */
+export class Standing {
+  private bg = true;
+  private onPromote: (() => void) | null = null;
+
+  get background(): boolean {
+    return this.bg;
+  }
+
+  promote(): void {
+    if (!this.bg) return;
+    this.bg = false;
+    const fn = this.onPromote;
+    this.onPromote = null;
+    fn?.();
+  }
+
+  /** For Slots: what promote() must do while the request waits (null: it does not wait). */
+  whenPromoted(fn: (() => void) | null): void {
+    this.onPromote = fn;
+  }
+}
+
 export interface SlotWait {
   background: boolean;
+  /** A background request that may be promoted while it waits. */
+  standing?: Standing;
   /** Give up after this many ms in the queue (0: never). */
   deadlineMs: number;
   /** The error a waiter whose deadline passed is rejected with. */
@@ -55,9 +84,11 @@ export class Slots {
       const timer = w.deadlineMs > 0 ? setTimeout(() => this.drop(waiter, w.onDeadline()), w.deadlineMs) : null;
       const onAbort = (): void => this.drop(waiter, w.signal?.reason);
       w.signal?.addEventListener('abort', onAbort, { once: true });
+      if (w.background) w.standing?.whenPromoted(() => this.promote(waiter));
       waiter.cleanup = () => {
         if (timer) clearTimeout(timer);
         w.signal?.removeEventListener('abort', onAbort);
+        w.standing?.whenPromoted(null);
       };
       if (w.signal?.aborted) onAbort();
     });
@@ -119,6 +150,16 @@ export class Slots {
       this.take();
       w.grant();
     }
+  }
+
+  /** A queued background waiter becomes foreground: last in that queue, ahead of every prefetch. */
+  private promote(w: Waiter): void {
+    const i = this.background.indexOf(w);
+    if (i < 0) return;
+    this.background.splice(i, 1);
+    w.background = false;
+    this.foreground.push(w);
+    this.next();
   }
 
   private drop(w: Waiter, err: unknown): void {

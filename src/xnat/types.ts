@@ -1,6 +1,9 @@
 // The XNAT client's public contract. The catalogue, content and fs layers depend only on
 // this file; the HTTP client (client.ts) and the in-memory test client both implement XnatApi.
 import type { Readable } from 'node:stream';
+import type { Standing } from './slots.js';
+
+export { Standing } from './slots.js';
 
 export interface Project {
   id: string;
@@ -118,8 +121,11 @@ export interface ReadOptions {
   start?: number;
   end?: number;
   signal?: AbortSignal;
-  /** A prefetch: yields to reads a program waits for, and is refused while XNAT does not answer. */
-  background?: boolean;
+  /**
+   * A prefetch: yields to reads a program waits for, and is refused while XNAT does not answer.
+   * A Standing lets the owner promote it to a read a program waits for, also while it is queued.
+   */
+  background?: boolean | Standing;
 }
 
 export type UploadOptions = { overwrite: boolean } & (

@@ -1,10 +1,10 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { dir as tmpDir, type DirectoryResult } from 'tmp-promise';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ContentStore } from '../../src/content/content-store.js';
 import { DiskCache } from '../../src/content/disk-cache.js';
-import { XnatError, type FileRef, type Owner } from '../../src/xnat/types.js';
+import { Standing, XnatError, type FileRef, type Owner } from '../../src/xnat/types.js';
 import { MemoryXnat } from '../helpers/memory-client.js';
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
@@ -261,7 +261,7 @@ describe('ContentStore', () => {
     const orig = x.readFile.bind(x);
     const seen = new Map<string, boolean>();
     x.readFile = async (f, o) => {
-      seen.set(f.path, o?.background === true);
+      seen.set(f.path, o?.background instanceof Standing ? o.background.background : o?.background === true);
       return orig(f, o);
     };
     const store = make(x, true);
@@ -482,6 +482,47 @@ describe('ContentStore', () => {
     store.noteListed(folders[2]!);
     await read(folders[1]!, 1);
     expect([gets('a'), gets('b'), gets('c')]).toEqual([5, 5, 5]);
+  });
+
+  it('a program opening a file whose prefetch GET waits behind others sends it at once, ahead of them', async () => {
+    const x = new MemoryXnat();
+    const size = (1 << 20) + 100; // above the in-memory size: each member has a Download of its own
+    const refs = Array.from({ length: 10 }, (_, i) => refFor(x, `g/${i}.dcm`, Buffer.alloc(size, i)));
+    let answer!: () => void;
+    const answered = new Promise<void>((r) => (answer = r));
+    const orig = x.readFile.bind(x);
+    const calls: Array<{ path: string; background: boolean }> = [];
+    x.readFile = async (f, o) => {
+      const bg = o?.background;
+      calls.push({ path: f.path, background: bg instanceof Standing ? bg.background : bg === true });
+      await answered; // XNAT is slow to answer: the prefetch gate (4) stays full
+      return orig(f, o);
+    };
+    const store = new ContentStore(x, {
+      server: x.baseUrl, cache,
+      download: { maxAttempts: 2, retryDelayMs: 1 },
+      prefetch: { enabled: true, concurrency: 4, maxFileBytes: 1 << 22, maxFolderBytes: 1 << 26, zipMinFiles: 8, zipMaxBytes: 1 << 26, zipCompression: 0 },
+    });
+    const folder = { key: 'gg', siblings: () => refs, resource: { owner, id: 'R', totalBytes: size * 10 } };
+    store.noteListed(folder);
+    const fd0 = await store.open(refs[0]!);
+    store.noteOpen(folder, refs[0]!);
+    const read0 = store.read(fd0, Buffer.alloc(10), 10, 0);
+    // The zip fails (the in-memory client has none): the members fall back to GETs, 4 at a time.
+    await vi.waitFor(() => expect(calls.filter((c) => c.background)).toHaveLength(4));
+    expect(calls.map((c) => c.path)).not.toContain('g/9.dcm');
+    const fd9 = await store.open(refs[9]!);
+    const read9 = store.read(fd9, Buffer.alloc(10), 10, 0);
+    await vi.waitFor(() => expect(calls.find((c) => c.path === 'g/9.dcm')).toEqual({ path: 'g/9.dcm', background: false }));
+    expect(calls.filter((c) => c.background)).toHaveLength(4); // the others still wait for the gate
+    answer();
+    expect(await read9).toBe(10);
+    expect(await read0).toBe(10);
+    for (const fd of [fd0, fd9]) await store.release(fd);
+    await store.idle();
+    // Each file fetched once: the gate's later turn for 9.dcm sent nothing more.
+    expect(calls.filter((c) => c.path === 'g/9.dcm')).toHaveLength(1);
+    expect(calls).toHaveLength(10);
   });
 
   it('falls back to one GET per file when the zip fails', async () => {
