@@ -38,19 +38,26 @@ describe('ContentStore', () => {
     cache = new DiskCache({ dir: join(tmp.path, 'cache'), maxBytes: 64 * 1024 * 1024 });
     await cache.init();
   });
-  afterEach(async () => tmp.cleanup());
+  // Every store a test made is closed: handles a test left open would otherwise hold their
+  // files until garbage collection (DEP0137).
+  const stores: ContentStore[] = [];
+  const kept = (store: ContentStore): ContentStore => (stores.push(store), store);
+  afterEach(async () => {
+    for (const store of stores.splice(0)) await store.close();
+    await tmp.cleanup();
+  });
 
-  const make = (x: MemoryXnat, prefetch = false) => new ContentStore(x, {
+  const make = (x: MemoryXnat, prefetch = false) => kept(new ContentStore(x, {
     server: x.baseUrl, cache,
     download: { maxAttempts: 4, retryDelayMs: 1 },
     prefetch: { enabled: prefetch, concurrency: 4, maxFileBytes: 1 << 20, maxFolderBytes: 1 << 24, zipMinFiles: 1000, zipMaxBytes: 1 << 24, zipCompression: 0 },
-  });
+  }));
   /** Prefetch on, a folder of 8 files or more as one zip. */
-  const makeZipping = (x: MemoryXnat) => new ContentStore(x, {
+  const makeZipping = (x: MemoryXnat) => kept(new ContentStore(x, {
     server: x.baseUrl, cache,
     download: { maxAttempts: 2, retryDelayMs: 1 },
     prefetch: { enabled: true, concurrency: 4, maxFileBytes: 1 << 20, maxFolderBytes: 1 << 24, zipMinFiles: 8, zipMaxBytes: 1 << 24, zipCompression: 0 },
-  });
+  }));
 
   it('keeps files apart that have no URI (put into a listing after an upload) and no digest', async () => {
     const x = new MemoryXnat();
@@ -212,11 +219,11 @@ describe('ContentStore', () => {
       bodies.push(body);
       return { ...full, body };
     };
-    const store = new ContentStore(x, {
+    const store = kept(new ContentStore(x, {
       server: x.baseUrl, cache, download: { maxAttempts: 2, retryDelayMs: 1 },
       prefetch: { enabled: false, concurrency: 1, maxFileBytes: 1 << 20, maxFolderBytes: 1 << 24, zipMinFiles: 1000, zipMaxBytes: 1 << 24, zipCompression: 0 },
       abandon: { remainingBytes: 100_000, afterMs: 30 },
-    });
+    }));
     const head = async (): Promise<Buffer> => {
       const fd = await store.open(ref);
       const buf = Buffer.alloc(352);
@@ -325,10 +332,10 @@ describe('ContentStore', () => {
     // Above 1 MiB: smaller files are served from memory, where no read is large anyway.
     const large = Array.from({ length: 4 }, (_, i) => refFor(x, `n/b${i}.nii`, Buffer.alloc(1_200_000, 10 + i)));
     const refs = [...large, ...small];
-    const store = new ContentStore(x, {
+    const store = kept(new ContentStore(x, {
       server: x.baseUrl, cache, download: { maxAttempts: 2, retryDelayMs: 1 },
       prefetch: { enabled: true, concurrency: 4, maxFileBytes: 1 << 22, maxFolderBytes: 1 << 24, zipMinFiles: 1000, zipMaxBytes: 1 << 24, zipCompression: 0, largeFileBytes: 1 << 20 },
-    });
+    }));
     const folder = { key: 'nifti', siblings: () => refs, resource: { owner, id: 'R', totalBytes: 4_801_500 } };
     const gets = (): string[] => x.calls.filter((c) => c.startsWith('get')).sort();
     // Header probes of two large files: the small files come along, the other large ones do not.

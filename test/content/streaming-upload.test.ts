@@ -79,11 +79,16 @@ describe('StreamingUpload', () => {
 
   it('gives up when the connection takes no bytes for stallMs', async () => {
     await writeFile(spool.path, Buffer.alloc(3 << 20));
-    // Takes one chunk, then never asks for the next (a stalled socket).
+    // Takes one chunk, then never asks for the next (a stalled socket). Once aborted it lets go
+    // of the body, as undici does, so that the spool file is closed.
     const stuck: SendBody = async (body, signal) => {
       const it = body()[Symbol.asyncIterator]();
-      await it.next();
-      await new Promise((_, reject) => signal.addEventListener('abort', () => reject(signal.reason as Error)));
+      try {
+        await it.next();
+        await new Promise((_, reject) => signal.addEventListener('abort', () => reject(signal.reason as Error)));
+      } finally {
+        await it.return!(undefined);
+      }
     };
     const up = new StreamingUpload(spool.path, stuck, { idleMs: 5000, stallMs: 80 });
     up.grow(3 << 20);
