@@ -505,11 +505,11 @@ describe('ContentStore', () => {
       await answered; // XNAT is slow to answer: the prefetch gate (4) stays full
       return orig(f, o);
     };
-    const store = new ContentStore(x, {
+    const store = kept(new ContentStore(x, {
       server: x.baseUrl, cache,
       download: { maxAttempts: 2, retryDelayMs: 1 },
       prefetch: { enabled: true, concurrency: 4, maxFileBytes: 1 << 22, maxFolderBytes: 1 << 26, zipMinFiles: 8, zipMaxBytes: 1 << 26, zipCompression: 0 },
-    });
+    }));
     const folder = { key: 'gg', siblings: () => refs, resource: { owner, id: 'R', totalBytes: size * 10 } };
     store.noteListed(folder);
     const fd0 = await store.open(refs[0]!);
