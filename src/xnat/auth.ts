@@ -72,14 +72,17 @@ export class Session {
     await this.ensureLogin(this.generation);
   }
 
-  /** A request with the session cookie; the body is a stream. */
-  async request(req: HttpRequest): Promise<HttpResponse> {
+  /**
+   * A request with the session cookie; the body is a stream. `htmlIsContent`: an HTML answer is
+   * what was asked for (an .html file), never taken for a login page.
+   */
+  async request(req: HttpRequest, options: { htmlIsContent?: boolean } = {}): Promise<HttpResponse> {
     return this.withSession<HttpResponse>(req, async (r) => {
       const res = await this.http.request(r);
       await this.storeCookies(res.headers);
       // XNAT sends files as attachments; its login page never is one.
       const attachment = /attachment/i.test(headerValue(res.headers, 'content-disposition') ?? '');
-      if (res.status === 200 && isHtml(res.headers) && !attachment) {
+      if (res.status === 200 && isHtml(res.headers) && !attachment && !options.htmlIsContent) {
         // Peek without losing bytes: an HTML file in a resource is legitimate content.
         const { head, body } = await peek(res.body, PEEK_BYTES);
         if (isLoginPage(head.toString('utf8'))) {

@@ -218,7 +218,10 @@ export class XnatClient implements XnatApi {
     const headers: Record<string, string> = {};
     if (start > 0 || end !== undefined) headers['range'] = `bytes=${start}-${end !== undefined ? end - 1 : ''}`;
     const req: HttpRequest = { method: 'GET', path, headers, ...(options.signal ? { signal: options.signal } : {}), ...(options.background ? { background: options.background } : {}) };
-    const res = await this.session.request(req);
+    // With XNAT's pref allowHtmlResourceRendering on, an .html file comes as text/html without
+    // `attachment` (xnat-api.md §2.6): a report holding a login form is content, not a login page
+    // (a real expiry is a 401; a page served instead of the file fails the size/MD5 check).
+    const res = await this.session.request(req, { htmlIsContent: /\.html?$/i.test(file.path) });
     if (res.status !== 200 && res.status !== 206) {
       throw await this.failure(req, res.status, res.headers, res.body);
     }

@@ -1,0 +1,72 @@
+// The client against canned answers a real XNAT may give within its documented dialect
+// (../shared/xnat-api.md) but the emulator does not produce.
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { buffer } from 'node:stream/consumers';
+import { afterEach, describe, expect, it } from 'vitest';
+import { createXnatClient, type XnatClient } from '../../src/xnat/client.js';
+
+type Handler = (req: IncomingMessage, res: ServerResponse, body: Buffer) => void;
+
+const open: Array<{ close: () => Promise<void> }> = [];
+afterEach(async () => {
+  while (open.length) await open.pop()!.close();
+});
+
+/** A fake XNAT: /data/JSESSION logs in (counted), everything else goes to `handler`. */
+async function fakeXnat(handler: Handler): Promise<{ client: XnatClient; logins: () => number }> {
+  let logins = 0;
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      if (req.url?.startsWith('/data/JSESSION')) {
+        if (req.method !== 'DELETE') logins++;
+        res.writeHead(200, { 'content-type': 'text/plain', 'set-cookie': 'JSESSIONID=ABCDEF0123456789; Path=/; HttpOnly' });
+        res.end(req.method === 'DELETE' ? '' : 'ABCDEF0123456789');
+        return;
+      }
+      handler(req, res, Buffer.concat(chunks));
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const client = await createXnatClient({
+    baseUrl,
+    credentials: { kind: 'password', user: 'demo', password: 'demo', userSource: 'option', passwordSource: 'option' },
+    retry: { baseDelayMs: 5, maxDelayMs: 20 },
+  });
+  open.push({ close: () => new Promise<void>((r) => server.close(() => r())) });
+  open.push({ close: () => client.close() });
+  return { client, logins: () => logins };
+}
+
+describe('XNAT dialect variants the emulator does not produce', () => {
+  it('reads an HTML file XNAT renders inline (allowHtmlResourceRendering) even if it holds a login form', async () => {
+    // xnat-api.md §2.6: files get Content-Disposition: attachment only while the pref
+    // allowHtmlResourceRendering is false; with it on, an .html file comes as plain text/html.
+    const page =
+      '<!DOCTYPE html><html><head><title>QC report</title></head><body><h1>QC</h1>' +
+      '<form action="/app/action/XDATLoginUser" method="post"><input type="text" name="username">' +
+      '<input type="password" name="password"><input type="submit" value="Login"></form></body></html>\n';
+    const { client, logins } = await fakeXnat((req, res) => {
+      if (req.url === '/data/experiments/XNAT_E00001/resources/77/files/qc/report.html') {
+        res.writeHead(200, { 'content-type': 'text/html', 'cache-control': 'must-revalidate', 'content-length': Buffer.byteLength(page) });
+        res.end(page);
+      } else {
+        res.writeHead(404, { 'content-type': 'text/html' });
+        res.end('');
+      }
+    });
+    const got = await client.readFile({
+      owner: { level: 'experiment', project: 'P', experiment: 'XNAT_E00001' },
+      resource: '77',
+      path: 'qc/report.html',
+      size: Buffer.byteLength(page),
+      digest: '',
+      uri: '/data/experiments/XNAT_E00001/resources/77/files/qc/report.html',
+    });
+    expect((await buffer(got.body)).toString('utf8')).toBe(page);
+    expect(logins()).toBe(1);
+  });
+});
