@@ -8,7 +8,8 @@ import type { Assessor, Experiment, FileEntry, Owner, Project, Resource, Scan, S
 import { XnatError } from '../xnat/types.js';
 import { PathError } from './errors.js';
 import { ListingCache } from './listing-cache.js';
-import { buildFileTree, isTreeDir, lookupInTree, putInTree, type TreeDir } from './file-tree.js';
+import { buildFileTree, isTreeDir, lookupInTree, putInTree, type FileTree, type TreeDir } from './file-tree.js';
+import { ResourceTimes } from './resource-times.js';
 import { escapeName, scanFolderName, unescapeName } from './names.js';
 import { WalkAhead } from './walk-ahead.js';
 import { encodeFilePathForWrite } from '../xnat/paths.js';
@@ -29,8 +30,8 @@ export type DirNode =
   | { kind: 'assessor'; project: string; experiment: string; assessor: Assessor }
   | { kind: 'resources'; owner: Owner }
   | { kind: 'resource'; owner: Owner; resource: Resource }
-  /** A folder inside a resource's files/ (components = [] is files/ itself). */
-  | { kind: 'folder'; owner: Owner; resource: Resource; components: string[]; tree: TreeDir };
+  /** A folder inside a resource's files/ (components = [] is files/ itself); shownAt: FileNode's. */
+  | { kind: 'folder'; owner: Owner; resource: Resource; components: string[]; tree: TreeDir; shownAt: number };
 
 export interface FileNode {
   kind: 'file';
@@ -38,6 +39,8 @@ export interface FileNode {
   resource: Resource;
   components: string[];
   entry: FileEntry;
+  /** Its modification time in ms: that of its resource's listing (resource-times.ts). */
+  shownAt: number;
 }
 
 export type Node = DirNode | FileNode;
@@ -45,6 +48,8 @@ export type Node = DirNode | FileNode;
 export interface CatalogueOptions {
   ttlMs: number;
   maxListings?: number;
+  /** Times for files, kept across mounts (default: first seen by this process). */
+  times?: ResourceTimes;
 }
 
 /** A subject read ahead in a walk gets the listings of this many of its experiments too. */
@@ -87,11 +92,13 @@ export class Catalogue {
   private readonly changedScans = new Set<string>();
   /** Subjects and experiments entered one after another (find, du, cp -r): read ahead. */
   private readonly walk = new WalkAhead();
+  private readonly times: ResourceTimes;
 
   constructor(
     private readonly client: XnatApi,
     options: CatalogueOptions,
   ) {
+    this.times = options.times ?? new ResourceTimes(null);
     this.listings = new ListingCache({ ttlMs: options.ttlMs, maxEntries: options.maxListings ?? 20_000 });
     // Resolved nodes hold references into listings, so they may live no longer than those.
     this.keepResolved = options.ttlMs > 0;
@@ -194,21 +201,25 @@ export class Catalogue {
   }
 
   /** The file tree of one resource. Scan resources come from one bulk listing per experiment. */
-  fileTree(owner: Owner, resource: Resource): Promise<TreeDir> {
-    return this.listings.get(`files:${ownerKey(owner)}:${resource.id}`, async () => {
+  fileTree(owner: Owner, resource: Resource): Promise<FileTree> {
+    const key = `${ownerKey(owner)}:${resource.id}`;
+    return this.listings.get(`files:${key}`, async () => {
+      let tree: FileTree | null = null;
       if (owner.level === 'scan' && !this.changedScans.has(scanKey(owner))) {
         const bulk = await this.scanFilesOf(owner.project, owner.experiment);
         const mine = bulk?.get(`${owner.scan}\n${resource.label}`);
         // Nothing in the bulk listing for a resource that says it has files: ask the resource.
-        if (bulk && (mine || !resource.fileCount)) return buildFileTree(mine ?? []);
+        if (bulk && (mine || !resource.fileCount)) tree = await buildFileTree(mine ?? []);
       }
-      return buildFileTree(await this.client.listFiles(owner, resource.id));
+      tree ??= await buildFileTree(await this.client.listFiles(owner, resource.id));
+      tree.shownAt = this.times.timeOf(key, tree.fingerprint);
+      return tree;
     });
   }
 
   /** A resource's file tree if it is in memory (no request). */
-  peekFileTree(owner: Owner, resource: Resource): TreeDir | undefined {
-    return this.listings.peek<TreeDir>(`files:${ownerKey(owner)}:${resource.id}`);
+  peekFileTree(owner: Owner, resource: Resource): FileTree | undefined {
+    return this.listings.peek<FileTree>(`files:${ownerKey(owner)}:${resource.id}`);
   }
 
   /**
@@ -261,6 +272,7 @@ export class Catalogue {
       return;
     }
     folder.files.delete(name!);
+    tree.shownAt = Date.now();
     let dir: TreeDir | null = tree;
     dir.totalSize -= entry.size;
     for (const c of components.slice(0, -1)) {
@@ -332,12 +344,13 @@ export class Catalogue {
     const known = this.knownResource(owner, resourceLabel);
     if (!known) return this.invalidateFiles(owner);
     const key = `files:${ownerKey(owner)}:${known.id}`;
-    const tree = this.listings.peek<TreeDir>(key);
+    const tree = this.listings.peek<FileTree>(key);
     if (tree && storedAsSent(uploaded.path)) {
       // No digest: XNAT's is not known until listed; size and path are what was sent. No URI
       // either: reads then address the file by resource id and path.
       const entry: FileEntry = { path: uploaded.path, size: uploaded.size, digest: '', uri: '', resourceLabel: known.label, resourceId: known.id };
       putInTree(tree, entry);
+      tree.shownAt = Date.now(); // the resource changed (its next listing records when, see ResourceTimes)
       this.listings.staleLoads(key); // a listing under way may have been taken before the upload
       if (owner.level === 'scan') {
         const bulkKey = `scanfiles:${owner.project}:${owner.experiment}`;
@@ -361,7 +374,7 @@ export class Catalogue {
     if (!resource || !tree) return undefined;
     const components = path.split('/').filter((c) => c !== '').map(escapeName);
     const hit = lookupInTree(tree, components);
-    return hit && !isTreeDir(hit) ? { kind: 'file', owner, resource, components, entry: hit } : undefined;
+    return hit && !isTreeDir(hit) ? { kind: 'file', owner, resource, components, entry: hit, shownAt: tree.shownAt } : undefined;
   }
 
   private knownResource(owner: Owner, label: string): Resource | undefined {
@@ -539,15 +552,17 @@ export class Catalogue {
         const r = byLabelOrId(await this.resources(node.owner), unescapeName(name));
         return r ? { kind: 'resource', owner: node.owner, resource: r } : null;
       }
-      case 'resource':
+      case 'resource': {
         if (!fixed('files')) return null;
-        return { kind: 'folder', owner: node.owner, resource: node.resource, components: [], tree: await this.fileTree(node.owner, node.resource) };
+        const tree = await this.fileTree(node.owner, node.resource);
+        return { kind: 'folder', owner: node.owner, resource: node.resource, components: [], tree, shownAt: tree.shownAt };
+      }
       case 'folder': {
         const found = lookupInTree(node.tree, [name]);
         if (!found) return null;
         const components = [...node.components, name];
-        if (isTreeDir(found)) return { kind: 'folder', owner: node.owner, resource: node.resource, components, tree: found };
-        return { kind: 'file', owner: node.owner, resource: node.resource, components, entry: found };
+        if (isTreeDir(found)) return { kind: 'folder', owner: node.owner, resource: node.resource, components, tree: found, shownAt: node.shownAt };
+        return { kind: 'file', owner: node.owner, resource: node.resource, components, entry: found, shownAt: node.shownAt };
       }
     }
   }

@@ -121,8 +121,8 @@ export function createOperations(ctx: WriteContext): XnatFs {
 
   /**
    * Made here, or a folder files are written into (a resource's files/ and the folders in it):
-   * mode, owner and times are taken without being kept. Folders show the time of mounting
-   * whatever XNAT holds, so no time of theirs is lost, and `cp -a src/. …/files/` sets the times
+   * mode, owner and times are taken without being kept. Folders show their resource's time
+   * whatever is set (XNAT keeps none for folders), so no time of theirs is lost, and `cp -a src/. …/files/` sets the times
    * and mode of files/ itself after copying into it.
    */
   async function takesAnyAttributes(path: string): Promise<boolean> {
@@ -146,7 +146,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
     const f: PendingFile = {
       path, target, spoolPath: spool.path, fh: null, fhOpening: null, size: 0,
       // Opened for writing, a file on XNAT is unchanged until written: it keeps the time it showed.
-      mtime: lazyFromServer ? ctx.mountTime : new Date(), changed: !lazyFromServer, opens: 0,
+      mtime: lazyFromServer && onServer?.kind === 'file' ? new Date(onServer.shownAt) : new Date(), changed: !lazyFromServer, opens: 0,
       dirty: !lazyFromServer, deleted: false, overwrite: onServer !== null, replaces: onServer?.kind === 'file' ? fileRefOf(onServer) : null, lazyFromServer, populating: null, uploading: null, retrying: false, idleUpload: null,
       appending: !lazyFromServer, appendEnd: 0, writing: 0, streaming: null,
     };
@@ -577,8 +577,9 @@ export function createOperations(ctx: WriteContext): XnatFs {
       return h ? releasePending(fd, h.file) : read.release(path, fd);
     },
 
-    // XNAT stores no file times, so the mount never shows one it was given: a file shows the
-    // time of mounting, or of its last change here while it is being written. Setting the time
+    // XNAT stores no file times, so the mount never shows one it was given: a file shows its
+    // resource's time (catalogue/resource-times.ts), or of its last change here while it is
+    // being written. Setting the time
     // already shown succeeds, since nothing changes (as chmod and chown). A file created or
     // changed through this mount (and a folder made in files/) accepts any time without keeping
     // it: cp -p, cp -a and rsync -t set the times of every file they write, and refusing would
@@ -590,7 +591,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
       if (await takesAnyAttributes(path)) return;
       const shown = (await ops.getattr!(path)).mtime.getTime();
       if (atime === shown && mtime === shown) return;
-      throw new FsError('EPERM', `${path}: XNAT keeps no file times, so the time of a file already on XNAT cannot be set (it shows the time of mounting)`);
+      throw new FsError('EPERM', `${path}: XNAT keeps no file times, so the time of a file already on XNAT cannot be set (it shows when this cache first saw its resource as it is)`);
     },
 
     // XNAT keeps no permissions or owners. A change to what is already shown (tar -x and cp -a

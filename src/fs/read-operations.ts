@@ -20,11 +20,11 @@ export interface FsContext {
   readOnly: boolean;
   uid: number;
   gid: number;
-  /** Times shown for every entry: XNAT listings carry no modification times. */
+  /** Times shown above files/ (XNAT listings carry no times); files show their resource's (ResourceTimes). */
   mountTime: Date;
 }
 
-export function fileRefOf(node: FileNode): FileRef {
+export function fileRefOf(node: Pick<FileNode, 'owner' | 'resource' | 'entry'>): FileRef {
   return {
     owner: node.owner,
     resource: node.resource.id,
@@ -35,8 +35,8 @@ export function fileRefOf(node: FileNode): FileRef {
   };
 }
 
-export function dirStat(ctx: FsContext): Stat {
-  const t = ctx.mountTime;
+export function dirStat(ctx: FsContext, mtime?: Date): Stat {
+  const t = mtime ?? ctx.mountTime;
   return { mode: constants.S_IFDIR | (ctx.readOnly ? 0o555 : 0o755), size: 4096, nlink: 2, uid: ctx.uid, gid: ctx.gid, mtime: t, atime: t, ctime: t };
 }
 
@@ -57,7 +57,8 @@ export function fileStat(ctx: FsContext, size: number, mtime?: Date): Stat {
 }
 
 export function statOf(ctx: FsContext, node: Node): Stat {
-  return node.kind === 'file' ? fileStat(ctx, node.entry.size) : dirStat(ctx);
+  if (node.kind === 'file') return fileStat(ctx, node.entry.size, new Date(node.shownAt));
+  return node.kind === 'folder' ? dirStat(ctx, new Date(node.shownAt)) : dirStat(ctx);
 }
 
 /** The node at `path`, or the FsError the kernel should get. */
@@ -110,12 +111,13 @@ export function createReadOperations(ctx: FsContext): ReadOperations {
       });
       if (node.kind === 'folder') ctx.content.noteListed(folderContext(ctx, node, path));
       // Attributes with the names give `find` and `ls` each entry's type without a stat apiece.
-      const dir = dirStat(ctx);
+      const shown = node.kind === 'folder' ? new Date(node.shownAt) : undefined;
+      const dir = dirStat(ctx, shown);
       const stats =
         node.kind === 'folder'
           ? names.map((n) => {
               const f = node.tree.files.get(n);
-              return f ? fileStat(ctx, f.size) : dir;
+              return f ? fileStat(ctx, f.size, shown) : dir;
             })
           : names.map(() => dir); // above files/, every entry is a folder
       return { names: ['.', '..', ...names], stats: [dir, dir, ...stats] };
@@ -186,7 +188,7 @@ function siblingsOf(ctx: FsContext, folderPath: string): FileRef[] {
   if (!node || node.kind !== 'folder') return [];
   const refs: FileRef[] = [];
   for (const [name, entry] of node.tree.files) {
-    refs.push(fileRefOf({ kind: 'file', owner: node.owner, resource: node.resource, components: [...node.components, name], entry }));
+    refs.push(fileRefOf({ owner: node.owner, resource: node.resource, entry }));
   }
   return refs;
 }

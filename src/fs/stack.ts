@@ -3,6 +3,7 @@
 import { mkdir, readdir, rm, rmdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Catalogue } from '../catalogue/catalogue.js';
+import { ResourceTimes } from '../catalogue/resource-times.js';
 import { ContentStore, type PrefetchOptions } from '../content/content-store.js';
 import { DiskCache } from '../content/disk-cache.js';
 import { Uploader, type UploadJob } from '../content/uploader.js';
@@ -53,7 +54,11 @@ export async function createStack(client: XnatApi, o: StackOptions): Promise<Xna
   const orphans = await orphanedFolders(spoolRoot);
   const spoolDir = await ownFolder(spoolRoot);
 
-  const catalogue = new Catalogue(client, { ttlMs: o.listingTtlMs });
+  // Files keep the time this cache first saw their resource as it is: make, snakemake and
+  // rsync see nothing new after a remount.
+  const times = new ResourceTimes(join(o.cacheDir, 'resource-times.json'));
+  await times.load();
+  const catalogue = new Catalogue(client, { ttlMs: o.listingTtlMs, times });
   const content = new ContentStore(client, {
     server: client.baseUrl,
     cache,
@@ -126,6 +131,7 @@ export async function createStack(client: XnatApi, o: StackOptions): Promise<Xna
       const open = await writes.finishWrites(deadline);
       const left = await uploader.drain(Math.max(0, deadline - Date.now()));
       await content.close();
+      await times.flush();
       // This process's working folders, if nothing is left in them (rmdir leaves full ones alone).
       await rmdir(spoolDir).catch(() => undefined);
       await rmdir(cache.partialDir).catch(() => undefined);

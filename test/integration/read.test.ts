@@ -152,4 +152,50 @@ requireFuse()('read-only mount of the emulator', () => {
       expect(await second.close()).toBe(0);
     }
   });
+
+  it('files keep their times across mounts: a second rsync -a copies nothing, a third only the changed resource', async () => {
+    const at = { project: 'DEMO', subject: 'SUBJ01', experiment: 'SUBJ01_MR1', resource: 'TIMES' };
+    for (const name of ['a.txt', 'b.txt', 'sub/c.txt']) await x.emulator.addFile({ ...at, path: name, data: Buffer.from(`first ${name}\n`) });
+    const res = `${EXP}/resources/TIMES/files/`;
+    const cacheDir = join(tmp.path, 'times-cache');
+    const local = join(tmp.path, 'times-copy');
+    const rsync = async (mp: string): Promise<string[]> => {
+      const r = await run('rsync', ['-a', '--itemize-changes', join(mp, res), local]);
+      expect(r.stderr).toBe('');
+      expect(r.code).toBe(0);
+      return r.stdout.split('\n').filter(Boolean);
+    };
+    const mtime = async (p: string): Promise<number> => Number((await run('stat', ['-c', '%Y', p])).stdout.trim());
+    const dicomFile = `${DICOM}/SUBJ01_MR1.MR.4.0001.dcm`;
+    const first = await mountEmulator({ reuse: x.emulator, stack: { cacheDir } });
+    const before = await mtime(join(first.mp, res, 'a.txt'));
+    const dicomBefore = await mtime(join(first.mp, dicomFile));
+    expect((await rsync(first.mp)).filter((l) => l.startsWith('>f'))).toHaveLength(3);
+    expect(await first.close()).toBe(0);
+    // A later mount (seconds apart: rsync compares whole seconds) shows the same times.
+    await new Promise((r) => setTimeout(r, 1100));
+    const second = await mountEmulator({ reuse: x.emulator, stack: { cacheDir } });
+    try {
+      expect(await mtime(join(second.mp, res, 'a.txt'))).toBe(before);
+      x.emulator.resetRequests();
+      expect(await rsync(second.mp)).toEqual([]);
+      expect(x.emulator.requests().filter((r) => /\/files\/.+/.test(r.url.split('?')[0]!))).toEqual([]);
+    } finally {
+      expect(await second.close()).toBe(0);
+    }
+    // Someone replaces b.txt on XNAT: the next mount shows that resource as changed (all its files
+    // take the time the change was seen), and rsync copies them again; other resources keep theirs.
+    await x.emulator.addFile({ ...at, path: 'b.txt', data: Buffer.from('second b.txt\n') });
+    await new Promise((r) => setTimeout(r, 1100));
+    const third = await mountEmulator({ reuse: x.emulator, stack: { cacheDir } });
+    try {
+      const changed = await rsync(third.mp);
+      expect(changed.filter((l) => l.startsWith('>f')).map((l) => l.split(' ').pop()).sort()).toEqual(['a.txt', 'b.txt', 'sub/c.txt']);
+      expect(await readFile(join(local, 'b.txt'), 'utf8')).toBe('second b.txt\n');
+      expect(await mtime(join(third.mp, res, 'a.txt'))).toBeGreaterThan(before);
+      expect(await mtime(join(third.mp, dicomFile))).toBe(dicomBefore);
+    } finally {
+      expect(await third.close()).toBe(0);
+    }
+  });
 });

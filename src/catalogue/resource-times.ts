@@ -1,0 +1,119 @@
+// File times that stay put across mounts. XNAT lists no file times (a HEAD per file would cost a
+// request each), so a resource's files show when this cache first saw the resource as it is now:
+// the same on every mount while nothing in it changes, a later time once a file in it was added,
+// replaced or removed. With the time of mounting instead, make, snakemake and `rsync -a` took
+// every file on XNAT for new after each mount (rsync fetched all of them again).
+//
+// One small JSON file per server's cache folder, written a few seconds after a change (atomic
+// rename, merged with what other mounts sharing the folder wrote meanwhile) and at unmount.
+import { randomBytes } from 'node:crypto';
+import { readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import createDebug from 'debug';
+
+const log = createDebug('xnatfs:catalogue');
+
+/** Resources remembered; past this the ones seen longest ago are forgotten (they show a new time). */
+const MAX_ENTRIES = 50_000;
+const SAVE_AFTER_MS = 5_000;
+
+interface Seen {
+  /** Fingerprint of the listing (file-tree.ts). */
+  fp: string;
+  /** ms since the epoch. */
+  t: number;
+}
+
+export class ResourceTimes {
+  private readonly seen = new Map<string, Seen>();
+  /** Changed here since the last save: what a save must not lose to another mount's file. */
+  private readonly changed = new Set<string>();
+  private timer: NodeJS.Timeout | undefined;
+  private saving: Promise<void> = Promise.resolve();
+  /** The file as this process last read or wrote it: when it still is, there is nothing to merge. */
+  private lastSeenFile = '';
+
+  /** `file`: where to keep them (null: this process only). */
+  constructor(
+    private readonly file: string | null,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** Read what earlier mounts saw. A missing or unreadable file means nothing was seen yet. */
+  async load(): Promise<void> {
+    for (const [key, s] of await this.read()) if (!this.seen.has(key)) this.seen.set(key, s);
+  }
+
+  /** The time for the files of resource `key`, whose listing now has fingerprint `fp`. */
+  timeOf(key: string, fp: string): number {
+    const s = this.seen.get(key);
+    if (s && s.fp === fp) return s.t;
+    const t = this.now();
+    this.seen.set(key, { fp, t });
+    this.changed.add(key);
+    this.saveSoon();
+    return t;
+  }
+
+  /** Write what changed now (at unmount). Never throws: losing the times costs only a re-copy. */
+  async flush(): Promise<void> {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.saving = this.saving.then(() => this.save());
+    await this.saving;
+  }
+
+  private saveSoon(): void {
+    if (this.file === null || this.timer) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.saving = this.saving.then(() => this.save());
+    }, SAVE_AFTER_MS);
+    this.timer.unref();
+  }
+
+  private async save(): Promise<void> {
+    if (this.file === null || this.changed.size === 0) return;
+    const mine = new Set(this.changed);
+    this.changed.clear();
+    // Another mount of this server may have saved meanwhile: take its entries, ours win.
+    if ((await this.fileState()) !== this.lastSeenFile) {
+      for (const [k, s] of await this.read()) if (!mine.has(k)) this.seen.set(k, s);
+    }
+    if (this.seen.size > MAX_ENTRIES) {
+      const oldest = [...this.seen].sort((a, b) => a[1].t - b[1].t).slice(0, this.seen.size - MAX_ENTRIES);
+      for (const [k] of oldest) this.seen.delete(k);
+    }
+    const tmp = `${this.file}.${randomBytes(4).toString('hex')}.tmp`;
+    try {
+      const resources: Record<string, [string, number]> = {};
+      for (const [k, s] of this.seen) resources[k] = [s.fp, s.t];
+      await writeFile(tmp, JSON.stringify({ v: 1, resources }), { mode: 0o600 });
+      await rename(tmp, this.file);
+      this.lastSeenFile = await this.fileState();
+    } catch (err) {
+      await unlink(tmp).catch(() => undefined);
+      log('could not save file times to %s: %s', this.file, (err as Error).message);
+    }
+  }
+
+  private async read(): Promise<Map<string, Seen>> {
+    const out = new Map<string, Seen>();
+    if (this.file === null) return out;
+    try {
+      this.lastSeenFile = await this.fileState();
+      const data = JSON.parse(await readFile(this.file, 'utf8')) as { v?: number; resources?: Record<string, unknown> };
+      for (const [k, v] of Object.entries(data.resources ?? {})) {
+        if (Array.isArray(v) && typeof v[0] === 'string' && typeof v[1] === 'number' && Number.isFinite(v[1])) out.set(k, { fp: v[0], t: v[1] });
+      }
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') log('ignoring file times in %s: %s', this.file, (err as Error).message);
+    }
+    return out;
+  }
+
+  /** Size, time and inode of the file ('' if there is none): changed when another mount saved. */
+  private async fileState(): Promise<string> {
+    const st = await stat(this.file!).catch(() => null);
+    return st ? `${st.size}:${st.mtimeMs}:${st.ino}` : '';
+  }
+}

@@ -1,0 +1,85 @@
+// File times kept across mounts: the same listing shows the same time on every mount sharing a
+// cache folder; a changed listing (in any row order) shows the time the change was first seen.
+import { describe, expect, it } from 'vitest';
+import { dir as tmpDir } from 'tmp-promise';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ResourceTimes } from '../../src/catalogue/resource-times.js';
+import { buildFileTree, Fingerprint } from '../../src/catalogue/file-tree.js';
+import type { FileEntry } from '../../src/xnat/types.js';
+
+const entry = (path: string, size: number, digest = ''): FileEntry => ({ path, size, digest, uri: '', resourceLabel: 'R', resourceId: '1' });
+const fp = (entries: FileEntry[]): string => {
+  const f = new Fingerprint();
+  for (const e of entries) f.add(e);
+  return f.value();
+};
+
+describe('Fingerprint', () => {
+  it('ignores row order and the digest case, and changes with any path, size or digest', () => {
+    const rows = [entry('a.dcm', 10, 'AB'), entry('sub/b.dcm', 20, 'cd'), entry('c.dcm', 30, '')];
+    expect(fp([...rows].reverse())).toBe(fp(rows));
+    expect(fp([entry('a.dcm', 10, 'ab'), rows[1]!, rows[2]!])).toBe(fp(rows));
+    expect(fp(rows.slice(0, 2))).not.toBe(fp(rows));
+    expect(fp([entry('a.dcm', 11, 'AB'), rows[1]!, rows[2]!])).not.toBe(fp(rows));
+    expect(fp([entry('a.dcm', 10, 'AC'), rows[1]!, rows[2]!])).not.toBe(fp(rows));
+    expect(fp([entry('A.dcm', 10, 'AB'), rows[1]!, rows[2]!])).not.toBe(fp(rows));
+  });
+
+  it('is what buildFileTree records for the listing', async () => {
+    const rows = [entry('x/1.dcm', 5, 'aa'), entry('2.dcm', 6, 'bb')];
+    expect((await buildFileTree(rows)).fingerprint).toBe(fp(rows));
+  });
+});
+
+describe('ResourceTimes', () => {
+  it('keeps a time across instances sharing the file until the listing changes', async () => {
+    const tmp = await tmpDir({ unsafeCleanup: true });
+    try {
+      const file = join(tmp.path, 'resource-times.json');
+      let now = 1_000_000;
+      const first = new ResourceTimes(file, () => now);
+      await first.load();
+      expect(first.timeOf('p:P/e:E/scan:4:11', 'fp1')).toBe(1_000_000);
+      now += 5_000;
+      expect(first.timeOf('p:P/e:E/scan:4:11', 'fp1')).toBe(1_000_000);
+      await first.flush();
+      now += 60_000;
+      const second = new ResourceTimes(file, () => now);
+      await second.load();
+      expect(second.timeOf('p:P/e:E/scan:4:11', 'fp1')).toBe(1_000_000);
+      expect(second.timeOf('p:P/e:E/scan:4:11', 'fp2')).toBe(now); // changed on XNAT meanwhile
+      expect(second.timeOf('p:P/resources:9', 'fpx')).toBe(now);
+      await second.flush();
+      const third = new ResourceTimes(file, () => now + 1);
+      await third.load();
+      expect(third.timeOf('p:P/e:E/scan:4:11', 'fp2')).toBe(now);
+    } finally {
+      await tmp.cleanup();
+    }
+  });
+
+  it('merges with what another mount saved meanwhile, and ignores an unreadable file', async () => {
+    const tmp = await tmpDir({ unsafeCleanup: true });
+    try {
+      const file = join(tmp.path, 'resource-times.json');
+      const a = new ResourceTimes(file, () => 100);
+      const b = new ResourceTimes(file, () => 200);
+      await Promise.all([a.load(), b.load()]);
+      a.timeOf('A', 'fa');
+      b.timeOf('B', 'fb');
+      await a.flush();
+      await b.flush();
+      const saved = JSON.parse(await readFile(file, 'utf8')) as { resources: Record<string, [string, number]> };
+      expect(saved.resources).toEqual({ A: ['fa', 100], B: ['fb', 200] });
+      await writeFile(file, '{ not json');
+      const c = new ResourceTimes(file, () => 300);
+      await c.load();
+      expect(c.timeOf('A', 'fa')).toBe(300);
+      await c.flush(); // replaces the broken file
+      expect((JSON.parse(await readFile(file, 'utf8')) as { resources: object }).resources).toEqual({ A: ['fa', 300] });
+    } finally {
+      await tmp.cleanup();
+    }
+  });
+});
