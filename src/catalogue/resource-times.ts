@@ -47,7 +47,10 @@ export class ResourceTimes {
   timeOf(key: string, fp: string): number {
     const s = this.seen.get(key);
     if (s && s.fp === fp) return s.t;
-    const t = this.now();
+    // A change must show a later time than the one it replaces, or make misses it: also when the
+    // clock went back. (By 1 ms, not to the next second: many changes in a second, as `rm -r`
+    // through this mount makes, would push the times ever further into the future.)
+    const t = s ? Math.max(this.now(), s.t + 1) : this.now();
     this.seen.set(key, { fp, t });
     this.changed.add(key);
     this.saveSoon();

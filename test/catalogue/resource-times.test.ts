@@ -59,6 +59,28 @@ describe('ResourceTimes', () => {
     }
   });
 
+  it('a changed listing always shows a later time, even if the clock went back', () => {
+    let now = 10_000_300;
+    const t = new ResourceTimes(null, () => now);
+    expect(t.timeOf('K', 'fp1')).toBe(10_000_300);
+    now = 10_000_800;
+    expect(t.timeOf('K', 'fp2')).toBe(10_000_800);
+    // The clock was set back (NTP step, another host's clock in a shared cache folder).
+    now = 5_000_000;
+    const third = t.timeOf('K', 'fp3');
+    expect(third).toBeGreaterThan(10_000_800);
+    expect(t.timeOf('K', 'fp3')).toBe(third);
+    // Many changes within one millisecond still each show a later time, but stay near the clock.
+    now = 20_000_000;
+    let last = 0;
+    for (let i = 0; i < 1000; i++) {
+      const ti = t.timeOf('K', `many${i}`);
+      expect(ti).toBeGreaterThan(last);
+      last = ti;
+    }
+    expect(last).toBeLessThan(20_000_000 + 1000);
+  });
+
   it('merges with what another mount saved meanwhile, and ignores an unreadable file', async () => {
     const tmp = await tmpDir({ unsafeCleanup: true });
     try {
