@@ -78,9 +78,14 @@ export class ResourceTimes {
     if (this.file === null || this.changed.size === 0) return;
     const mine = new Set(this.changed);
     this.changed.clear();
-    // Another mount of this server may have saved meanwhile: take its entries, ours win.
+    // Another mount of this server may have saved meanwhile: take its entries, ours win, except
+    // where it first saw the very same listing earlier: that earlier time is the one its programs
+    // built from, and ours would make them take every file for new at the next mount.
     if ((await this.fileState()) !== this.lastSeenFile) {
-      for (const [k, s] of await this.read()) if (!mine.has(k)) this.seen.set(k, s);
+      for (const [k, s] of await this.read()) {
+        const own = this.seen.get(k);
+        if (!mine.has(k) || (own && own.fp === s.fp && s.t < own.t)) this.seen.set(k, s);
+      }
     }
     if (this.seen.size > MAX_ENTRIES) {
       const oldest = [...this.seen].sort((a, b) => a[1].t - b[1].t).slice(0, this.seen.size - MAX_ENTRIES);

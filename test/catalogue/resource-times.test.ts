@@ -81,6 +81,26 @@ describe('ResourceTimes', () => {
     expect(last).toBeLessThan(20_000_000 + 1000);
   });
 
+  it('two mounts that first saw the same listing keep the earlier time, whichever saves last', async () => {
+    const tmp = await tmpDir({ unsafeCleanup: true });
+    try {
+      const file = join(tmp.path, 'resource-times.json');
+      const a = new ResourceTimes(file, () => 100_000);
+      const b = new ResourceTimes(file, () => 3_700_000); // an hour later, loaded before a saved
+      await Promise.all([a.load(), b.load()]);
+      expect(a.timeOf('K', 'f')).toBe(100_000);
+      await a.flush(); // make built its targets after this, seeing 100 s
+      b.timeOf('K', 'f');
+      await b.flush();
+      const c = new ResourceTimes(file, () => 9_000_000);
+      await c.load();
+      expect(c.timeOf('K', 'f')).toBe(100_000); // not b's later time: make would rebuild everything
+      expect(b.timeOf('K', 'f')).toBe(100_000);
+    } finally {
+      await tmp.cleanup();
+    }
+  });
+
   it('merges with what another mount saved meanwhile, and ignores an unreadable file', async () => {
     const tmp = await tmpDir({ unsafeCleanup: true });
     try {
