@@ -15,6 +15,8 @@ const log = createDebug('xnatfs:catalogue');
 /** Resources remembered; past this the ones seen longest ago are forgotten (they show a new time). */
 const MAX_ENTRIES = 50_000;
 const SAVE_AFTER_MS = 5_000;
+/** The largest time a Date holds. */
+const MAX_DATE_MS = 8.64e15;
 
 interface Seen {
   /** Fingerprint of the listing (file-tree.ts). */
@@ -111,7 +113,8 @@ export class ResourceTimes {
       this.lastSeenFile = await this.fileState();
       const data = JSON.parse(await readFile(this.file, 'utf8')) as { v?: number; resources?: Record<string, unknown> };
       for (const [k, v] of Object.entries(data.resources ?? {})) {
-        if (Array.isArray(v) && typeof v[0] === 'string' && typeof v[1] === 'number' && Number.isFinite(v[1])) out.set(k, { fp: v[0], t: v[1] });
+        // Only times a Date can hold: another number showed every file of the resource at 1970.
+        if (Array.isArray(v) && typeof v[0] === 'string' && typeof v[1] === 'number' && v[1] >= 0 && v[1] <= MAX_DATE_MS) out.set(k, { fp: v[0], t: v[1] });
       }
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') log('ignoring file times in %s: %s', this.file, (err as Error).message);

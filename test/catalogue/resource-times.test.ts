@@ -101,6 +101,21 @@ describe('ResourceTimes', () => {
     }
   });
 
+  it('ignores a saved time no Date can show (a damaged file)', async () => {
+    const tmp = await tmpDir({ unsafeCleanup: true });
+    try {
+      const file = join(tmp.path, 'resource-times.json');
+      await writeFile(file, JSON.stringify({ v: 1, resources: { A: ['f', 1e20], B: ['f', -1e17], C: ['f', 5_000] } }));
+      const t = new ResourceTimes(file, () => 7_000);
+      await t.load();
+      for (const k of ['A', 'B', 'C']) expect(Number.isNaN(new Date(t.timeOf(k, 'f')).getTime())).toBe(false);
+      expect(t.timeOf('A', 'f')).toBe(7_000);
+      expect(t.timeOf('C', 'f')).toBe(5_000);
+    } finally {
+      await tmp.cleanup();
+    }
+  });
+
   it('merges with what another mount saved meanwhile, and ignores an unreadable file', async () => {
     const tmp = await tmpDir({ unsafeCleanup: true });
     try {
