@@ -8,7 +8,7 @@ import type { Assessor, Experiment, FileEntry, Owner, Project, Resource, Scan, S
 import { XnatError } from '../xnat/types.js';
 import { PathError } from './errors.js';
 import { ListingCache } from './listing-cache.js';
-import { buildFileTree, isTreeDir, lookupInTree, putInTree, type FileTree, type TreeDir } from './file-tree.js';
+import { buildFileTree, Fingerprint, isTreeDir, lookupInTree, putInTree, type FileTree, type TreeDir } from './file-tree.js';
 import { ResourceTimes } from './resource-times.js';
 import { escapeName, scanFolderName, unescapeName } from './names.js';
 import { WalkAhead } from './walk-ahead.js';
@@ -272,7 +272,14 @@ export class Catalogue {
       return;
     }
     folder.files.delete(name!);
-    tree.shownAt = Date.now();
+    // XNAT's next listing is known (unless someone else changes the resource meanwhile): record
+    // it now, or that listing, here or at the next mount, would show every file as new again.
+    if (tree.fingerprint) {
+      tree.fingerprint = Fingerprint.without(tree.fingerprint, entry);
+      tree.shownAt = this.times.timeOf(`${ownerKey(owner)}:${resource.id}`, tree.fingerprint);
+    } else {
+      tree.shownAt = Date.now();
+    }
     let dir: TreeDir | null = tree;
     dir.totalSize -= entry.size;
     for (const c of components.slice(0, -1)) {
@@ -351,6 +358,7 @@ export class Catalogue {
       const entry: FileEntry = { path: uploaded.path, size: uploaded.size, digest: '', uri: '', resourceLabel: known.label, resourceId: known.id };
       putInTree(tree, entry);
       tree.shownAt = Date.now(); // the resource changed (its next listing records when, see ResourceTimes)
+      tree.fingerprint = ''; // XNAT's digest of the new file is not known: nor is its next listing
       this.listings.staleLoads(key); // a listing under way may have been taken before the upload
       if (owner.level === 'scan') {
         const bulkKey = `scanfiles:${owner.project}:${owner.experiment}`;

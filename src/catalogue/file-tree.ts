@@ -51,21 +51,40 @@ export class Fingerprint {
   private a = 0;
   private b = 0;
   add(entry: Pick<FileEntry, 'path' | 'size' | 'digest'>): void {
-    const s = `${entry.path}\0${entry.size}\0${entry.digest.toLowerCase()}`;
-    let h1 = 0x811c9dc5; // FNV-1a
-    let h2 = 5381; // djb2
-    for (let i = 0; i < s.length; i++) {
-      const c = s.charCodeAt(i);
-      h1 = Math.imul(h1 ^ c, 0x01000193);
-      h2 = (Math.imul(h2, 33) + c) | 0;
-    }
-    this.a = (this.a + (h1 >>> 0)) >>> 0;
-    this.b = (this.b + (h2 >>> 0)) >>> 0;
+    const [h1, h2] = hashes(entry);
+    this.a = (this.a + h1) >>> 0;
+    this.b = (this.b + h2) >>> 0;
     this.count++;
   }
   value(): string {
     return `${this.count}.${this.a.toString(36)}.${this.b.toString(36)}`;
   }
+
+  /**
+   * The fingerprint of a listing `value` without `entry` (a file deleted here): what XNAT's next
+   * listing has when nobody else changed the resource meanwhile.
+   */
+  static without(value: string, entry: Pick<FileEntry, 'path' | 'size' | 'digest'>): string {
+    const [count, a, b] = value.split('.');
+    const [h1, h2] = hashes(entry);
+    const f = new Fingerprint();
+    f.count = Number(count) - 1;
+    f.a = (parseInt(a!, 36) - h1) >>> 0;
+    f.b = (parseInt(b!, 36) - h2) >>> 0;
+    return f.value();
+  }
+}
+
+function hashes(entry: Pick<FileEntry, 'path' | 'size' | 'digest'>): [number, number] {
+  const s = `${entry.path}\0${entry.size}\0${entry.digest.toLowerCase()}`;
+  let h1 = 0x811c9dc5; // FNV-1a
+  let h2 = 5381; // djb2
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    h1 = Math.imul(h1 ^ c, 0x01000193);
+    h2 = (Math.imul(h2, 33) + c) | 0;
+  }
+  return [h1 >>> 0, h2 >>> 0];
 }
 
 /** Add a file, or replace the one at its path, keeping every folder's total size right. */

@@ -246,3 +246,31 @@ describe('Catalogue walk-ahead (find, du, cp -r)', () => {
     expect(x.calls.filter((c) => c.startsWith('scans')).sort()).toEqual(['scans XNAT_E00005', 'scans XNAT_E00006', 'scans XNAT_E00007', 'scans XNAT_E00008']);
   });
 });
+
+describe('Catalogue file times', () => {
+  it('a file removed here: the next mount sharing the times shows the rest at the time of the rm, not as new again', async () => {
+    const { ResourceTimes } = await import('../../src/catalogue/resource-times.js');
+    const x = sampleArchive(3);
+    let now = 1_000_000;
+    const times = new ResourceTimes(null, () => now);
+    const dir = `${E}/scans/4-Ax_3D_T1/resources/DICOM/files`;
+    const shown = async (cat: Catalogue, name: string): Promise<number> => {
+      const n = await cat.resolve(`${dir}/${name}`);
+      if (n.kind !== 'file') throw new Error('not a file');
+      return n.shownAt;
+    };
+    const first = new Catalogue(x, { ttlMs: 60_000, times });
+    expect(await shown(first, '0001.dcm')).toBe(1_000_000);
+    now += 60_000;
+    const gone = await first.resolve(`${dir}/0002.dcm`);
+    if (gone.kind !== 'file') throw new Error('not a file');
+    await x.deleteFile(gone.owner, gone.resource.label, gone.entry.path);
+    first.forgetFile(gone.owner, gone.resource, gone.components);
+    const afterRm = await shown(first, '0001.dcm');
+    expect(afterRm).toBe(1_060_000);
+    // Unmounted, mounted again later: XNAT lists what this mount last showed, so nothing is new.
+    now += 60_000;
+    const second = new Catalogue(x, { ttlMs: 60_000, times });
+    expect(await shown(second, '0001.dcm')).toBe(afterRm);
+  });
+});

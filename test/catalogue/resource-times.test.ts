@@ -26,6 +26,13 @@ describe('Fingerprint', () => {
     expect(fp([entry('A.dcm', 10, 'AB'), rows[1]!, rows[2]!])).not.toBe(fp(rows));
   });
 
+  it('without() takes one file out, as a listing without it would show', () => {
+    const rows = Array.from({ length: 40 }, (_, i) => entry(`d/${i}.dcm`, 1000 + i, i % 3 ? `ab${i}` : ''));
+    const rest = rows.filter((_, i) => i !== 7);
+    expect(Fingerprint.without(fp(rows), rows[7]!)).toBe(fp(rest));
+    expect(Fingerprint.without(fp(rest), rows[8]!)).toBe(fp(rest.filter((r) => r !== rows[8])));
+  });
+
   it('is what buildFileTree records for the listing', async () => {
     const rows = [entry('x/1.dcm', 5, 'aa'), entry('2.dcm', 6, 'bb')];
     expect((await buildFileTree(rows)).fingerprint).toBe(fp(rows));
