@@ -12,7 +12,7 @@ import createDebug from 'debug';
 
 const log = createDebug('xnatfs:catalogue');
 
-/** Resources remembered; past this the ones seen longest ago are forgotten (they show a new time). */
+/** Resources remembered; past this the ones with the oldest times are forgotten (they show a new time). */
 const MAX_ENTRIES = 50_000;
 const SAVE_AFTER_MS = 5_000;
 /** The largest time a Date holds. */
