@@ -18,6 +18,8 @@ const LOGIN_LOCATION = /Login\.vm|\/login\b|\/app\/template\/Login/i;
 const LOGIN_FORM = /<form[^>]*(login|j_spring_security_check)|name=["']?(password|j_password)["'\s>]/i;
 /** Bytes of an HTML 200 answer inspected for a login form. */
 const PEEK_BYTES = 64 * 1024;
+/** Log in again this long before XNAT's idle timeout would end the session (at most a tenth of it). */
+const SESSION_MARGIN_MS = 30_000;
 
 export function isLoginRedirect(status: number, location: string | undefined): boolean {
   return status >= 300 && status < 400 && location !== undefined && LOGIN_LOCATION.test(location);
@@ -40,6 +42,10 @@ export class Session {
   private loggedIn = false;
   /** Logins performed (for status and tests). */
   logins = 0;
+  /** XNAT's idle timeout, from its SESSION_EXPIRATION_TIME cookie (null: not sent). */
+  private idleTimeoutMs: number | null = null;
+  /** When XNAT last answered within the session: its idle clock restarts then. */
+  private lastAnsweredAt = 0;
 
   constructor(
     private readonly http: HttpClient,
@@ -136,9 +142,19 @@ export class Session {
     if (this.loginFailure) throw this.loginFailure;
     if (this.loggingIn) await this.loggingIn;
     for (let round = 0; ; round++) {
-      const gen = this.generation;
+      let gen = this.generation;
+      if (round === 0 && this.idleExpired()) {
+        // A site open to guests serves an expired session as the guest user (200, with fewer
+        // projects and files) instead of 401, and nothing would say so. Log in before that.
+        log('session idle for %d s of XNAT\'s %d: logging in again before %s %s', Math.round((Date.now() - this.lastAnsweredAt) / 1000), Math.round(this.idleTimeoutMs! / 1000), req.method, stripQuery(req.path));
+        await this.ensureLogin(gen);
+        gen = this.generation;
+      }
       const out = await send({ ...req, headers: { ...req.headers, ...(await this.cookieHeader()) } });
-      if (!out.expired) return out.value;
+      if (!out.expired) {
+        this.lastAnsweredAt = Date.now();
+        return out.value;
+      }
       log('%s %s: session not accepted (%s, round %d)', req.method, req.path, out.status ?? 'login page', round);
       if (this.credentials.kind === 'jsession') {
         throw this.borrowedSessionInvalid(out.status ?? null);
@@ -152,6 +168,13 @@ export class Session {
       }
       await this.ensureLogin(gen);
     }
+  }
+
+  /** Our own login's session has (nearly) reached XNAT's idle timeout. */
+  private idleExpired(): boolean {
+    if (this.credentials.kind !== 'password' || !this.loggedIn || this.idleTimeoutMs === null) return false;
+    const margin = Math.min(SESSION_MARGIN_MS, this.idleTimeoutMs / 10);
+    return Date.now() - this.lastAnsweredAt > this.idleTimeoutMs - margin;
   }
 
   /** Log in unless someone already did since `seenGeneration`; concurrent callers share one login. */
@@ -217,6 +240,7 @@ export class Session {
     this.generation++;
     this.logins++;
     this.loggedIn = true;
+    this.lastAnsweredAt = Date.now();
     log('logged in to %s as %s (login #%d)', this.http.baseUrl, c.user, this.logins);
   }
 
@@ -237,6 +261,9 @@ export class Session {
     const set = headers['set-cookie'];
     const list = set === undefined ? [] : Array.isArray(set) ? set : [set];
     for (const c of list) {
+      // "<server ms>,<timeout ms>" (xnat-api.md §2.10): only the timeout is used, not the server's clock.
+      const expiry = /^\s*SESSION_EXPIRATION_TIME="?\d+,(\d+)"?/i.exec(c);
+      if (expiry && Number(expiry[1]) > 0) this.idleTimeoutMs = Number(expiry[1]);
       try {
         await this.jar.setCookie(c, this.cookieUrl(), { ignoreError: true });
       } catch {
