@@ -14,7 +14,7 @@ export interface TreeDir {
 
 /** A resource's files/ folder. */
 export interface FileTree extends TreeDir {
-  /** The same for the same files (path, size, digest) in any order; see fingerprintOf. */
+  /** The same for the same files (path, size, digest) in any order (Fingerprint). */
   fingerprint: string;
   /** When its files show as modified, in ms (resource-times.ts); 0 until the catalogue sets it. */
   shownAt: number;

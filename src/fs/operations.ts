@@ -122,8 +122,8 @@ export function createOperations(ctx: WriteContext): XnatFs {
   /**
    * Made here, or a folder files are written into (a resource's files/ and the folders in it):
    * mode, owner and times are taken without being kept. Folders show their resource's time
-   * whatever is set (XNAT keeps none for folders), so no time of theirs is lost, and `cp -a src/. …/files/` sets the times
-   * and mode of files/ itself after copying into it.
+   * whatever is set (XNAT keeps none for folders), so no time of theirs is lost, and
+   * `cp -a src/. …/files/` sets the times and mode of files/ itself after copying into it.
    */
   async function takesAnyAttributes(path: string): Promise<boolean> {
     return madeHere(path) || (await targetOfDir(path)) !== null;
