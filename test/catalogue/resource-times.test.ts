@@ -52,23 +52,23 @@ async function withTimesFile(fn: (file: string) => Promise<void>): Promise<void>
 describe('ResourceTimes', () => {
   it('keeps a time across instances sharing the file until the listing changes', () =>
     withTimesFile(async (file) => {
-    let now = 1_000_000;
-    const first = new ResourceTimes(file, () => now);
-    await first.load();
-    expect(first.timeOf('p:P/e:E/scan:4:11', 'fp1')).toBe(1_000_000);
-    now += 5_000;
-    expect(first.timeOf('p:P/e:E/scan:4:11', 'fp1')).toBe(1_000_000);
-    await first.flush();
-    now += 60_000;
-    const second = new ResourceTimes(file, () => now);
-    await second.load();
-    expect(second.timeOf('p:P/e:E/scan:4:11', 'fp1')).toBe(1_000_000);
-    expect(second.timeOf('p:P/e:E/scan:4:11', 'fp2')).toBe(now); // changed on XNAT meanwhile
-    expect(second.timeOf('p:P/resources:9', 'fpx')).toBe(now);
-    await second.flush();
-    const third = new ResourceTimes(file, () => now + 1);
-    await third.load();
-    expect(third.timeOf('p:P/e:E/scan:4:11', 'fp2')).toBe(now);
+      let now = 1_000_000;
+      const first = new ResourceTimes(file, () => now);
+      await first.load();
+      expect(first.timeOf('p:P/e:E/scan:4:11', 'fp1')).toBe(1_000_000);
+      now += 5_000;
+      expect(first.timeOf('p:P/e:E/scan:4:11', 'fp1')).toBe(1_000_000);
+      await first.flush();
+      now += 60_000;
+      const second = new ResourceTimes(file, () => now);
+      await second.load();
+      expect(second.timeOf('p:P/e:E/scan:4:11', 'fp1')).toBe(1_000_000);
+      expect(second.timeOf('p:P/e:E/scan:4:11', 'fp2')).toBe(now); // changed on XNAT meanwhile
+      expect(second.timeOf('p:P/resources:9', 'fpx')).toBe(now);
+      await second.flush();
+      const third = new ResourceTimes(file, () => now + 1);
+      await third.load();
+      expect(third.timeOf('p:P/e:E/scan:4:11', 'fp2')).toBe(now);
     }));
 
   it('a changed listing always shows a later time, even if the clock went back', () => {
@@ -95,45 +95,45 @@ describe('ResourceTimes', () => {
 
   it('two mounts that first saw the same listing keep the earlier time, whichever saves last', () =>
     withTimesFile(async (file) => {
-    const a = new ResourceTimes(file, () => 100_000);
-    const b = new ResourceTimes(file, () => 3_700_000); // an hour later, loaded before a saved
-    await Promise.all([a.load(), b.load()]);
-    expect(a.timeOf('K', 'f')).toBe(100_000);
-    await a.flush(); // make built its targets after this, seeing 100 s
-    b.timeOf('K', 'f');
-    await b.flush();
-    const c = new ResourceTimes(file, () => 9_000_000);
-    await c.load();
-    expect(c.timeOf('K', 'f')).toBe(100_000); // not b's later time: make would rebuild everything
-    expect(b.timeOf('K', 'f')).toBe(100_000);
+      const a = new ResourceTimes(file, () => 100_000);
+      const b = new ResourceTimes(file, () => 3_700_000); // an hour later, loaded before a saved
+      await Promise.all([a.load(), b.load()]);
+      expect(a.timeOf('K', 'f')).toBe(100_000);
+      await a.flush(); // make built its targets after this, seeing 100 s
+      b.timeOf('K', 'f');
+      await b.flush();
+      const c = new ResourceTimes(file, () => 9_000_000);
+      await c.load();
+      expect(c.timeOf('K', 'f')).toBe(100_000); // not b's later time: make would rebuild everything
+      expect(b.timeOf('K', 'f')).toBe(100_000);
     }));
 
   it('ignores a saved time no Date can show (a damaged file)', () =>
     withTimesFile(async (file) => {
-    await writeFile(file, JSON.stringify({ v: 1, resources: { A: ['f', 1e20], B: ['f', -1e17], C: ['f', 5_000] } }));
-    const t = new ResourceTimes(file, () => 7_000);
-    await t.load();
-    for (const k of ['A', 'B', 'C']) expect(Number.isNaN(new Date(t.timeOf(k, 'f')).getTime())).toBe(false);
-    expect(t.timeOf('A', 'f')).toBe(7_000);
-    expect(t.timeOf('C', 'f')).toBe(5_000);
+      await writeFile(file, JSON.stringify({ v: 1, resources: { A: ['f', 1e20], B: ['f', -1e17], C: ['f', 5_000] } }));
+      const t = new ResourceTimes(file, () => 7_000);
+      await t.load();
+      for (const k of ['A', 'B', 'C']) expect(Number.isNaN(new Date(t.timeOf(k, 'f')).getTime())).toBe(false);
+      expect(t.timeOf('A', 'f')).toBe(7_000);
+      expect(t.timeOf('C', 'f')).toBe(5_000);
     }));
 
   it('merges with what another mount saved meanwhile, and ignores an unreadable file', () =>
     withTimesFile(async (file) => {
-    const a = new ResourceTimes(file, () => 100);
-    const b = new ResourceTimes(file, () => 200);
-    await Promise.all([a.load(), b.load()]);
-    a.timeOf('A', 'fa');
-    b.timeOf('B', 'fb');
-    await a.flush();
-    await b.flush();
-    const saved = JSON.parse(await readFile(file, 'utf8')) as { resources: Record<string, [string, number]> };
-    expect(saved.resources).toEqual({ A: ['fa', 100], B: ['fb', 200] });
-    await writeFile(file, '{ not json');
-    const c = new ResourceTimes(file, () => 300);
-    await c.load();
-    expect(c.timeOf('A', 'fa')).toBe(300);
-    await c.flush(); // replaces the broken file
-    expect((JSON.parse(await readFile(file, 'utf8')) as { resources: object }).resources).toEqual({ A: ['fa', 300] });
+      const a = new ResourceTimes(file, () => 100);
+      const b = new ResourceTimes(file, () => 200);
+      await Promise.all([a.load(), b.load()]);
+      a.timeOf('A', 'fa');
+      b.timeOf('B', 'fb');
+      await a.flush();
+      await b.flush();
+      const saved = JSON.parse(await readFile(file, 'utf8')) as { resources: Record<string, [string, number]> };
+      expect(saved.resources).toEqual({ A: ['fa', 100], B: ['fb', 200] });
+      await writeFile(file, '{ not json');
+      const c = new ResourceTimes(file, () => 300);
+      await c.load();
+      expect(c.timeOf('A', 'fa')).toBe(300);
+      await c.flush(); // replaces the broken file
+      expect((JSON.parse(await readFile(file, 'utf8')) as { resources: object }).resources).toEqual({ A: ['fa', 300] });
     }));
 });
