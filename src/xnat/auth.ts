@@ -44,7 +44,11 @@ export class Session {
   logins = 0;
   /** XNAT's idle timeout, from its SESSION_EXPIRATION_TIME cookie (null: not sent). */
   private idleTimeoutMs: number | null = null;
-  /** When XNAT last answered within the session: its idle clock restarts then. */
+  /**
+   * When the latest request XNAT answered within the current session was sent: XNAT restarts a
+   * session's idle clock when a request arrives, not when its answer is done, so an upload that
+   * outlasts the timeout may end with the session already gone.
+   */
   private lastAnsweredAt = 0;
 
   constructor(
@@ -150,9 +154,11 @@ export class Session {
         await this.ensureLogin(gen);
         gen = this.generation;
       }
+      const sentAt = Date.now();
       const out = await send({ ...req, headers: { ...req.headers, ...(await this.cookieHeader()) } });
       if (!out.expired) {
-        this.lastAnsweredAt = Date.now();
+        // Sent, not answered (see lastAnsweredAt); and a session replaced meanwhile is not renewed.
+        if (gen === this.generation) this.lastAnsweredAt = Math.max(this.lastAnsweredAt, sentAt);
         return out.value;
       }
       log('%s %s: session not accepted (%s, round %d)', req.method, req.path, out.status ?? 'login page', round);

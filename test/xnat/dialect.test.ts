@@ -117,3 +117,68 @@ describe('XNAT dialect variants the emulator does not produce', () => {
     expect(logins).toBe(2);
   });
 });
+
+/**
+ * A site open to guests: an unknown or idle-expired JSESSIONID is served as the guest user (200,
+ * public projects only, a new JSESSIONID), never 401. As in the emulator, a session's idle clock
+ * restarts when a request arrives. `restart()` forgets every session, as an XNAT restart does.
+ */
+async function guestXnat(idleMs: number): Promise<{ client: XnatClient; logins: () => number; guestAnswers: () => number; restart: () => void }> {
+  const sessions = new Map<string, number>();
+  let logins = 0;
+  let guestAnswers = 0;
+  const server = createServer((req, res) => {
+    const cookie = /JSESSIONID=(\w+)/.exec(req.headers.cookie ?? '')?.[1];
+    const last = cookie ? sessions.get(cookie) : undefined;
+    const valid = last !== undefined && Date.now() - last <= idleMs;
+    if (valid) sessions.set(cookie!, Date.now());
+    req.resume();
+    req.on('end', () => {
+      const expiry = `SESSION_EXPIRATION_TIME="${Date.now()},${idleMs}"; Path=/`;
+      if (req.url?.startsWith('/data/JSESSION')) {
+        if (req.method === 'DELETE') return void res.end('');
+        logins++;
+        const id = `S${logins}x0123456789`;
+        sessions.set(id, Date.now());
+        res.writeHead(200, { 'content-type': 'text/plain', 'set-cookie': [`JSESSIONID=${id}; Path=/; HttpOnly`, expiry] });
+        return void res.end(id);
+      }
+      const cookies = valid ? [expiry] : [`JSESSIONID=GUEST${guestAnswers}x0123456789; Path=/; HttpOnly`, expiry];
+      if (!valid) guestAnswers++;
+      if (req.method === 'PUT') {
+        res.writeHead(valid ? 200 : 403, { 'content-type': 'text/plain', 'set-cookie': cookies });
+        return void res.end('');
+      }
+      const rows = [{ ID: 'PUBLIC', name: 'Public', secondary_ID: '', description: '', URI: '/data/projects/PUBLIC' }];
+      if (valid) rows.push({ ID: 'PRIVATE', name: 'Private', secondary_ID: '', description: '', URI: '/data/projects/PRIVATE' });
+      res.writeHead(200, { 'content-type': 'application/json', 'set-cookie': cookies });
+      res.end(JSON.stringify({ ResultSet: { Result: rows, totalRecords: String(rows.length) } }));
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  open.push({ close: () => new Promise<void>((r) => server.close(() => r())) });
+  const client = await createXnatClient({
+    baseUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    credentials: { kind: 'password', user: 'demo', password: 'demo', userSource: 'option', passwordSource: 'option' },
+  });
+  open.push({ close: () => client.close() });
+  return { client, logins: () => logins, guestAnswers: () => guestAnswers, restart: () => sessions.clear() };
+}
+
+describe('a site open to guests', () => {
+  it('counts the idle time from when a request was sent: after an upload longer than the timeout, the next request logs in first', async () => {
+    const IDLE_MS = 400;
+    const { client, logins, guestAnswers } = await guestXnat(IDLE_MS);
+    await client.uploadFile({ level: 'project', project: 'PRIVATE' }, 'R', 'slow.bin', {
+      overwrite: true,
+      stream: async function* () {
+        yield Buffer.from('first');
+        await new Promise((r) => setTimeout(r, IDLE_MS + 150));
+        yield Buffer.from('last');
+      },
+    });
+    expect((await client.listProjects()).map((p) => p.id)).toEqual(['PUBLIC', 'PRIVATE']);
+    expect(guestAnswers()).toBe(0);
+    expect(logins()).toBe(2);
+  });
+});
