@@ -89,7 +89,11 @@ export class Session {
   async request(req: HttpRequest, options: { htmlIsContent?: boolean } = {}): Promise<HttpResponse> {
     return this.withSession<HttpResponse>(req, async (r) => {
       const res = await this.http.request(r);
-      await this.storeCookies(res.headers);
+      if (await this.storeCookies(res.headers, r.headers?.['cookie'] ?? '')) {
+        res.body.resume();
+        res.body.on('error', () => {});
+        return { expired: true as const, status: res.status };
+      }
       // XNAT sends files as attachments; its login page never is one.
       const attachment = /attachment/i.test(headerValue(res.headers, 'content-disposition') ?? '');
       if (res.status === 200 && isHtml(res.headers) && !attachment && !options.htmlIsContent) {
@@ -114,8 +118,9 @@ export class Session {
   async requestText(req: HttpRequest): Promise<TextResponse> {
     return this.withSession<TextResponse>(req, async (r) => {
       const res = await this.http.requestText(r);
-      await this.storeCookies(res.headers);
+      const replaced = await this.storeCookies(res.headers, r.headers?.['cookie'] ?? '');
       const expired =
+        replaced ||
         res.status === 401 ||
         isLoginRedirect(res.status, headerValue(res.headers, 'location')) ||
         (res.status === 200 && isHtml(res.headers) && isLoginPage(res.text.slice(0, PEEK_BYTES)));
@@ -263,10 +268,23 @@ export class Session {
     return s ? { cookie: s } : {};
   }
 
-  private async storeCookies(headers: HttpResponse['headers']): Promise<void> {
+  /**
+   * Keep the server's cookies. With `sent` (the Cookie header of a request, not the login's), a
+   * JSESSIONID other than the one sent is not kept and the answer says true: XNAT did not know
+   * our session and started another, which on a site open to guests is the guest's (200, fewer
+   * projects) and, kept, would serve every later request as the guest with nothing to say so.
+   */
+  private async storeCookies(headers: HttpResponse['headers'], sent?: string): Promise<boolean> {
     const set = headers['set-cookie'];
     const list = set === undefined ? [] : Array.isArray(set) ? set : [set];
+    const ours = sent === undefined ? undefined : /(?:^|;\s*)JSESSIONID=([^;]*)/.exec(sent)?.[1];
+    let replaced = false;
     for (const c of list) {
+      const id = /^\s*JSESSIONID=([^;]*)/i.exec(c)?.[1];
+      if (sent !== undefined && id !== undefined && id.trim() !== ours) {
+        replaced = true;
+        continue;
+      }
       // "<server ms>,<timeout ms>" (xnat-api.md §2.10): only the timeout is used, not the server's clock.
       const expiry = /^\s*SESSION_EXPIRATION_TIME="?\d+,(\d+)"?/i.exec(c);
       if (expiry && Number(expiry[1]) > 0) this.idleTimeoutMs = Number(expiry[1]);
@@ -276,6 +294,7 @@ export class Session {
         // A malformed cookie from the server is not our problem; keep the old session.
       }
     }
+    return replaced;
   }
 }
 

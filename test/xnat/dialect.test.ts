@@ -182,3 +182,26 @@ describe('a site open to guests', () => {
     expect(logins()).toBe(2);
   });
 });
+
+describe('a site open to guests, when XNAT forgets the session before its idle timeout', () => {
+  it('takes a new JSESSIONID in an answer for a lost session: logs in again instead of keeping the guest\'s', async () => {
+    // After an XNAT restart (or a session ended by an admin, or a request answered after the
+    // proactive login replaced its session) the answer comes as the guest, with the guest's
+    // JSESSIONID. Kept in the jar, it made every later answer the guest view, with no end.
+    const { client, logins, restart } = await guestXnat(15 * 60 * 1000);
+    expect((await client.listProjects()).map((p) => p.id)).toEqual(['PUBLIC', 'PRIVATE']);
+    restart();
+    expect((await client.listProjects()).map((p) => p.id)).toEqual(['PUBLIC', 'PRIVATE']);
+    expect((await client.listProjects()).map((p) => p.id)).toEqual(['PUBLIC', 'PRIVATE']);
+    expect(logins()).toBe(2);
+  });
+
+  it('stops with the borrowed-session message when a --jsession session is answered as the guest', async () => {
+    const { client, restart } = await guestXnat(15 * 60 * 1000);
+    const borrowed = await createXnatClient({ baseUrl: client.baseUrl, credentials: { kind: 'jsession', jsession: 'S1x0123456789', source: 'option' } });
+    open.push({ close: () => borrowed.close() });
+    expect((await borrowed.listProjects()).map((p) => p.id)).toEqual(['PUBLIC', 'PRIVATE']);
+    restart();
+    await expect(borrowed.listProjects()).rejects.toThrow(/session given by --jsession has expired or is not valid/);
+  });
+});
