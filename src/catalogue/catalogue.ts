@@ -212,7 +212,11 @@ export class Catalogue {
         if (bulk && (mine || !resource.fileCount)) tree = await buildFileTree(mine ?? []);
       }
       tree ??= await buildFileTree(await this.client.listFiles(owner, resource.id));
-      tree.shownAt = this.times.timeOf(key, tree.fingerprint);
+      const built = tree;
+      tree.shownAt = this.times.timeOf(key, tree.fingerprint, (path) => {
+        const hit = lookupInTree(built, path.split('/').filter((c) => c !== '').map(escapeName));
+        return hit && !isTreeDir(hit) ? hit : undefined;
+      });
       return tree;
     });
   }
@@ -274,11 +278,12 @@ export class Catalogue {
     folder.files.delete(name!);
     // XNAT's next listing is known (unless someone else changes the resource meanwhile): record
     // it now, or that listing, here or at the next mount, would show every file as new again.
+    const timesKey = `${ownerKey(owner)}:${resource.id}`;
     if (tree.fingerprint) {
       tree.fingerprint = Fingerprint.without(tree.fingerprint, entry);
-      tree.shownAt = this.times.timeOf(`${ownerKey(owner)}:${resource.id}`, tree.fingerprint);
+      tree.shownAt = this.times.timeOf(timesKey, tree.fingerprint);
     } else {
-      tree.shownAt = Date.now();
+      tree.shownAt = this.times.noteRemoved(timesKey, entry); // after uploads XNAT has not listed yet
     }
     let dir: TreeDir | null = tree;
     dir.totalSize -= entry.size;
@@ -356,9 +361,12 @@ export class Catalogue {
       // No digest: XNAT's is not known until listed; size and path are what was sent. No URI
       // either: reads then address the file by resource id and path.
       const entry: FileEntry = { path: uploaded.path, size: uploaded.size, digest: '', uri: '', resourceLabel: known.label, resourceId: known.id };
+      const before = lookupInTree(tree, uploaded.path.split('/').filter((c) => c !== '').map(escapeName));
+      const replaced = before && !isTreeDir(before) ? before : null;
+      // The time of the upload, which XNAT's next listing keeps when it shows just this (Pending).
+      tree.shownAt = this.times.noteUpload(`${ownerKey(owner)}:${known.id}`, tree.fingerprint, uploaded, replaced);
       putInTree(tree, entry);
-      tree.shownAt = Date.now(); // the resource changed (its next listing records when, see ResourceTimes)
-      tree.fingerprint = ''; // XNAT's digest of the new file is not known: nor is its next listing
+      tree.fingerprint = ''; // XNAT's MD5 of the new file is not known until it lists it
       this.listings.staleLoads(key); // a listing under way may have been taken before the upload
       if (owner.level === 'scan') {
         const bulkKey = `scanfiles:${owner.project}:${owner.experiment}`;

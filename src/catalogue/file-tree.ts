@@ -65,12 +65,21 @@ export class Fingerprint {
    * listing has when nobody else changed the resource meanwhile.
    */
   static without(value: string, entry: Pick<FileEntry, 'path' | 'size' | 'digest'>): string {
+    return Fingerprint.adjusted(value, entry, -1);
+  }
+
+  /** The fingerprint of a listing `value` with `entry` added (a file uploaded here). */
+  static with(value: string, entry: Pick<FileEntry, 'path' | 'size' | 'digest'>): string {
+    return Fingerprint.adjusted(value, entry, 1);
+  }
+
+  private static adjusted(value: string, entry: Pick<FileEntry, 'path' | 'size' | 'digest'>, sign: 1 | -1): string {
     const [count, a, b] = value.split('.');
     const [h1, h2] = hashes(entry);
     const f = new Fingerprint();
-    f.count = Number(count) - 1;
-    f.a = (parseInt(a!, 36) - h1) >>> 0;
-    f.b = (parseInt(b!, 36) - h2) >>> 0;
+    f.count = Number(count) + sign;
+    f.a = (parseInt(a!, 36) + sign * h1) >>> 0;
+    f.b = (parseInt(b!, 36) + sign * h2) >>> 0;
     return f.value();
   }
 }

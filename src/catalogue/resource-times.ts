@@ -9,6 +9,8 @@
 import { randomBytes } from 'node:crypto';
 import { readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import createDebug from 'debug';
+import type { FileEntry } from '../xnat/types.js';
+import { Fingerprint } from './file-tree.js';
 
 const log = createDebug('xnatfs:catalogue');
 
@@ -18,11 +20,30 @@ const SAVE_AFTER_MS = 5_000;
 /** The largest time a Date holds. */
 const MAX_DATE_MS = 8.64e15;
 
+/** A file as a fingerprint counts it. */
+export type Counted = Pick<FileEntry, 'path' | 'size' | 'digest'>;
+
+/**
+ * Changes made through this mount since the listing `base` was seen. Their next listing is known
+ * but for the MD5 XNAT computes of each upload: when a listing comes (here or at a later mount)
+ * that is `base` with exactly these changes, its files keep the time of the change. Otherwise an
+ * upload would change its resource's time twice, and make rebuild once more.
+ */
+interface Pending {
+  base: string;
+  t: number;
+  /** Uploaded here: path → size, and the listed file it replaced (null: none). */
+  uploads: Record<string, { size: number; replaced: Counted | null }>;
+  /** Listed files removed here. */
+  removed: Counted[];
+}
+
 interface Seen {
   /** Fingerprint of the listing (file-tree.ts). */
   fp: string;
   /** ms since the epoch. */
   t: number;
+  pending?: Pending;
 }
 
 export class ResourceTimes {
@@ -45,18 +66,66 @@ export class ResourceTimes {
     for (const [key, s] of await this.read()) if (!this.seen.has(key)) this.seen.set(key, s);
   }
 
-  /** The time for the files of resource `key`, whose listing now has fingerprint `fp`. */
-  timeOf(key: string, fp: string): number {
+  /**
+   * The time for the files of resource `key`, whose listing now has fingerprint `fp`; `find`
+   * gives a file of that listing by path (for changes made here, see Pending).
+   */
+  timeOf(key: string, fp: string, find?: (path: string) => Counted | undefined): number {
     const s = this.seen.get(key);
     if (s && s.fp === fp) return s.t;
-    // A change must show a later time than the one it replaces, or make misses it: also when the
-    // clock went back. (By 1 ms, not to the next second: many changes in a second, as `rm -r`
-    // through this mount makes, would push the times ever further into the future.)
-    const t = s ? Math.max(this.now(), s.t + 1) : this.now();
-    this.seen.set(key, { fp, t });
+    const ours = s?.pending && find ? expectedAfter(s.pending, find) === fp : false;
+    return this.record(key, { fp, t: ours ? s!.pending!.t : this.later(s) });
+  }
+
+  /**
+   * A file was uploaded here into resource `key`, whose listing as this mount holds it has
+   * fingerprint `fp` ('' while it has changes XNAT has not listed yet); `replaced` is the listed
+   * file it replaced. Returns the time its files show now.
+   */
+  noteUpload(key: string, fp: string, file: { path: string; size: number }, replaced: Counted | null): number {
+    const s = this.seen.get(key);
+    const t = this.later(s);
+    const pending = s?.pending ?? (fp !== '' ? { base: fp, t, uploads: noPrototype(), removed: [] } : undefined);
+    if (pending) {
+      // Uploaded twice: what the first upload replaced is still what XNAT no longer has.
+      pending.uploads[file.path] = { size: file.size, replaced: pending.uploads[file.path]?.replaced ?? replaced };
+      pending.t = t;
+    }
+    return this.record(key, { fp: s?.fp ?? '', t, ...(pending ? { pending } : {}) });
+  }
+
+  /** A listed file (or one uploaded here) was removed from resource `key` while uploads are pending. */
+  noteRemoved(key: string, file: Counted): number {
+    const s = this.seen.get(key);
+    const t = this.later(s);
+    const pending = s?.pending;
+    if (pending) {
+      const upload = pending.uploads[file.path];
+      if (upload) {
+        if (upload.replaced) pending.removed.push(upload.replaced);
+        delete pending.uploads[file.path];
+      } else {
+        pending.removed.push(file);
+      }
+      pending.t = t;
+    }
+    return this.record(key, { fp: s?.fp ?? '', t, ...(pending ? { pending } : {}) });
+  }
+
+  /**
+   * A change must show a later time than the one it replaces, or make misses it: also when the
+   * clock went back. (By 1 ms, not to the next second: many changes in a second, as `rm -r`
+   * through this mount makes, would push the times ever further into the future.)
+   */
+  private later(s: Seen | undefined): number {
+    return s ? Math.max(this.now(), s.t + 1) : this.now();
+  }
+
+  private record(key: string, s: Seen): number {
+    this.seen.set(key, s);
     this.changed.add(key);
     this.saveSoon();
-    return t;
+    return s.t;
   }
 
   /** Write what changed now (at unmount). Never throws: losing the times costs only a re-copy. */
@@ -95,8 +164,8 @@ export class ResourceTimes {
     }
     const tmp = `${this.file}.${randomBytes(4).toString('hex')}.tmp`;
     try {
-      const resources: Record<string, [string, number]> = {};
-      for (const [k, s] of this.seen) resources[k] = [s.fp, s.t];
+      const resources: Record<string, [string, number] | [string, number, Pending]> = {};
+      for (const [k, s] of this.seen) resources[k] = s.pending ? [s.fp, s.t, s.pending] : [s.fp, s.t];
       await writeFile(tmp, JSON.stringify({ v: 1, resources }), { mode: 0o600 });
       await rename(tmp, this.file);
       this.lastSeenFile = await this.fileState();
@@ -114,7 +183,10 @@ export class ResourceTimes {
       const data = JSON.parse(await readFile(this.file, 'utf8')) as { v?: number; resources?: Record<string, unknown> };
       for (const [k, v] of Object.entries(data.resources ?? {})) {
         // Only times a Date can hold: another number showed every file of the resource at 1970.
-        if (Array.isArray(v) && typeof v[0] === 'string' && typeof v[1] === 'number' && v[1] >= 0 && v[1] <= MAX_DATE_MS) out.set(k, { fp: v[0], t: v[1] });
+        if (Array.isArray(v) && typeof v[0] === 'string' && typeof v[1] === 'number' && v[1] >= 0 && v[1] <= MAX_DATE_MS) {
+          const pending = asPending(v[2]);
+          out.set(k, { fp: v[0], t: v[1], ...(pending ? { pending } : {}) });
+        }
       }
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') log('ignoring file times in %s: %s', this.file, (err as Error).message);
@@ -127,4 +199,38 @@ export class ResourceTimes {
     const st = await stat(this.file!).catch(() => null);
     return st ? `${st.size}:${st.mtimeMs}:${st.ino}` : '';
   }
+}
+
+/** The fingerprint XNAT's listing has once it shows exactly the pending changes (null: it cannot). */
+function expectedAfter(p: Pending, find: (path: string) => Counted | undefined): string | null {
+  let fp = p.base;
+  for (const r of p.removed) fp = Fingerprint.without(fp, r);
+  for (const [path, u] of Object.entries(p.uploads)) {
+    const listed = find(path);
+    if (!listed || listed.size !== u.size) return null;
+    if (u.replaced) fp = Fingerprint.without(fp, u.replaced);
+    fp = Fingerprint.with(fp, listed); // with XNAT's MD5 of it
+  }
+  return fp;
+}
+
+function isCounted(x: unknown): x is Counted {
+  const c = x as Counted;
+  return typeof c === 'object' && c !== null && typeof c.path === 'string' && typeof c.size === 'number' && typeof c.digest === 'string';
+}
+
+/** A Pending read back from the file, or undefined when it is not one (a damaged file). */
+function asPending(x: unknown): Pending | undefined {
+  const p = x as Pending;
+  if (typeof p !== 'object' || p === null || typeof p.base !== 'string' || typeof p.t !== 'number' || !(p.t >= 0 && p.t <= MAX_DATE_MS)) return undefined;
+  if (!Array.isArray(p.removed) || !p.removed.every(isCounted) || typeof p.uploads !== 'object' || p.uploads === null) return undefined;
+  for (const u of Object.values(p.uploads)) {
+    if (typeof u !== 'object' || u === null || typeof u.size !== 'number' || !(u.replaced === null || isCounted(u.replaced))) return undefined;
+  }
+  return { base: p.base, t: p.t, uploads: Object.assign(noPrototype(), p.uploads), removed: [...p.removed] };
+}
+
+/** Keyed by file paths: a file named `__proto__` must stay a key. */
+function noPrototype(): Pending['uploads'] {
+  return Object.create(null) as Pending['uploads'];
 }

@@ -273,4 +273,61 @@ describe('Catalogue file times', () => {
     const second = new Catalogue(x, { ttlMs: 60_000, times });
     expect(await shown(second, '0001.dcm')).toBe(afterRm);
   });
+
+  it('files uploaded here keep the time of the upload once XNAT lists them with its MD5; a change by someone else does not', async () => {
+    const { ResourceTimes } = await import('../../src/catalogue/resource-times.js');
+    const x = sampleArchive(3);
+    let now = 1_000_000;
+    const times = new ResourceTimes(null, () => now);
+    const dir = `${E}/scans/4-Ax_3D_T1/resources/DICOM/files`;
+    const shown = async (cat: Catalogue, name: string): Promise<number> => {
+      const n = await cat.resolve(`${dir}/${name}`);
+      if (n.kind !== 'file') throw new Error('not a file');
+      return n.shownAt;
+    };
+    const first = new Catalogue(x, { ttlMs: 60_000, times });
+    expect(await shown(first, '0001.dcm')).toBe(1_000_000);
+    const { owner, resource } = (await first.resolve(`${dir}/0001.dcm`)) as Extract<Awaited<ReturnType<Catalogue['resolve']>>, { kind: 'file' }>;
+    // cp of a new file and over an existing one; what XNAT then holds is what was sent
+    const upload = (path: string, data: string): void => {
+      x.addFile(owner, resource.label, path, Buffer.from(data));
+      first.noteUploaded(owner, resource.label, { path, size: data.length });
+    };
+    now += 60_000;
+    upload('result.nii', 'nifti bytes');
+    now += 1_000;
+    upload('0003.dcm', 'a new third slice');
+    const uploadedAt = await shown(first, 'result.nii');
+    expect(uploadedAt).toBe(1_061_000);
+    expect(await shown(first, '0001.dcm')).toBe(uploadedAt);
+    // A later mount lists XNAT's view, with its MD5s: exactly what was uploaded, so nothing is new.
+    now += 60_000;
+    const second = new Catalogue(x, { ttlMs: 60_000, times });
+    expect(await shown(second, 'result.nii')).toBe(uploadedAt);
+    expect(await shown(second, '0001.dcm')).toBe(uploadedAt);
+    // Someone else's change after that: a later time, as before.
+    now += 60_000;
+    x.addFile(owner, resource.label, '0002.dcm', Buffer.from('changed elsewhere'));
+    const third = new Catalogue(x, { ttlMs: 60_000, times });
+    expect(await shown(third, '0001.dcm')).toBe(now);
+  });
+
+  it('an upload XNAT lists together with a change by someone else shows the later time', async () => {
+    const { ResourceTimes } = await import('../../src/catalogue/resource-times.js');
+    const x = sampleArchive(3);
+    let now = 1_000_000;
+    const times = new ResourceTimes(null, () => now);
+    const dir = `${E}/scans/4-Ax_3D_T1/resources/DICOM/files`;
+    const first = new Catalogue(x, { ttlMs: 60_000, times });
+    const node = await first.resolve(`${dir}/0001.dcm`);
+    if (node.kind !== 'file') throw new Error('not a file');
+    now += 60_000;
+    x.addFile(node.owner, node.resource.label, 'mine.txt', Buffer.from('mine'));
+    first.noteUploaded(node.owner, node.resource.label, { path: 'mine.txt', size: 4 });
+    x.addFile(node.owner, node.resource.label, 'theirs.txt', Buffer.from('theirs'));
+    now += 60_000;
+    const second = new Catalogue(x, { ttlMs: 60_000, times });
+    const later = await second.resolve(`${dir}/mine.txt`);
+    expect(later.kind === 'file' && later.shownAt).toBe(now);
+  });
 });

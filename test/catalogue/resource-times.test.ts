@@ -118,6 +118,31 @@ describe('ResourceTimes', () => {
       expect(t.timeOf('C', 'f')).toBe(5_000);
     }));
 
+  it('keeps uploads made here pending in the file, so the next mount gives their listing the time of the upload', () =>
+    withTimesFile(async (file) => {
+      const base = [entry('a.dcm', 10, 'aa'), entry('__proto__', 3, 'pp')];
+      let now = 1_000;
+      const first = new ResourceTimes(file, () => now);
+      await first.load();
+      expect(first.timeOf('R', fp(base))).toBe(1_000);
+      now = 2_000;
+      expect(first.noteUpload('R', fp(base), { path: 'out/x.nii', size: 5 }, null)).toBe(2_000);
+      now = 3_000;
+      expect(first.noteUpload('R', '', { path: '__proto__', size: 4 }, base[1]!)).toBe(3_000);
+      await first.flush();
+      now = 9_000;
+      const second = new ResourceTimes(file, () => now);
+      await second.load();
+      const listed = [base[0]!, entry('__proto__', 4, 'qq'), entry('out/x.nii', 5, 'xx')];
+      const find = (p: string) => listed.find((e) => e.path === p);
+      expect(second.timeOf('R', fp(listed), find)).toBe(3_000);
+      // a size XNAT lists otherwise: not (only) ours
+      const third = new ResourceTimes(file, () => now);
+      const other = [base[0]!, entry('__proto__', 4, 'qq'), entry('out/x.nii', 6, 'xx')];
+      third.noteUpload('S', fp(base), { path: 'out/x.nii', size: 5 }, null);
+      expect(third.timeOf('S', fp(other), (p) => other.find((e) => e.path === p))).toBe(9_001); // after the upload's
+    }));
+
   it('merges with what another mount saved meanwhile, and ignores an unreadable file', () =>
     withTimesFile(async (file) => {
       const a = new ResourceTimes(file, () => 100);

@@ -197,5 +197,25 @@ requireFuse()('read-only mount of the emulator', () => {
     } finally {
       expect(await third.close()).toBe(0);
     }
+    // A file written back through the mount: its resource shows the time of the upload, and the
+    // next mount (XNAT now listing it with its MD5) the same, so make does not rebuild again.
+    const fourth = await mountEmulator({ reuse: x.emulator, stack: { cacheDir } });
+    let uploadedAt: number;
+    try {
+      await new Promise((r) => setTimeout(r, 1100));
+      expect((await run('cp', [join(local, 'b.txt'), join(fourth.mp, res, 'result.txt')])).code).toBe(0);
+      expect(await readFile(join(fourth.mp, res, 'result.txt'), 'utf8')).toBe('second b.txt\n');
+      uploadedAt = await mtime(join(fourth.mp, res, 'a.txt'));
+    } finally {
+      expect(await fourth.close()).toBe(0); // waits for the upload
+    }
+    await new Promise((r) => setTimeout(r, 1100));
+    const fifth = await mountEmulator({ reuse: x.emulator, stack: { cacheDir } });
+    try {
+      expect(await mtime(join(fifth.mp, res, 'result.txt'))).toBe(uploadedAt);
+      expect(await mtime(join(fifth.mp, res, 'a.txt'))).toBe(uploadedAt);
+    } finally {
+      expect(await fifth.close()).toBe(0);
+    }
   });
 });
