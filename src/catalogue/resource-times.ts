@@ -72,7 +72,9 @@ export class ResourceTimes {
    */
   timeOf(key: string, fp: string, find?: (path: string) => Counted | undefined): number {
     const s = this.seen.get(key);
-    if (s && s.fp === fp) return s.t;
+    if (s && s.fp === fp && !s.pending) return s.t;
+    // Any listing ends what is pending, also one like its base (an upload of the bytes XNAT had):
+    // kept, the pending uploads would pass anyone's later same-size change of them off as ours.
     const ours = s?.pending && find ? expectedAfter(s.pending, find) === fp : false;
     return this.record(key, { fp, t: ours ? s!.pending!.t : this.later(s) });
   }

@@ -312,6 +312,31 @@ describe('Catalogue file times', () => {
     expect(await shown(third, '0001.dcm')).toBe(now);
   });
 
+  it('a file uploaded here with the bytes XNAT had, then replaced elsewhere by as many bytes, shows a later time', async () => {
+    const { ResourceTimes } = await import('../../src/catalogue/resource-times.js');
+    const x = sampleArchive(3);
+    let now = 1_000_000;
+    const times = new ResourceTimes(null, () => now);
+    const dir = `${E}/scans/4-Ax_3D_T1/resources/DICOM/files`;
+    const shown = async (cat: Catalogue, name: string): Promise<number> => {
+      const n = await cat.resolve(`${dir}/${name}`);
+      if (n.kind !== 'file') throw new Error('not a file');
+      return n.shownAt;
+    };
+    const first = new Catalogue(x, { ttlMs: 60_000, times });
+    const node = await first.resolve(`${dir}/0002.dcm`);
+    if (node.kind !== 'file') throw new Error('not a file');
+    now += 60_000;
+    x.addFile(node.owner, node.resource.label, '0002.dcm', Buffer.alloc(1002, 2)); // cp of the same bytes
+    first.noteUploaded(node.owner, node.resource.label, { path: '0002.dcm', size: 1002 });
+    const uploadedAt = await shown(first, '0002.dcm');
+    now += 60_000;
+    expect(await shown(new Catalogue(x, { ttlMs: 60_000, times }), '0002.dcm')).toBe(uploadedAt);
+    now += 60_000;
+    x.addFile(node.owner, node.resource.label, '0002.dcm', Buffer.alloc(1002, 7)); // someone else's
+    expect(await shown(new Catalogue(x, { ttlMs: 60_000, times }), '0002.dcm')).toBe(now);
+  });
+
   it('an upload XNAT lists together with a change by someone else shows the later time', async () => {
     const { ResourceTimes } = await import('../../src/catalogue/resource-times.js');
     const x = sampleArchive(3);

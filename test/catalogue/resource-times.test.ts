@@ -143,6 +143,21 @@ describe('ResourceTimes', () => {
       expect(third.timeOf('S', fp(other), (p) => other.find((e) => e.path === p))).toBe(9_001); // after the upload's
     }));
 
+  it('an upload of the very bytes XNAT had ends what is pending: a same-size change by someone else later shows a later time', () => {
+    let now = 1_000;
+    const t = new ResourceTimes(null, () => now);
+    const base = [entry('a.dcm', 10, 'aa'), entry('b.dcm', 5, 'bb')];
+    const finder = (rows: FileEntry[]) => (p: string) => rows.find((e) => e.path === p);
+    expect(t.timeOf('R', fp(base), finder(base))).toBe(1_000);
+    now = 2_000;
+    expect(t.noteUpload('R', fp(base), { path: 'b.dcm', size: 5 }, base[1]!)).toBe(2_000); // cp of the same bytes
+    now = 3_000;
+    expect(t.timeOf('R', fp(base), finder(base))).toBe(2_000); // XNAT lists what it had: ours
+    now = 4_000;
+    const theirs = [base[0]!, entry('b.dcm', 5, 'cc')]; // then replaced elsewhere, as many bytes
+    expect(t.timeOf('R', fp(theirs), finder(theirs))).toBe(4_000);
+  });
+
   it('merges with what another mount saved meanwhile, and ignores an unreadable file', () =>
     withTimesFile(async (file) => {
       const a = new ResourceTimes(file, () => 100);
