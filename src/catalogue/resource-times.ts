@@ -52,6 +52,11 @@ export class ResourceTimes {
   private readonly changed = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
   private saving: Promise<void> = Promise.resolve();
+  /**
+   * Resources whose pending changes another mount made, taken from its save after this mount had
+   * shown them a time: not this mount's changes, and perhaps older than what it showed (see save).
+   */
+  private readonly foreign = new Set<string>();
   /** The file as this process last read or wrote it: when it still is, there is nothing to merge. */
   private lastSeenFile = '';
 
@@ -75,7 +80,7 @@ export class ResourceTimes {
     if (s && s.fp === fp && !s.pending) return s.t;
     // Any listing ends what is pending, also one like its base (an upload of the bytes XNAT had):
     // kept, the pending uploads would pass anyone's later same-size change of them off as ours.
-    const ours = s?.pending && find ? expectedAfter(s.pending, find) === fp : false;
+    const ours = s?.pending && find && !this.foreign.has(key) ? expectedAfter(s.pending, find) === fp : false;
     return this.record(key, { fp, t: ours ? s!.pending!.t : this.later(s) });
   }
 
@@ -87,7 +92,8 @@ export class ResourceTimes {
   noteUpload(key: string, fp: string, file: { path: string; size: number }, replaced: Counted | null): number {
     const s = this.seen.get(key);
     const t = this.later(s);
-    const pending = s?.pending ?? (fp !== '' ? { base: fp, t, uploads: noPrototype(), removed: [] } : undefined);
+    const own = this.foreign.has(key) ? undefined : s?.pending;
+    const pending = own ?? (fp !== '' ? { base: fp, t, uploads: noPrototype(), removed: [] } : undefined);
     if (pending) {
       // Uploaded twice: what the first upload replaced is still what XNAT no longer has.
       pending.uploads[file.path] = { size: file.size, replaced: pending.uploads[file.path]?.replaced ?? replaced };
@@ -100,7 +106,7 @@ export class ResourceTimes {
   noteRemoved(key: string, file: Counted): number {
     const s = this.seen.get(key);
     const t = this.later(s);
-    const pending = s?.pending;
+    const pending = this.foreign.has(key) ? undefined : s?.pending;
     if (pending) {
       const upload = pending.uploads[file.path];
       if (upload) {
@@ -125,6 +131,7 @@ export class ResourceTimes {
 
   private record(key: string, s: Seen): number {
     this.seen.set(key, s);
+    this.foreign.delete(key);
     this.changed.add(key);
     this.saveSoon();
     return s.t;
@@ -157,12 +164,23 @@ export class ResourceTimes {
     if ((await this.fileState()) !== this.lastSeenFile) {
       for (const [k, s] of await this.read()) {
         const own = this.seen.get(k);
-        if (!mine.has(k) || (own && own.fp === s.fp && s.t < own.t)) this.seen.set(k, s);
+        if (!mine.has(k) || (own && own.fp === s.fp && s.t < own.t)) {
+          this.seen.set(k, s);
+          // Another mount's pending changes, here where the resource already showed a time (maybe
+          // later than theirs): matched here, they gave XNAT's listing of them that older time.
+          // Kept in the file for the next mount, which has shown nothing yet.
+          const readBack = own?.pending && own.fp === s.fp && own.t === s.t;
+          if (own && s.pending && !readBack) this.foreign.add(k);
+          else if (!readBack) this.foreign.delete(k);
+        }
       }
     }
     if (this.seen.size > MAX_ENTRIES) {
       const oldest = [...this.seen].sort((a, b) => a[1].t - b[1].t).slice(0, this.seen.size - MAX_ENTRIES);
-      for (const [k] of oldest) this.seen.delete(k);
+      for (const [k] of oldest) {
+        this.seen.delete(k);
+        this.foreign.delete(k);
+      }
     }
     const tmp = `${this.file}.${randomBytes(4).toString('hex')}.tmp`;
     try {

@@ -158,6 +158,38 @@ describe('ResourceTimes', () => {
     expect(t.timeOf('R', fp(theirs), finder(theirs))).toBe(4_000);
   });
 
+  it("another mount's pending uploads, older than a time this mount showed, never give a changed listing that older time", () =>
+    withTimesFile(async (file) => {
+      const base = [entry('a.dcm', 10, 'aa'), entry('b.dcm', 5, 'bb')];
+      const after = [base[0]!, entry('b.dcm', 5, 'cc')]; // b.dcm replaced through mount a
+      const find = (p: string) => after.find((e) => e.path === p);
+      let nowA = 1_000;
+      let nowB = 1_000;
+      const a = new ResourceTimes(file, () => nowA);
+      const b = new ResourceTimes(file, () => nowB);
+      await Promise.all([a.load(), b.load()]);
+      a.timeOf('K', fp(base));
+      a.timeOf('L', fp(base));
+      nowA = 2_000;
+      a.noteUpload('K', fp(base), { path: 'b.dcm', size: 5 }, base[1]!);
+      a.noteUpload('L', fp(base), { path: 'b.dcm', size: 5 }, base[1]!);
+      // b's listings were asked for before a's uploads landed, and came after (or b's clock is ahead)
+      nowB = 2_500;
+      expect(b.timeOf('L', fp(base))).toBe(2_500); // make in b builds from the old b.dcm after this
+      await b.flush(); // before a's save
+      expect(b.timeOf('K', fp(base))).toBe(2_500);
+      await a.flush();
+      nowB = 3_000;
+      b.timeOf('M', 'm');
+      await b.flush(); // reads a's pending uploads
+      const c = new ResourceTimes(file, () => 8_000); // a mount that has shown nothing yet: a's time
+      await c.load();
+      expect(c.timeOf('K', fp(after), find)).toBe(2_000);
+      nowB = 9_000;
+      expect(b.timeOf('K', fp(after), find)).toBeGreaterThan(2_500);
+      expect(b.timeOf('L', fp(after), find)).toBeGreaterThan(2_500);
+    }));
+
   it('merges with what another mount saved meanwhile, and ignores an unreadable file', () =>
     withTimesFile(async (file) => {
       const a = new ResourceTimes(file, () => 100);
