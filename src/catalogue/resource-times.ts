@@ -17,6 +17,12 @@ const log = createDebug('xnatfs:catalogue');
 /** Resources remembered; past this the ones with the oldest times are forgotten (they show a new time). */
 const MAX_ENTRIES = 50_000;
 const SAVE_AFTER_MS = 5_000;
+/**
+ * Changes kept pending per resource. Past this (rm -r of a large resource) they are dropped and
+ * XNAT's next listing shows a new time: the file would otherwise carry them, rewritten at every
+ * save, for as long as the resource is remembered.
+ */
+const MAX_PENDING_FILES = 10_000;
 /** The largest time a Date holds. */
 const MAX_DATE_MS = 8.64e15;
 
@@ -99,7 +105,7 @@ export class ResourceTimes {
       pending.uploads[file.path] = { size: file.size, replaced: pending.uploads[file.path]?.replaced ?? replaced };
       pending.t = t;
     }
-    return this.record(key, { fp: s?.fp ?? '', t, ...(pending ? { pending } : {}) });
+    return this.record(key, { fp: s?.fp ?? '', t, ...(pending && bounded(pending) ? { pending } : {}) });
   }
 
   /** A listed file (or one uploaded here) was removed from resource `key` while uploads are pending. */
@@ -117,7 +123,7 @@ export class ResourceTimes {
       }
       pending.t = t;
     }
-    return this.record(key, { fp: s?.fp ?? '', t, ...(pending ? { pending } : {}) });
+    return this.record(key, { fp: s?.fp ?? '', t, ...(pending && bounded(pending) ? { pending } : {}) });
   }
 
   /**
@@ -219,6 +225,10 @@ export class ResourceTimes {
     const st = await stat(this.file!).catch(() => null);
     return st ? `${st.size}:${st.mtimeMs}:${st.ino}` : '';
   }
+}
+
+function bounded(p: Pending): boolean {
+  return p.removed.length + Object.keys(p.uploads).length <= MAX_PENDING_FILES;
 }
 
 /** The fingerprint XNAT's listing has once it shows exactly the pending changes (null: it cannot). */

@@ -190,6 +190,24 @@ describe('ResourceTimes', () => {
       expect(b.timeOf('L', fp(after), find)).toBeGreaterThan(2_500);
     }));
 
+  it('drops pending changes past 10,000 files (rm -r of a large resource), in memory and in the file', () =>
+    withTimesFile(async (file) => {
+      let now = 1_000;
+      const t = new ResourceTimes(file, () => now);
+      const files = Array.from({ length: 10_002 }, (_, i) => entry(`f${i}.dcm`, 1, 'aa'));
+      expect(t.timeOf('R', fp(files))).toBe(1_000);
+      now = 2_000;
+      t.noteUpload('R', fp(files), { path: 'new.txt', size: 1 }, null);
+      let last = 0;
+      for (const f of files.slice(0, 10_001)) last = t.noteRemoved('R', f);
+      await t.flush();
+      const saved = JSON.parse(await readFile(file, 'utf8')) as { resources: Record<string, unknown[]> };
+      expect(saved.resources['R']).toHaveLength(2); // [fp, t]: no pending changes
+      // so XNAT's listing of exactly those changes shows a later time than the last one shown
+      const left = [files[10_001]!, entry('new.txt', 1, 'bb')];
+      expect(t.timeOf('R', fp(left), (p) => left.find((e) => e.path === p))).toBeGreaterThan(last);
+    }));
+
   it('merges with what another mount saved meanwhile, and ignores an unreadable file', () =>
     withTimesFile(async (file) => {
       const a = new ResourceTimes(file, () => 100);
