@@ -1,6 +1,7 @@
 // Uploads of spooled files, foreground (flush/fsync waits for them) and background retries for
 // the ones that failed: a spool file is deleted only once XNAT has the bytes, never before.
-import { readdir, readFile, stat, unlink, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import createDebug from 'debug';
 import pLimit, { type LimitFunction } from 'p-limit';
@@ -63,6 +64,12 @@ export class Uploader {
   private readonly inFlight = new Map<string, UploadJob>();
   /** Spool files given a note at unmount while their upload was still under way (the note's write). */
   private readonly notedAtDrain = new Map<string, Promise<void>>();
+  /**
+   * Writes and removals of notes under way, by spool path, run one after another: a removal that
+   * overtook an earlier write let that write bring the note back (a cancelled upload resumed by
+   * the next mount), and drain() waits for them (a process exiting right after it cut notes off).
+   */
+  private readonly noteOps = new Map<string, Promise<void>>();
   private closed = false;
   private streaming = 0;
   /** Why streaming uploads are off for this mount (a server or proxy refused a chunked body). */
@@ -144,19 +151,21 @@ export class Uploader {
   /**
    * Hand over a job whose foreground upload failed: retried with backoff until it succeeds or
    * the mount is closed; `onSuccess` then decides what becomes of the spool file. A newer job
-   * for the same spool file replaces an older one.
+   * for the same spool file replaces an older one. Resolves once the note for the next mount is
+   * on disk: a close() that reports the failure then promises a resume even if the process dies.
    */
-  retryInBackground(job: UploadJob, error: unknown, onSuccess: () => Promise<void>): void {
+  retryInBackground(job: UploadJob, error: unknown, onSuccess: () => Promise<void>): Promise<void> {
     // Retries ask for overwrite only when the first attempt did: a file that was new stays one
     // that never replaces anything. After a failed connection our own attempt may have landed
     // all the same; the retry then gets "duplicates" and finds our bytes there (unlessOurs).
     // Anyone else's file under that name is kept: retries keep failing until it is gone, and the
     // spool stays (listed at unmount). A "duplicates" answer was told by close() already.
     const told = error instanceof XnatError && error.kind === 'duplicate';
-    this.keepRetrying(job, messageOf(error), onSuccess, told);
+    return this.keepRetrying(job, messageOf(error), onSuccess, told);
   }
 
-  private keepRetrying(job: UploadJob, lastError: string, onSuccess: () => Promise<void>, toldNotOurs = false): void {
+  /** Resolves once the note is on disk (the retries go on after). */
+  private keepRetrying(job: UploadJob, lastError: string, onSuccess: () => Promise<void>, toldNotOurs = false): Promise<void> {
     const existing = this.retrying.get(job.spoolPath);
     if (existing?.timer) clearTimeout(existing.timer);
     const entry: Retry = { job, timer: null, attempts: existing?.attempts ?? 0, lastError, onSuccess, landed: false, toldNotOurs };
@@ -164,8 +173,9 @@ export class Uploader {
     // A note beside the spool file says where it belongs, so that the next mount can finish the
     // upload if this process is killed first (a batch job's wall time, a reboot).
     // With the versions sent unanswered: the next mount may meet one of them on XNAT too.
-    void writeFile(noteOf(job.spoolPath), JSON.stringify({ server: this.client.baseUrl, job: entry.job, unanswered: this.unanswered.get(job.spoolPath) ?? [] }), { mode: 0o600 }).catch(() => undefined);
+    const noted = this.writeNote(job.spoolPath, { server: this.client.baseUrl, job: entry.job, unanswered: this.unanswered.get(job.spoolPath) ?? [] });
     this.schedule(entry);
+    return noted;
   }
 
   /**
@@ -175,7 +185,7 @@ export class Uploader {
   async resume(spoolDir: string, onSuccess: (job: UploadJob) => Promise<void>): Promise<UploadJob[]> {
     const jobs = await this.waiting(spoolDir);
     // As the note says: a file that was new is still sent without overwrite (see retryInBackground).
-    for (const job of jobs) this.keepRetrying(job, 'left by an earlier mount', () => onSuccess(job));
+    for (const job of jobs) void this.keepRetrying(job, 'left by an earlier mount', () => onSuccess(job));
     return jobs;
   }
 
@@ -209,7 +219,7 @@ export class Uploader {
     if (e.timer) clearTimeout(e.timer);
     this.retrying.delete(spoolPath);
     this.spoolDigests.delete(spoolPath);
-    await unlink(noteOf(spoolPath)).catch(() => undefined);
+    await this.removeNote(spoolPath);
     await e.running?.catch(() => undefined);
     return { job: e.job, landed: e.landed };
   }
@@ -250,6 +260,7 @@ export class Uploader {
     // note keeps the job's overwrite: if this attempt lands unanswered, the next mount's upload
     // of a new file gets "duplicates" and finds our bytes there.
     const running = await this.noteInFlight();
+    await Promise.all(this.noteOps.values());
     return [
       ...this.pending(),
       ...running.map((job) => ({ displayPath: job.displayPath, spoolPath: job.spoolPath, attempts: 0, lastError: `still uploading when the wait at unmount ended` })),
@@ -266,8 +277,7 @@ export class Uploader {
     const running = [...this.inFlight.values()].filter((job) => !this.retrying.has(job.spoolPath));
     for (const job of running) {
       if (this.notedAtDrain.has(job.spoolPath)) continue;
-      const written = writeFile(noteOf(job.spoolPath), JSON.stringify({ server: this.client.baseUrl, job, unanswered: this.unanswered.get(job.spoolPath) ?? [] }), { mode: 0o600 }).catch(() => undefined);
-      this.notedAtDrain.set(job.spoolPath, written);
+      this.notedAtDrain.set(job.spoolPath, this.writeNote(job.spoolPath, { server: this.client.baseUrl, job, unanswered: this.unanswered.get(job.spoolPath) ?? [] }));
     }
     await Promise.all(running.map((job) => this.notedAtDrain.get(job.spoolPath)));
     return running;
@@ -386,9 +396,36 @@ export class Uploader {
     const noted = this.notedAtDrain.get(job.spoolPath);
     if (noted) {
       this.notedAtDrain.delete(job.spoolPath);
-      void noted.then(() => unlink(noteOf(job.spoolPath))).catch(() => undefined);
+      void this.removeNote(job.spoolPath);
     }
     this.onUploaded(job);
+  }
+
+  /** Write the note of `spoolPath` whole (a temporary file renamed): never a cut one to the next mount. */
+  private writeNote(spoolPath: string, note: object): Promise<void> {
+    return this.noteOp(spoolPath, async () => {
+      const tmp = `${noteOf(spoolPath)}.${randomBytes(4).toString('hex')}.tmp`;
+      try {
+        await writeFile(tmp, JSON.stringify(note), { mode: 0o600 });
+        await rename(tmp, noteOf(spoolPath));
+      } catch (err) {
+        await unlink(tmp).catch(() => undefined);
+        throw err;
+      }
+    });
+  }
+
+  private removeNote(spoolPath: string): Promise<void> {
+    return this.noteOp(spoolPath, () => unlink(noteOf(spoolPath)));
+  }
+
+  private noteOp(spoolPath: string, op: () => Promise<void>): Promise<void> {
+    const next = (this.noteOps.get(spoolPath) ?? Promise.resolve()).then(op).catch(() => undefined);
+    this.noteOps.set(spoolPath, next);
+    void next.then(() => {
+      if (this.noteOps.get(spoolPath) === next) this.noteOps.delete(spoolPath);
+    });
+    return next;
   }
 
   private schedule(entry: Retry): void {
@@ -421,7 +458,7 @@ export class Uploader {
       await entry.running;
       if (this.retrying.get(entry.job.spoolPath) !== entry) return; // superseded meanwhile
       this.retrying.delete(entry.job.spoolPath);
-      await unlink(noteOf(entry.job.spoolPath)).catch(() => undefined);
+      await this.removeNote(entry.job.spoolPath);
       await entry.onSuccess().catch(() => undefined);
       console.error(`xnatfs: uploaded ${entry.job.displayPath} after ${entry.attempts} background retr${entry.attempts === 1 ? 'y' : 'ies'}`);
     } catch (err) {

@@ -246,7 +246,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
         throw toFsError(err, `upload of ${f.path}`);
       }
       f.retrying = true;
-      ctx.uploader.retryInBackground(job, err, async () => {
+      await ctx.uploader.retryInBackground(job, err, async () => {
         f.retrying = false;
         f.overwrite = true;
         await settle(f);

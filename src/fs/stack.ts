@@ -111,7 +111,8 @@ export async function createStack(client: XnatApi, o: StackOptions): Promise<Xna
         });
     (o.readOnly ? waiting : resumed).push(...jobs);
     const taken = new Set(jobs.map((j) => j.spoolPath));
-    const left = (await readdir(dir)).map((n) => join(dir, n)).filter((p) => !p.endsWith('.upload.json') && !taken.has(p));
+    // Not the notes, nor one a killed process left half-written (written aside, then renamed).
+    const left = (await readdir(dir)).map((n) => join(dir, n)).filter((p) => !/\.upload\.json(\.[0-9a-f]+\.tmp)?$/.test(p) && !taken.has(p));
     leftoverSpool.push(...left);
     if (!o.readOnly && !own && jobs.length === 0 && left.length === 0) await rm(dir, { recursive: true, force: true });
   }
