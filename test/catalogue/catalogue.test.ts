@@ -248,111 +248,96 @@ describe('Catalogue walk-ahead (find, du, cp -r)', () => {
 });
 
 describe('Catalogue file times', () => {
-  it('a file removed here: the next mount sharing the times shows the rest at the time of the rm, not as new again', async () => {
+  const DICOM = `${E}/scans/4-Ax_3D_T1/resources/DICOM/files`;
+  /** An archive, times kept in memory on a clock the test moves, and the time a file shows. */
+  const timesSetup = async () => {
     const { ResourceTimes } = await import('../../src/catalogue/resource-times.js');
     const x = sampleArchive(3);
-    let now = 1_000_000;
-    const times = new ResourceTimes(null, () => now);
-    const dir = `${E}/scans/4-Ax_3D_T1/resources/DICOM/files`;
+    const clock = { now: 1_000_000 };
+    const times = new ResourceTimes(null, () => clock.now);
     const shown = async (cat: Catalogue, name: string): Promise<number> => {
-      const n = await cat.resolve(`${dir}/${name}`);
+      const n = await cat.resolve(`${DICOM}/${name}`);
       if (n.kind !== 'file') throw new Error('not a file');
       return n.shownAt;
     };
+    return { x, clock, times, shown };
+  };
+
+  it('a file removed here: the next mount sharing the times shows the rest at the time of the rm, not as new again', async () => {
+    const { x, clock, times, shown } = await timesSetup();
     const first = new Catalogue(x, { ttlMs: 60_000, times });
     expect(await shown(first, '0001.dcm')).toBe(1_000_000);
-    now += 60_000;
-    const gone = await first.resolve(`${dir}/0002.dcm`);
+    clock.now += 60_000;
+    const gone = await first.resolve(`${DICOM}/0002.dcm`);
     if (gone.kind !== 'file') throw new Error('not a file');
     await x.deleteFile(gone.owner, gone.resource.label, gone.entry.path);
     first.forgetFile(gone.owner, gone.resource, gone.components);
     const afterRm = await shown(first, '0001.dcm');
     expect(afterRm).toBe(1_060_000);
     // Unmounted, mounted again later: XNAT lists what this mount last showed, so nothing is new.
-    now += 60_000;
+    clock.now += 60_000;
     const second = new Catalogue(x, { ttlMs: 60_000, times });
     expect(await shown(second, '0001.dcm')).toBe(afterRm);
   });
 
   it('files uploaded here keep the time of the upload once XNAT lists them with its MD5; a change by someone else does not', async () => {
-    const { ResourceTimes } = await import('../../src/catalogue/resource-times.js');
-    const x = sampleArchive(3);
-    let now = 1_000_000;
-    const times = new ResourceTimes(null, () => now);
-    const dir = `${E}/scans/4-Ax_3D_T1/resources/DICOM/files`;
-    const shown = async (cat: Catalogue, name: string): Promise<number> => {
-      const n = await cat.resolve(`${dir}/${name}`);
-      if (n.kind !== 'file') throw new Error('not a file');
-      return n.shownAt;
-    };
+    const { x, clock, times, shown } = await timesSetup();
     const first = new Catalogue(x, { ttlMs: 60_000, times });
     expect(await shown(first, '0001.dcm')).toBe(1_000_000);
-    const { owner, resource } = (await first.resolve(`${dir}/0001.dcm`)) as Extract<Awaited<ReturnType<Catalogue['resolve']>>, { kind: 'file' }>;
+    const { owner, resource } = (await first.resolve(`${DICOM}/0001.dcm`)) as Extract<Awaited<ReturnType<Catalogue['resolve']>>, { kind: 'file' }>;
     // cp of a new file and over an existing one; what XNAT then holds is what was sent
     const upload = (path: string, data: string): void => {
       x.addFile(owner, resource.label, path, Buffer.from(data));
       first.noteUploaded(owner, resource.label, { path, size: data.length });
     };
-    now += 60_000;
+    clock.now += 60_000;
     upload('result.nii', 'nifti bytes');
-    now += 1_000;
+    clock.now += 1_000;
     upload('0003.dcm', 'a new third slice');
     const uploadedAt = await shown(first, 'result.nii');
     expect(uploadedAt).toBe(1_061_000);
     expect(await shown(first, '0001.dcm')).toBe(uploadedAt);
     // A later mount lists XNAT's view, with its MD5s: exactly what was uploaded, so nothing is new.
-    now += 60_000;
+    clock.now += 60_000;
     const second = new Catalogue(x, { ttlMs: 60_000, times });
     expect(await shown(second, 'result.nii')).toBe(uploadedAt);
     expect(await shown(second, '0001.dcm')).toBe(uploadedAt);
     // Someone else's change after that: a later time, as before.
-    now += 60_000;
+    clock.now += 60_000;
     x.addFile(owner, resource.label, '0002.dcm', Buffer.from('changed elsewhere'));
     const third = new Catalogue(x, { ttlMs: 60_000, times });
-    expect(await shown(third, '0001.dcm')).toBe(now);
+    expect(await shown(third, '0001.dcm')).toBe(clock.now);
   });
 
   it('a file uploaded here with the bytes XNAT had, then replaced elsewhere by as many bytes, shows a later time', async () => {
-    const { ResourceTimes } = await import('../../src/catalogue/resource-times.js');
-    const x = sampleArchive(3);
-    let now = 1_000_000;
-    const times = new ResourceTimes(null, () => now);
-    const dir = `${E}/scans/4-Ax_3D_T1/resources/DICOM/files`;
-    const shown = async (cat: Catalogue, name: string): Promise<number> => {
-      const n = await cat.resolve(`${dir}/${name}`);
-      if (n.kind !== 'file') throw new Error('not a file');
-      return n.shownAt;
-    };
+    const { x, clock, times, shown } = await timesSetup();
     const first = new Catalogue(x, { ttlMs: 60_000, times });
-    const node = await first.resolve(`${dir}/0002.dcm`);
+    const node = await first.resolve(`${DICOM}/0002.dcm`);
     if (node.kind !== 'file') throw new Error('not a file');
-    now += 60_000;
+    clock.now += 60_000;
     x.addFile(node.owner, node.resource.label, '0002.dcm', Buffer.alloc(1002, 2)); // cp of the same bytes
     first.noteUploaded(node.owner, node.resource.label, { path: '0002.dcm', size: 1002 });
     const uploadedAt = await shown(first, '0002.dcm');
-    now += 60_000;
+    clock.now += 60_000;
     expect(await shown(new Catalogue(x, { ttlMs: 60_000, times }), '0002.dcm')).toBe(uploadedAt);
-    now += 60_000;
+    clock.now += 60_000;
     x.addFile(node.owner, node.resource.label, '0002.dcm', Buffer.alloc(1002, 7)); // someone else's
-    expect(await shown(new Catalogue(x, { ttlMs: 60_000, times }), '0002.dcm')).toBe(now);
+    expect(await shown(new Catalogue(x, { ttlMs: 60_000, times }), '0002.dcm')).toBe(clock.now);
   });
 
   it('an upload XNAT lists together with a change by someone else shows the later time', async () => {
-    const { ResourceTimes } = await import('../../src/catalogue/resource-times.js');
-    const x = sampleArchive(3);
-    let now = 1_000_000;
-    const times = new ResourceTimes(null, () => now);
+    const { x, clock, times, shown } = await timesSetup();
     const dir = `${E}/scans/4-Ax_3D_T1/resources/DICOM/files`;
     const first = new Catalogue(x, { ttlMs: 60_000, times });
-    const node = await first.resolve(`${dir}/0001.dcm`);
+    const node = await first.resolve(`${DICOM}/0001.dcm`);
     if (node.kind !== 'file') throw new Error('not a file');
-    now += 60_000;
+    clock.now += 60_000;
     x.addFile(node.owner, node.resource.label, 'mine.txt', Buffer.from('mine'));
     first.noteUploaded(node.owner, node.resource.label, { path: 'mine.txt', size: 4 });
     x.addFile(node.owner, node.resource.label, 'theirs.txt', Buffer.from('theirs'));
-    now += 60_000;
+    clock.now += 60_000;
     const second = new Catalogue(x, { ttlMs: 60_000, times });
-    const later = await second.resolve(`${dir}/mine.txt`);
-    expect(later.kind === 'file' && later.shownAt).toBe(now);
+    const later = await second.resolve(`${DICOM}/mine.txt`);
+    expect(later.kind === 'file' && later.shownAt).toBe(clock.now);
   });
 });

@@ -74,47 +74,12 @@ describe('XNAT dialect variants the emulator does not produce', () => {
     // A site that lets guests in answers an expired JSESSIONID as the guest user: 200, public
     // projects only. SESSION_EXPIRATION_TIME ("<ms>,<timeout>", xnat-api.md §2.10) gives the timeout.
     const IDLE_MS = 400;
-    const sessions = new Map<string, number>();
-    let logins = 0;
-    let guestAnswers = 0;
-    const server = createServer((req, res) => {
-      req.resume();
-      req.on('end', () => {
-        const cookie = /JSESSIONID=(\w+)/.exec(req.headers.cookie ?? '')?.[1];
-        const last = cookie ? sessions.get(cookie) : undefined;
-        const valid = last !== undefined && Date.now() - last <= IDLE_MS;
-        const expiry = `SESSION_EXPIRATION_TIME="${Date.now()},${IDLE_MS}"; Path=/`;
-        if (req.url?.startsWith('/data/JSESSION')) {
-          if (req.method === 'DELETE') return void res.end('');
-          logins++;
-          const id = `S${logins}x0123456789`;
-          sessions.set(id, Date.now());
-          res.writeHead(200, { 'content-type': 'text/plain', 'set-cookie': [`JSESSIONID=${id}; Path=/; HttpOnly`, expiry] });
-          return void res.end(id);
-        }
-        const rows = [{ ID: 'PUBLIC', name: 'Public', secondary_ID: '', description: '', URI: '/data/projects/PUBLIC' }];
-        if (valid) {
-          sessions.set(cookie!, Date.now());
-          rows.push({ ID: 'PRIVATE', name: 'Private', secondary_ID: '', description: '', URI: '/data/projects/PRIVATE' });
-        } else {
-          guestAnswers++;
-        }
-        res.writeHead(200, { 'content-type': 'application/json', 'set-cookie': [valid ? expiry : 'JSESSIONID=GUEST0123456789; Path=/; HttpOnly', expiry] });
-        res.end(JSON.stringify({ ResultSet: { Result: rows, totalRecords: String(rows.length) } }));
-      });
-    });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    open.push({ close: () => new Promise<void>((r) => server.close(() => r())) });
-    const client = await createXnatClient({
-      baseUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-      credentials: { kind: 'password', user: 'demo', password: 'demo', userSource: 'option', passwordSource: 'option' },
-    });
-    open.push({ close: () => client.close() });
+    const { client, logins, guestAnswers } = await guestXnat(IDLE_MS);
     expect((await client.listProjects()).map((p) => p.id)).toEqual(['PUBLIC', 'PRIVATE']);
     await new Promise((r) => setTimeout(r, IDLE_MS + 150));
     expect((await client.listProjects()).map((p) => p.id)).toEqual(['PUBLIC', 'PRIVATE']);
-    expect(guestAnswers).toBe(0);
-    expect(logins).toBe(2);
+    expect(guestAnswers()).toBe(0);
+    expect(logins()).toBe(2);
   });
 });
 
