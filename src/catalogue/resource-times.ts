@@ -171,7 +171,9 @@ export class ResourceTimes {
       for (const [k, s] of await this.read()) {
         const own = this.seen.get(k);
         if (!mine.has(k) || (own && own.fp === s.fp && s.t < own.t)) {
-          this.seen.set(k, s);
+          // Another listing, seen on a host whose clock is behind: here it must still show a time
+          // later than the one this mount showed for what it replaced, or make would miss it.
+          this.seen.set(k, own && own.fp !== s.fp && s.t <= own.t ? { ...s, t: own.t + 1 } : s);
           // Another mount's pending changes, here where the resource already showed a time (maybe
           // later than theirs): matched here, they gave XNAT's listing of them that older time.
           // Kept in the file for the next mount, which has shown nothing yet.

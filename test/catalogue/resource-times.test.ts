@@ -208,6 +208,20 @@ describe('ResourceTimes', () => {
       expect(t.timeOf('R', fp(left), (p) => left.find((e) => e.path === p))).toBeGreaterThan(last);
     }));
 
+  it("another mount's change, timed by a clock that is behind, still shows here later than what it replaced", () =>
+    withTimesFile(async (file) => {
+      const ahead = new ResourceTimes(file, () => 5_000);
+      const behind = new ResourceTimes(file, () => 3_000);
+      await Promise.all([ahead.load(), behind.load()]);
+      expect(ahead.timeOf('K', 'fp1')).toBe(5_000);
+      await ahead.flush();
+      expect(behind.timeOf('K', 'fp2')).toBe(3_000); // it never saw fp1
+      await behind.flush();
+      ahead.timeOf('L', 'x'); // a change of its own: its save merges what the other saved
+      await ahead.flush();
+      expect(ahead.timeOf('K', 'fp2')).toBe(5_001); // not 3,000: before the 5,000 shown for fp1
+    }));
+
   it('merges with what another mount saved meanwhile, and ignores an unreadable file', () =>
     withTimesFile(async (file) => {
       const a = new ResourceTimes(file, () => 100);
