@@ -7,7 +7,8 @@
 // One small JSON file per server's cache folder, written a few seconds after a change (atomic
 // rename, merged with what other mounts sharing the folder wrote meanwhile) and at unmount.
 import { randomBytes } from 'node:crypto';
-import { readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import createDebug from 'debug';
 import type { FileEntry } from '../xnat/types.js';
 import { Fingerprint } from './file-tree.js';
@@ -23,6 +24,8 @@ const SAVE_AFTER_MS = 5_000;
  * save, for as long as the resource is remembered.
  */
 const MAX_PENDING_FILES = 10_000;
+/** A temporary file of a save older than this was left by a process that died. */
+const STALE_TEMPORARY_MS = 10 * 60_000;
 /** The largest time a Date holds. */
 const MAX_DATE_MS = 8.64e15;
 
@@ -75,6 +78,20 @@ export class ResourceTimes {
   /** Read what earlier mounts saw. A missing or unreadable file means nothing was seen yet. */
   async load(): Promise<void> {
     for (const [key, s] of await this.read()) if (!this.seen.has(key)) this.seen.set(key, s);
+    await this.removeStaleTemporaries();
+  }
+
+  /** Saves a killed process left half-done (written aside, never renamed); another mount's is seconds old at most. */
+  private async removeStaleTemporaries(): Promise<void> {
+    if (this.file === null) return;
+    const dir = dirname(this.file);
+    const prefix = `${basename(this.file)}.`;
+    for (const name of await readdir(dir).catch(() => [] as string[])) {
+      if (!name.startsWith(prefix) || !name.endsWith('.tmp')) continue;
+      const path = join(dir, name);
+      const st = await stat(path).catch(() => null);
+      if (st && Date.now() - st.mtimeMs > STALE_TEMPORARY_MS) await unlink(path).catch(() => undefined);
+    }
   }
 
   /**

@@ -2,8 +2,8 @@
 // cache folder; a changed listing (in any row order) shows the time the change was first seen.
 import { describe, expect, it } from 'vitest';
 import { dir as tmpDir } from 'tmp-promise';
-import { readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { readdir, readFile, utimes, writeFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import { ResourceTimes } from '../../src/catalogue/resource-times.js';
 import { buildFileTree, Fingerprint } from '../../src/catalogue/file-tree.js';
 import type { FileEntry } from '../../src/xnat/types.js';
@@ -220,6 +220,20 @@ describe('ResourceTimes', () => {
       ahead.timeOf('L', 'x'); // a change of its own: its save merges what the other saved
       await ahead.flush();
       expect(ahead.timeOf('K', 'fp2')).toBe(5_001); // not 3,000: before the 5,000 shown for fp1
+    }));
+
+  it('removes what a killed save left behind, once it is old, and leaves a save under way alone', () =>
+    withTimesFile(async (file) => {
+      const old = `${file}.dead0001.tmp`;
+      const fresh = `${file}.live0002.tmp`;
+      await writeFile(old, '{"v":1,');
+      await writeFile(fresh, '{"v":1,');
+      const hourAgo = new Date(Date.now() - 3_600_000);
+      await utimes(old, hourAgo, hourAgo);
+      await new ResourceTimes(file).load();
+      const left = await readdir(dirname(file));
+      expect(left).toContain(basename(fresh));
+      expect(left).not.toContain(basename(old));
     }));
 
   it('merges with what another mount saved meanwhile, and ignores an unreadable file', () =>
