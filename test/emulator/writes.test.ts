@@ -58,16 +58,17 @@ describe('resource creation and deletion', () => {
 describe('uploads', () => {
   it('multipart with any field name, into a subfolder, auto-creating the resource', async () => {
     const mp = multipart([{ field: 'whatever_field', filename: 'ignored-name.bin', data: Buffer.from('hello multipart') }]);
-    const r = await call(emu, 'PUT', `${EXP}/resources/UPLOADS/files/sub/folder/a.bin?format=BIN`, { headers: { 'content-type': mp.contentType }, body: mp.body });
+    // A resource of its own: the other uploads here add files to UPLOADS, in any order.
+    const r = await call(emu, 'PUT', `${EXP}/resources/MULTIPART/files/sub/folder/a.bin?format=BIN`, { headers: { 'content-type': mp.contentType }, body: mp.body });
     expect(r.status).toBe(200);
     expect(r.text).toBe('');
-    const files = await rows(emu, `${EXP}/resources/UPLOADS/files`);
+    const files = await rows(emu, `${EXP}/resources/MULTIPART/files`);
     expect(files).toEqual([expect.objectContaining({ Name: 'a.bin', Size: '15', digest: expect.stringMatching(/^[0-9a-f]{32}$/), file_format: 'BIN' })]);
     expect(files[0]!.URI.endsWith('/files/sub/folder/a.bin')).toBe(true);
     const { createHash } = await import('node:crypto');
     expect(files[0]!.digest).toBe(createHash('md5').update('hello multipart').digest('hex'));
-    expect((await get(emu, `${EXP}/resources/UPLOADS/files/sub/folder/a.bin`)).text).toBe('hello multipart');
-    const res = await resourceRow(EXP, 'UPLOADS');
+    expect((await get(emu, `${EXP}/resources/MULTIPART/files/sub/folder/a.bin`)).text).toBe('hello multipart');
+    const res = await resourceRow(EXP, 'MULTIPART');
     expect(res).toMatchObject({ file_count: '1', file_size: '15', format: 'BIN' });
   });
 
@@ -90,16 +91,18 @@ describe('uploads', () => {
   });
 
   it('an existing file without overwrite: 200 {"duplicates":[…]} as text/html, old bytes kept; overwrite=true replaces', async () => {
-    const dup = await call(emu, 'PUT', `${EXP}/resources/UPLOADS/files/raw1.txt?inbody=true`, { body: 'changed' });
+    // Its own file, not raw1.txt of the test above: the tests of this file may run in any order.
+    expect((await call(emu, 'PUT', `${EXP}/resources/UPLOADS/files/dup.txt?inbody=true`, { body: 'one' })).status).toBe(200);
+    const dup = await call(emu, 'PUT', `${EXP}/resources/UPLOADS/files/dup.txt?inbody=true`, { body: 'changed' });
     expect(dup.status).toBe(200);
     expect(dup.headers['content-type']).toMatch(/^text\/html/);
-    expect(dup.text).toBe('{"duplicates":["raw1.txt"]}');
-    expect((await get(emu, `${EXP}/resources/UPLOADS/files/raw1.txt`)).text).toBe('one');
-    const ow = await call(emu, 'PUT', `${EXP}/resources/UPLOADS/files/raw1.txt?inbody=true&overwrite=true`, { body: 'changed' });
+    expect(dup.text).toBe('{"duplicates":["dup.txt"]}');
+    expect((await get(emu, `${EXP}/resources/UPLOADS/files/dup.txt`)).text).toBe('one');
+    const ow = await call(emu, 'PUT', `${EXP}/resources/UPLOADS/files/dup.txt?inbody=true&overwrite=true`, { body: 'changed' });
     expect(ow.status).toBe(200);
     expect(ow.text).toBe('');
-    expect((await get(emu, `${EXP}/resources/UPLOADS/files/raw1.txt`)).text).toBe('changed');
-    const listed = (await rows(emu, `${EXP}/resources/UPLOADS/files`)).find((f) => f.Name === 'raw1.txt');
+    expect((await get(emu, `${EXP}/resources/UPLOADS/files/dup.txt`)).text).toBe('changed');
+    const listed = (await rows(emu, `${EXP}/resources/UPLOADS/files`)).find((f) => f.Name === 'dup.txt');
     expect(listed!.Size).toBe('7');
   });
 

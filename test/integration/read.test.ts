@@ -104,12 +104,21 @@ requireFuse()('read-only mount of the emulator', () => {
     const outMount = join(tmp.path, 'out-mount');
     const outLocal = join(tmp.path, 'out-local');
     await run('mkdir', [outMount, outLocal]);
-    const a = await run('dcm2niix', ['-o', outMount, '-f', '%p_%s', at(DICOM)], { timeout: 120_000 });
+    // A mount of its own, with an empty cache: the zip looked for below is this run's, not one an
+    // earlier test here (cp -r) fetched, and it is there whatever ran before (or reset the log).
+    const fresh = await mountEmulator({ reuse: x.emulator });
+    let a: Awaited<ReturnType<typeof run>>;
+    const sent = x.emulator.requests().length;
+    try {
+      a = await run('dcm2niix', ['-o', outMount, '-f', '%p_%s', join(fresh.mp, DICOM)], { timeout: 120_000 });
+    } finally {
+      expect(await fresh.close()).toBe(0);
+    }
     const b = await run('dcm2niix', ['-o', outLocal, '-f', '%p_%s', local], { timeout: 120_000 });
     expect(a.code, a.stderr + a.stdout).toBe(0);
     expect(b.code).toBe(0);
     // the series (96 files) came as one zip of the resource, not 96 GETs
-    expect(x.emulator.requests().some((r) => r.method === 'GET' && r.url.includes('format=zip&compression=0'))).toBe(true);
+    expect(x.emulator.requests().slice(sent).some((r) => r.method === 'GET' && r.url.includes('format=zip&compression=0'))).toBe(true);
     const produced = (await readdir(outMount)).sort();
     expect(produced.some((n) => n.endsWith('.nii'))).toBe(true);
     expect(produced).toEqual((await readdir(outLocal)).sort());

@@ -95,9 +95,12 @@ requireFuse()('writing through the mount', () => {
   });
 
   it('rm deletes a file, rm -r a resource; rmdir of a non-empty resource is refused', async () => {
+    // Each test here makes what it needs (its own source files and resources): they may run in any order.
+    const src = join(tmp.path, 'rm-source.txt');
+    await writeFile(src, 'to be removed\n');
     await run('mkdir', [at(`${EXP}/resources/TMP`)]);
-    await run('cp', [join(tmp.path, 'result.txt'), at(`${EXP}/resources/TMP/files/one.txt`)]);
-    await run('cp', [join(tmp.path, 'result.txt'), at(`${EXP}/resources/TMP/files/two.txt`)]);
+    await run('cp', [src, at(`${EXP}/resources/TMP/files/one.txt`)]);
+    await run('cp', [src, at(`${EXP}/resources/TMP/files/two.txt`)]);
     const rmdir = await run('rmdir', [at(`${EXP}/resources/TMP`)]);
     expect(rmdir.stderr).toMatch(/not empty/i);
     expect((await run('rm', [at(`${EXP}/resources/TMP/files/one.txt`)])).code).toBe(0);
@@ -111,13 +114,18 @@ requireFuse()('writing through the mount', () => {
   });
 
   it('mv moves the data and leaves nothing at the old name', async () => {
-    const from = `${EXP}/resources/RESULTS/files/result.txt`;
-    const to = `${EXP}/resources/RESULTS/files/sub/moved.txt`;
-    const before = await readFile(stored('RESULTS', 'result.txt')!);
+    const src = join(tmp.path, 'moving.txt');
+    await writeFile(src, 'moved by mv\n');
+    expect((await run('mkdir', [at(`${EXP}/resources/MOVES`)])).code).toBe(0);
+    expect((await run('cp', [src, at(`${EXP}/resources/MOVES/files/moving.txt`)])).code).toBe(0);
+    expect((await run('mkdir', [at(`${EXP}/resources/MOVES/files/sub`)])).code).toBe(0);
+    const from = `${EXP}/resources/MOVES/files/moving.txt`;
+    const to = `${EXP}/resources/MOVES/files/sub/moved.txt`;
+    const before = await readFile(stored('MOVES', 'moving.txt')!);
     const mv = await run('mv', [at(from), at(to)]);
     expect(mv.code, mv.stderr).toBe(0);
-    expect(stored('RESULTS', 'result.txt')).toBeNull();
-    expect(await readFile(stored('RESULTS', 'sub/moved.txt')!)).toEqual(before);
+    expect(stored('MOVES', 'moving.txt')).toBeNull();
+    expect(await readFile(stored('MOVES', 'sub/moved.txt')!)).toEqual(before);
     expect((await run('ls', [at(from)])).code).not.toBe(0);
   });
 
@@ -154,36 +162,38 @@ requireFuse()('writing through the mount', () => {
   it('a large cp whose upload-while-writing fails (500, or an answer lost after XNAT stored it) still succeeds, from the spool', async () => {
     const src = join(tmp.path, 'big2.nii');
     await writeFile(src, randomBytes(20 * 1024 * 1024 + 5));
+    expect((await run('mkdir', [at(`${EXP}/resources/STREAMED`)])).code).toBe(0);
     for (const [name, kind] of [['refused.nii', 'status500'], ['lost.nii', 'drop']] as const) {
       x.emulator.injectFaults({ match: new RegExp(`/files/${name}`), method: 'PUT', count: 1, kind });
       const before = x.emulator.requests().length;
-      const cp = await run('cp', [src, at(`${EXP}/resources/RESULTS/files/${name}`)], { timeout: 120_000 });
+      const cp = await run('cp', [src, at(`${EXP}/resources/STREAMED/files/${name}`)], { timeout: 120_000 });
       expect(cp.stderr).toBe('');
       expect(cp.code).toBe(0);
-      expect(await md5File(stored('RESULTS', name)!)).toBe(await md5File(src));
+      expect(await md5File(stored('STREAMED', name)!)).toBe(await md5File(src));
       const requests = x.emulator.requests().slice(before);
       const puts = requests.filter((r) => r.method === 'PUT' && r.url.includes(name));
       // the streamed attempt, then the upload of the spool, never with overwrite for a new file:
       // the copy a lost answer hid comes back as "duplicates", and a listing shows its size and MD5
       expect(puts.map((r) => r.chunked)).toEqual([true, false]);
       expect(puts.map((r) => r.url.includes('overwrite'))).toEqual([false, false]);
-      const listed = requests.some((r) => r.method === 'GET' && /\/resources\/RESULTS\/files\?/.test(r.url));
+      const listed = requests.some((r) => r.method === 'GET' && /\/resources\/STREAMED\/files\?/.test(r.url));
       expect(listed).toBe(kind === 'drop');
     }
   });
 
   it('a shell redirection costs one PUT; touch makes an empty file on XNAT', async () => {
+    expect((await run('mkdir', [at(`${EXP}/resources/LOGS`)])).code).toBe(0);
     const before = x.emulator.requests().length;
-    const out = at(`${EXP}/resources/RESULTS/files/log.txt`);
+    const out = at(`${EXP}/resources/LOGS/files/log.txt`);
     const sh = await run('sh', ['-c', `echo "fit done" > '${out}'`]);
     expect(sh.code, sh.stderr).toBe(0);
     const puts = x.emulator.requests().slice(before).filter((r) => r.method === 'PUT' && r.url.includes('log.txt'));
     expect(puts).toHaveLength(1);
-    expect(await readFile(stored('RESULTS', 'log.txt')!, 'utf8')).toBe('fit done\n');
-    expect((await run('touch', [at(`${EXP}/resources/RESULTS/files/DONE`)])).code).toBe(0);
+    expect(await readFile(stored('LOGS', 'log.txt')!, 'utf8')).toBe('fit done\n');
+    expect((await run('touch', [at(`${EXP}/resources/LOGS/files/DONE`)])).code).toBe(0);
     const deadline = Date.now() + 10_000;
-    while (stored('RESULTS', 'DONE') === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-    expect(await readFile(stored('RESULTS', 'DONE')!, 'utf8')).toBe('');
+    while (stored('LOGS', 'DONE') === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(await readFile(stored('LOGS', 'DONE')!, 'utf8')).toBe('');
   });
 
   it('touch of a file on XNAT is EPERM and changes no time shown; cp -p of a new file works; ln is EPERM, ln -s ENOSYS', async () => {
@@ -219,8 +229,9 @@ requireFuse()('writing through the mount', () => {
   it('an upload that fails makes cp fail, keeps the data, and uploads it once XNAT recovers', async () => {
     const src = join(tmp.path, 'precious.bin');
     await writeFile(src, randomBytes(300_000));
-    x.emulator.injectFaults({ match: /\/resources\/RESULTS\/files/, method: 'PUT', count: 50, kind: 'status500' });
-    const cp = await run('cp', [src, at(`${EXP}/resources/RESULTS/files/precious.bin`)]);
+    expect((await run('mkdir', [at(`${EXP}/resources/PRECIOUS`)])).code).toBe(0);
+    x.emulator.injectFaults({ match: /\/resources\/PRECIOUS\/files/, method: 'PUT', count: 50, kind: 'status500' });
+    const cp = await run('cp', [src, at(`${EXP}/resources/PRECIOUS/files/precious.bin`)]);
     expect(cp.code).not.toBe(0);
     expect(cp.stderr).toMatch(/Input\/output error/);
     const spool = (await readdir(x.mount.stack.spoolDir)).filter((n) => !n.endsWith('.upload.json'));
@@ -228,16 +239,18 @@ requireFuse()('writing through the mount', () => {
     expect(await md5File(join(x.mount.stack.spoolDir, spool[0]!))).toBe(await md5File(src));
     x.emulator.clearFaults();
     const deadline = Date.now() + 30_000;
-    while (stored('RESULTS', 'precious.bin') === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
-    expect(await md5File(stored('RESULTS', 'precious.bin')!)).toBe(await md5File(src));
+    while (stored('PRECIOUS', 'precious.bin') === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+    expect(await md5File(stored('PRECIOUS', 'precious.bin')!)).toBe(await md5File(src));
     while ((await readdir(x.mount.stack.spoolDir)).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
     expect(await readdir(x.mount.stack.spoolDir)).toEqual([]);
   });
 
   it('a read-only mount refuses writes with EROFS', async () => {
+    const src = join(tmp.path, 'ro-source.txt');
+    await writeFile(src, 'refused\n');
     const ro = await mountEmulator({ reuse: x.emulator, stack: { readOnly: true } });
     try {
-      const cp = await run('cp', [join(tmp.path, 'result.txt'), join(ro.mp, `${EXP}/resources/NOTES/files/x.txt`)]);
+      const cp = await run('cp', [src, join(ro.mp, `${EXP}/resources/NOTES/files/x.txt`)]);
       expect(cp.stderr).toMatch(/Read-only file system/);
       const mk = await run('mkdir', [join(ro.mp, `${EXP}/resources/NEWRES`)]);
       expect(mk.stderr).toMatch(/Read-only file system/);
