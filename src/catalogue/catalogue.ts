@@ -8,7 +8,7 @@ import type { Assessor, Experiment, FileEntry, Owner, Project, Resource, Scan, S
 import { XnatError } from '../xnat/types.js';
 import { PathError } from './errors.js';
 import { ListingCache } from './listing-cache.js';
-import { buildFileTree, Fingerprint, isTreeDir, lookupInTree, putInTree, type FileTree, type TreeDir } from './file-tree.js';
+import { buildFileTree, componentsOf, fileAt, Fingerprint, isTreeDir, lookupInTree, putInTree, type FileTree, type TreeDir } from './file-tree.js';
 import { ResourceTimes } from './resource-times.js';
 import { escapeName, scanFolderName, unescapeName } from './names.js';
 import { WalkAhead } from './walk-ahead.js';
@@ -213,10 +213,7 @@ export class Catalogue {
       }
       tree ??= await buildFileTree(await this.client.listFiles(owner, resource.id));
       const built = tree;
-      tree.shownAt = this.times.timeOf(key, tree.fingerprint, (path) => {
-        const hit = lookupInTree(built, path.split('/').filter((c) => c !== '').map(escapeName));
-        return hit && !isTreeDir(hit) ? hit : undefined;
-      });
+      tree.shownAt = this.times.timeOf(key, tree.fingerprint, (path) => fileAt(built, path));
       return tree;
     });
   }
@@ -361,8 +358,7 @@ export class Catalogue {
       // No digest: XNAT's is not known until listed; size and path are what was sent. No URI
       // either: reads then address the file by resource id and path.
       const entry: FileEntry = { path: uploaded.path, size: uploaded.size, digest: '', uri: '', resourceLabel: known.label, resourceId: known.id };
-      const before = lookupInTree(tree, uploaded.path.split('/').filter((c) => c !== '').map(escapeName));
-      const replaced = before && !isTreeDir(before) ? before : null;
+      const replaced = fileAt(tree, uploaded.path) ?? null;
       // The time of the upload, which XNAT's next listing keeps when it shows just this (Pending).
       tree.shownAt = this.times.noteUpload(`${ownerKey(owner)}:${known.id}`, tree.fingerprint, uploaded, replaced);
       putInTree(tree, entry);
@@ -388,7 +384,7 @@ export class Catalogue {
     const resource = this.knownResource(owner, resourceLabel);
     const tree = resource && this.peekFileTree(owner, resource);
     if (!resource || !tree) return undefined;
-    const components = path.split('/').filter((c) => c !== '').map(escapeName);
+    const components = componentsOf(path);
     const hit = lookupInTree(tree, components);
     return hit && !isTreeDir(hit) ? { kind: 'file', owner, resource, components, entry: hit, shownAt: tree.shownAt } : undefined;
   }

@@ -134,6 +134,17 @@ export function lookupInTree(root: TreeDir, components: readonly string[]): Tree
   return dir;
 }
 
+/** A path inside the resource ("sub/x.dcm", as XNAT lists it) as escaped tree components. */
+export function componentsOf(path: string): string[] {
+  return path.split('/').filter((c) => c !== '').map(escapeName);
+}
+
+/** The file listed at `path` inside the resource (undefined: none, or a folder there). */
+export function fileAt(root: TreeDir, path: string): FileEntry | undefined {
+  const hit = lookupInTree(root, componentsOf(path));
+  return hit && !isTreeDir(hit) ? hit : undefined;
+}
+
 export function isTreeDir(x: TreeDir | FileEntry): x is TreeDir {
   return (x as TreeDir).dirs instanceof Map;
 }
