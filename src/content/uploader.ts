@@ -62,6 +62,8 @@ export class Uploader {
   private readonly running = new Set<Promise<unknown>>();
   /** Uploads under way (foreground, streaming, or a retry's attempt), by spool path. */
   private readonly inFlight = new Map<string, UploadJob>();
+  /** Uploads that follow their file's writes, by spool path: their job has the size at their start. */
+  private readonly followingWrites = new Map<string, StreamingUpload>();
   /** Spool files given a note at unmount while their upload was still under way (the note's write). */
   private readonly notedAtDrain = new Map<string, Promise<void>>();
   /**
@@ -126,6 +128,7 @@ export class Uploader {
       this.options.streamingLimits ?? DEFAULT_STREAMING_LIMITS,
     );
     this.inFlight.set(job.spoolPath, job);
+    this.followingWrites.set(job.spoolPath, upload);
     const done = upload.result.then(
       () => {
         this.uploads++;
@@ -143,7 +146,10 @@ export class Uploader {
         }
       },
     );
-    void done.finally(() => this.streaming--);
+    void done.finally(() => {
+      this.streaming--;
+      if (this.followingWrites.get(job.spoolPath) === upload) this.followingWrites.delete(job.spoolPath);
+    });
     this.track(done, job);
     return upload;
   }
@@ -274,7 +280,17 @@ export class Uploader {
    * those uploads.
    */
   async noteInFlight(): Promise<UploadJob[]> {
-    const running = [...this.inFlight.values()].filter((job) => !this.retrying.has(job.spoolPath));
+    // An upload that followed the writes was started with the size at 8 MiB. Once its writer has
+    // closed the file (finish), the note gives the size written in all: with the starting size the
+    // next mount found a spool file of another size, skipped the note and called a complete file
+    // "partly written". One whose writer has not finished keeps that size, so the next mount does
+    // not upload a file cut short.
+    const running = [...this.inFlight.values()]
+      .filter((job) => !this.retrying.has(job.spoolPath))
+      .map((job) => {
+        const size = this.followingWrites.get(job.spoolPath)?.finalSize;
+        return size === null || size === undefined ? job : { ...job, size };
+      });
     for (const job of running) {
       if (this.notedAtDrain.has(job.spoolPath)) continue;
       this.notedAtDrain.set(job.spoolPath, this.writeNote(job.spoolPath, { server: this.client.baseUrl, job, unanswered: this.unanswered.get(job.spoolPath) ?? [] }));
