@@ -73,6 +73,8 @@ export class Uploader {
    */
   private readonly noteOps = new Map<string, Promise<void>>();
   private closed = false;
+  /** Uploads that landed after drain() had ended (listed as unfinished), with the size sent. */
+  private readonly landedAfterDrain = new Map<string, number>();
   private streaming = 0;
   /** Why streaming uploads are off for this mount (a server or proxy refused a chunked body). */
   private streamingRefused: string | null = null;
@@ -274,6 +276,15 @@ export class Uploader {
   }
 
   /**
+   * The size XNAT got of `spoolPath` from an upload that landed after drain() had listed it as
+   * unfinished (XNAT answered while the process logged out), or null. Waits for its note's removal.
+   */
+  async landedSinceDrain(spoolPath: string): Promise<number | null> {
+    await Promise.all(this.noteOps.values());
+    return this.landedAfterDrain.get(spoolPath) ?? null;
+  }
+
+  /**
    * Write a note beside the spool file of every upload under way that has none (a background
    * retry has one), so that the next mount takes it up if this process ends first: at the end
    * of the wait at unmount, or when a second signal makes the process exit at once. Returns
@@ -407,6 +418,7 @@ export class Uploader {
 
   /** XNAT has the file. */
   private landed(job: UploadJob): void {
+    if (this.closed) this.landedAfterDrain.set(job.spoolPath, job.size);
     this.spoolDigests.delete(job.spoolPath);
     this.unanswered.delete(job.spoolPath);
     const noted = this.notedAtDrain.get(job.spoolPath);
