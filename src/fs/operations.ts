@@ -5,9 +5,9 @@
 // keeps the spool file and retries it in the background. See doc/SEMANTICS.md.
 import { constants } from 'node:fs';
 import { open, truncate as truncatePath, unlink as unlinkPath, type FileHandle } from 'node:fs/promises';
-import { basename, dirname } from 'node:path';
+import { basename, dirname, join } from 'node:path';
+import { randomBytes } from 'node:crypto';
 import createDebug from 'debug';
-import { file as tmpFile } from 'tmp-promise';
 import type { Node } from '../catalogue/catalogue.js';
 import { PathError } from '../catalogue/errors.js';
 import { unescapeName } from '../catalogue/names.js';
@@ -140,9 +140,11 @@ export function createOperations(ctx: WriteContext): XnatFs {
 
   /** `onServer`: what XNAT holds at the target now, if anything (the upload overwrites it). */
   async function newPending(path: string, target: Target, onServer: Node | null, lazyFromServer: boolean): Promise<PendingFile> {
-    // tmpdir (not dir): tmp only accepts a `dir` inside the system temp dir, and the spool lives
-    // in the cache dir (~/.cache/xnatfs by default). keep: the spool outlives this call.
-    const spool = await tmpFile({ tmpdir: ctx.spoolDir, prefix: 'spool-', postfix: `-${basename(path).slice(-60)}`, mode: 0o600, keep: true, discardDescriptor: true });
+    // Made here, not with a temp-file module: tmp read $TMPDIR when it was loaded, and a batch
+    // job's TMPDIR that no longer exists (set by an earlier job) killed the mount at its start,
+    // though the spool lives in the cache folder. O_EXCL: a name never taken twice.
+    const spool = { path: join(ctx.spoolDir, `spool--${process.pid}-${randomBytes(9).toString('base64url')}--${basename(path).slice(-60)}`) };
+    await (await open(spool.path, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o600)).close();
     const f: PendingFile = {
       path, target, spoolPath: spool.path, fh: null, fhOpening: null, size: 0,
       // Opened for writing, a file on XNAT is unchanged until written: it keeps the time it showed.

@@ -537,6 +537,23 @@ requireFuse()('xnatfs command line (dist/cli/main.js)', () => {
     expect(await fuseMountsUnder(mp.path)).toEqual([]);
   });
 
+  it('TMPDIR naming a folder that does not exist (an ended job\'s): the mount works and writes, it needs no TMPDIR', async () => {
+    // xnatfs keeps everything under the cache folder; a temp-file module read TMPDIR when it was
+    // loaded and the mount died with a stack trace instead.
+    const creds = { XNAT_USER: 'demo', XNAT_PASS: 'demo', TMPDIR: join(work.path, 'job-gone/tmp') };
+    const m = start(['mount', emulator.url, mp.path], creds);
+    await waitMounted(m, mp.path);
+    const src = join(work.path, 'result.txt');
+    await writeFile(src, 'result\n');
+    expect((await run('cp', [src, join(mp.path, NOTES)])).code).toBe(0);
+    m.child.kill('SIGTERM');
+    expect(await exitOf(m)).toEqual({ code: 0, signal: null });
+    expect(m.out.stderr).not.toMatch(/ENOENT|node:|\n\s+at /);
+    expect(emulator.storedFilePath('DEMO', 'SUBJ01', 'SUBJ01_MR1', null, 'NOTES', 'result.txt')).not.toBeNull();
+    const missing = await xnatfs(['mount', emulator.url, join(mp.path, 'nope')], creds);
+    expect(missing.stderr).toMatch(/^xnatfs: mount point \S+ does not exist: create it with mkdir -p \S+\n$/);
+  });
+
   // ── 6. an unprivileged user ─────────────────────────────────────────────────────────────
 
   const isRoot = process.getuid?.() === 0;
