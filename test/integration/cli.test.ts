@@ -629,6 +629,26 @@ requireFuse()('xnatfs command line (dist/cli/main.js)', () => {
 
   // ── 7. demo ─────────────────────────────────────────────────────────────────────────────
 
+  it.skipIf(!isRoot)('an ordinary user with a mount point they cannot write: one line saying so, before any login, nothing mounted', async () => {
+    const user = await testUser();
+    await chmod(work.path, 0o755);
+    const theirs = join(work.path, 'not-theirs');
+    await mkdir(theirs, { mode: 0o755 }); // root's, as a shared /scratch/xnat would be
+    emulator.resetRequests();
+    const r = await run('setpriv', [`--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', process.execPath, MAIN, 'mount', emulator.url, theirs, '--cache-dir', join(work.path, 'c')], {
+      cwd: '/',
+      env: { PATH: process.env.PATH, HOME: '/nonexistent', XNAT_USER: 'demo', XNAT_PASS: 'demo' },
+    });
+    if (r.stderr.includes('Cannot find module') || r.stderr.includes('EACCES: permission denied, open')) {
+      console.warn(`\n!!! SKIPPING: the built CLI is not readable by uid ${user.uid}\n`);
+      return;
+    }
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(`xnatfs: mount point ${theirs} is not writable by you (mode 0755, owner uid 0): fusermount mounts only on a directory you may write; use one of your own, e.g. mkdir -p $TMPDIR/xnat\n`);
+    expect(emulator.requests().filter((q) => q.url.startsWith('/data/JSESSION'))).toEqual([]);
+    expect(await fuseMountsUnder(theirs)).toEqual([]);
+  });
+
   it('demo and emulator on a port in use: one line naming it, exit 1, no temp folders left; demo --port abc is a usage error', async () => {
     const tmp = join(work.path, 'tmp');
     await mkdir(tmp);
