@@ -849,8 +849,17 @@ export function createOperations(ctx: WriteContext): XnatFs {
         if (f.opens === 0) syncAfterClose(f);
       }
       const writers = (): PendingFile[] => [...new Set([...spoolHandles.values()].filter((h) => h.writable).map((h) => h.file))];
+      const writing = writers();
       while (writers().length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
       const left = writers();
+      // A file closed during the wait is uploaded as it is. At a job's end the scheduler's
+      // SIGTERM reaches the program writing it too, and a killed cp's descriptor is closed by
+      // the kernel like any other: the file went up cut short without a word. Nothing tells a
+      // kill from a finished write here, so each such file gets one line with its size.
+      for (const f of writing) {
+        if (left.includes(f) || f.deleted) continue;
+        console.error(`xnatfs: ${f.path} was still being written when the unmount began; it was closed at ${f.size} bytes and is uploaded as it is: if the program writing it was killed (a batch system's SIGTERM reaches every process of the job), it is cut short on XNAT: compare its size and copy it again`);
+      }
       for (const f of left) {
         stopAppending(f, 'unmounting');
         // No release will come for it: its bytes stay in the spool, its descriptor goes.
