@@ -166,8 +166,7 @@ async function main(): Promise<number> {
   if (process.getuid?.() !== 0) log('bench: not root: the page cache cannot be dropped, local baselines will run warm');
 
   const out = s.out;
-  // Scratch space (mount points, caches, local copies) under the system temp dir: xnatfs's write
-  // spool currently needs a cache dir inside os.tmpdir() (tmp-promise rejects others → EIO on create).
+  // Scratch space (mount points, caches, local copies) under the system temp dir.
   const work = s.work ?? join(tmpdir(), `xnatfs-bench-${process.pid}`);
   const logs = join(out, 'logs');
   const sizesKey = `${s.sizes.dicomSlices}x${s.sizes.dicomMatrix}-${s.sizes.smallCount}-${s.sizes.largeBytes}-${s.sizes.treeScans}x${s.sizes.treeDicomPerScan + s.sizes.treeSnapshotsPerScan}`;

@@ -212,7 +212,7 @@ export async function startMount(s: MountSettings, client?: XnatApi): Promise<Ru
     stopping ??= (async () => {
       const waitS = Math.round(s.uploadWaitMs / 1000);
       if (st.uploader.pending().length > 0) console.error(`xnatfs: waiting up to ${waitS} s for ${st.uploader.pending().length} pending upload(s)…`);
-      const left = await st.shutdown(s.uploadWaitMs);
+      const listed = await st.shutdown(s.uploadWaitMs);
       let code = 0;
       try {
         // Also when `xnatfs unmount` already detached it: only fuse.unmount() releases
@@ -223,6 +223,8 @@ export async function startMount(s: MountSettings, client?: XnatApi): Promise<Ru
         code = 1;
       }
       await xnat.close().catch((err: unknown) => log('logout failed: %O', err));
+      // Uploads still under way go on until here: XNAT may have answered one meanwhile.
+      const left = await st.stillUnfinished(listed);
       if (left.length > 0) {
         console.error(`xnatfs: ${left.length} upload(s) did not reach XNAT; the data is kept:`);
         for (const p of left) console.error(`  ${p.displayPath}  ← ${p.spoolPath}  (${p.lastError})`);

@@ -62,6 +62,8 @@ export class Uploader {
   private readonly running = new Set<Promise<unknown>>();
   /** Uploads under way (foreground, streaming, or a retry's attempt), by spool path. */
   private readonly inFlight = new Map<string, UploadJob>();
+  /** Uploads that follow their file's writes, by spool path: their job has the size at their start. */
+  private readonly followingWrites = new Map<string, StreamingUpload>();
   /** Spool files given a note at unmount while their upload was still under way (the note's write). */
   private readonly notedAtDrain = new Map<string, Promise<void>>();
   /**
@@ -71,6 +73,8 @@ export class Uploader {
    */
   private readonly noteOps = new Map<string, Promise<void>>();
   private closed = false;
+  /** Uploads that landed after drain() had ended (listed as unfinished), with the size sent. */
+  private readonly landedAfterDrain = new Map<string, number>();
   private streaming = 0;
   /** Why streaming uploads are off for this mount (a server or proxy refused a chunked body). */
   private streamingRefused: string | null = null;
@@ -126,6 +130,7 @@ export class Uploader {
       this.options.streamingLimits ?? DEFAULT_STREAMING_LIMITS,
     );
     this.inFlight.set(job.spoolPath, job);
+    this.followingWrites.set(job.spoolPath, upload);
     const done = upload.result.then(
       () => {
         this.uploads++;
@@ -143,7 +148,10 @@ export class Uploader {
         }
       },
     );
-    void done.finally(() => this.streaming--);
+    void done.finally(() => {
+      this.streaming--;
+      if (this.followingWrites.get(job.spoolPath) === upload) this.followingWrites.delete(job.spoolPath);
+    });
     this.track(done, job);
     return upload;
   }
@@ -268,13 +276,32 @@ export class Uploader {
   }
 
   /**
+   * The size XNAT got of `spoolPath` from an upload that landed after drain() had listed it as
+   * unfinished (XNAT answered while the process logged out), or null. Waits for its note's removal.
+   */
+  async landedSinceDrain(spoolPath: string): Promise<number | null> {
+    await Promise.all(this.noteOps.values());
+    return this.landedAfterDrain.get(spoolPath) ?? null;
+  }
+
+  /**
    * Write a note beside the spool file of every upload under way that has none (a background
    * retry has one), so that the next mount takes it up if this process ends first: at the end
    * of the wait at unmount, or when a second signal makes the process exit at once. Returns
    * those uploads.
    */
   async noteInFlight(): Promise<UploadJob[]> {
-    const running = [...this.inFlight.values()].filter((job) => !this.retrying.has(job.spoolPath));
+    // An upload that followed the writes was started with the size at 8 MiB. Once its writer has
+    // closed the file (finish), the note gives the size written in all: with the starting size the
+    // next mount found a spool file of another size, skipped the note and called a complete file
+    // "partly written". One whose writer has not finished keeps that size, so the next mount does
+    // not upload a file cut short.
+    const running = [...this.inFlight.values()]
+      .filter((job) => !this.retrying.has(job.spoolPath))
+      .map((job) => {
+        const size = this.followingWrites.get(job.spoolPath)?.finalSize;
+        return size === null || size === undefined ? job : { ...job, size };
+      });
     for (const job of running) {
       if (this.notedAtDrain.has(job.spoolPath)) continue;
       this.notedAtDrain.set(job.spoolPath, this.writeNote(job.spoolPath, { server: this.client.baseUrl, job, unanswered: this.unanswered.get(job.spoolPath) ?? [] }));
@@ -391,6 +418,7 @@ export class Uploader {
 
   /** XNAT has the file. */
   private landed(job: UploadJob): void {
+    if (this.closed) this.landedAfterDrain.set(job.spoolPath, job.size);
     this.spoolDigests.delete(job.spoolPath);
     this.unanswered.delete(job.spoolPath);
     const noted = this.notedAtDrain.get(job.spoolPath);

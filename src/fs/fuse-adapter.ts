@@ -11,7 +11,7 @@ import { createRequire } from 'node:module';
 import createDebug from 'debug';
 import type { FsOps, MaybePromise, MountOptions, Stat } from './types.js';
 import { errnoOf } from './errors.js';
-import { canonicalMountpoint, prepareMountpoint } from './mountpoint.js';
+import { canonicalMountpoint, fusermountProblem, prepareMountpoint } from './mountpoint.js';
 
 export { unmountPath } from './mountpoint.js';
 
@@ -320,17 +320,19 @@ export async function mountFuse(ops: FsOps, opts: MountOptions & FuseTuning): Pr
 
   log('mounting %s with %o, ops: %s', mountpoint, options, Object.keys(handlers).join(' '));
   const fuse = new Fuse(mountpoint, handlers, options);
-  await new Promise<void>((res, rej) =>
-    fuse.mount((err) => {
-      if (!err) return res();
-      rej(new Error(
-        // fusermount's own message is lost (Node marks fds 0-2 close-on-exec), so list the causes.
-        `could not mount ${mountpoint}: ${err.message}. Usual causes: /dev/fuse missing or not accessible; ` +
+  const failed = await new Promise<Error | null>((res) => fuse.mount((err) => res(err ?? null)));
+  if (failed) {
+    // fusermount's own message is lost (Node marks fds 0-2 close-on-exec): name the cause when
+    // it can be found (/dev/fuse and the mount point were checked before), else list them.
+    const why = process.getuid?.() === 0 ? null : await fusermountProblem();
+    throw new Error(
+      why
+        ? `could not mount ${mountpoint}: ${why}`
+        : `could not mount ${mountpoint}: ${failed.message}. Usual causes: /dev/fuse missing or not accessible; ` +
           'no setuid fusermount (Debian/Ubuntu: apt-get install fuse3); a mount point you do not own',
-        { cause: err },
-      ));
-    }),
-  );
+      { cause: failed },
+    );
+  }
 
   let closing: Promise<void> | undefined;
   const unmount = (how: { detached?: boolean } = {}): Promise<void> => {

@@ -1,9 +1,10 @@
 // Mount point checks and unmounting. Nothing here blocks the main thread: the FUSE handlers of
 // a live mount run on it, so a synchronous stat or child process touching a mount deadlocks.
 import { execFile } from 'node:child_process';
-import { readFile, readdir, realpath, stat } from 'node:fs/promises';
+import { access, readFile, readdir, realpath, stat } from 'node:fs/promises';
+import { constants } from 'node:fs';
 import type { Stats } from 'node:fs';
-import { basename, dirname, join, resolve } from 'node:path';
+import { basename, delimiter, dirname, join, resolve } from 'node:path';
 import createDebug from 'debug';
 import { FsError } from './errors.js';
 
@@ -223,6 +224,54 @@ export async function prepareMountpoint(path: string): Promise<void> {
       `mount point ${abs} is not empty (${entries.length === 1 ? '1 entry' : `${entries.length} entries`} would be hidden): use an empty directory`,
     );
   }
+  await checkUserCanMount(abs);
+}
+
+const modeOf = (st: Stats): string => `mode ${(st.mode & 0o7777).toString(8).padStart(4, '0')}, owner uid ${st.uid}`;
+
+/**
+ * What keeps an ordinary user from mounting at `abs` that can be told before logging in. Without
+ * it a user saw "fuse failed. Usual causes: …" (three guesses; fusermount's own message never
+ * reaches the terminal) after the login, and for /dev/fuse a second line from libfuse. access()
+ * asks the kernel as this user, so ACLs and groups count as they do for fusermount; root passes.
+ */
+export async function checkUserCanMount(abs: string, o: { uid?: number; devFuse?: string } = {}): Promise<void> {
+  if ((o.uid ?? process.getuid?.()) === 0) return;
+  const devFuse = o.devFuse ?? '/dev/fuse';
+  try {
+    await access(devFuse, constants.R_OK | constants.W_OK);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      throw new FsError('ENOENT', `${devFuse} does not exist on this machine, so nothing can be mounted with FUSE here: ask an administrator (modprobe fuse; a container needs --device /dev/fuse)`);
+    }
+    const st = await stat(devFuse).catch(() => null);
+    throw new FsError('EACCES', `${devFuse} is not readable and writable by you (${st ? modeOf(st) : (err as NodeJS.ErrnoException).code}), so you cannot mount with FUSE: ask an administrator to allow it (chmod 666 ${devFuse}, as distributions ship it)`);
+  }
+  try {
+    await access(abs, constants.W_OK);
+  } catch {
+    const st = await stat(abs).catch(() => null);
+    throw new FsError('EACCES', `mount point ${abs} is not writable by you (${st ? modeOf(st) : 'no access'}): fusermount mounts only on a directory you may write; use one of your own, e.g. mkdir -p $TMPDIR/xnat`);
+  }
+}
+
+/**
+ * Why fusermount cannot mount for an ordinary user, or null: it is missing from `dirs` (PATH and
+ * where libfuse looks), or not setuid root. Asked only after a mount failed: a site may grant it
+ * otherwise (file capabilities), so this never refuses a mount by itself.
+ */
+export async function fusermountProblem(dirs: string[] = [...(process.env['PATH'] ?? '').split(delimiter), '/usr/bin', '/bin']): Promise<string | null> {
+  for (const name of ['fusermount', 'fusermount3']) {
+    for (const d of dirs.filter(Boolean)) {
+      const path = join(d, name);
+      const st = await stat(path).catch(() => null);
+      if (!st?.isFile()) continue;
+      if (st.uid === 0 && (st.mode & 0o4000) !== 0) return null;
+      const real = await realpath(path).catch(() => path);
+      return `${real} is not setuid root (${modeOf(st)}), so only root can mount with FUSE: ask an administrator (chmod u+s ${real})`;
+    }
+  }
+  return 'fusermount is not installed, so only root can mount with FUSE: ask an administrator (Debian/Ubuntu: apt-get install fuse3; RHEL: dnf install fuse3)';
 }
 
 async function detachStale(abs: string): Promise<void> {

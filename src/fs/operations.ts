@@ -5,9 +5,9 @@
 // keeps the spool file and retries it in the background. See doc/SEMANTICS.md.
 import { constants } from 'node:fs';
 import { open, truncate as truncatePath, unlink as unlinkPath, type FileHandle } from 'node:fs/promises';
-import { basename, dirname } from 'node:path';
+import { basename, dirname, join } from 'node:path';
+import { randomBytes } from 'node:crypto';
 import createDebug from 'debug';
-import { file as tmpFile } from 'tmp-promise';
 import type { Node } from '../catalogue/catalogue.js';
 import { PathError } from '../catalogue/errors.js';
 import { unescapeName } from '../catalogue/names.js';
@@ -140,9 +140,11 @@ export function createOperations(ctx: WriteContext): XnatFs {
 
   /** `onServer`: what XNAT holds at the target now, if anything (the upload overwrites it). */
   async function newPending(path: string, target: Target, onServer: Node | null, lazyFromServer: boolean): Promise<PendingFile> {
-    // tmpdir (not dir): tmp only accepts a `dir` inside the system temp dir, and the spool lives
-    // in the cache dir (~/.cache/xnatfs by default). keep: the spool outlives this call.
-    const spool = await tmpFile({ tmpdir: ctx.spoolDir, prefix: 'spool-', postfix: `-${basename(path).slice(-60)}`, mode: 0o600, keep: true, discardDescriptor: true });
+    // Made here, not with a temp-file module: tmp read $TMPDIR when it was loaded, and a batch
+    // job's TMPDIR that no longer exists (set by an earlier job) killed the mount at its start,
+    // though the spool lives in the cache folder. O_EXCL: a name never taken twice.
+    const spool = { path: join(ctx.spoolDir, `spool--${process.pid}-${randomBytes(9).toString('base64url')}--${basename(path).slice(-60)}`) };
+    await (await open(spool.path, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o600)).close();
     const f: PendingFile = {
       path, target, spoolPath: spool.path, fh: null, fhOpening: null, size: 0,
       // Opened for writing, a file on XNAT is unchanged until written: it keeps the time it showed.
@@ -847,8 +849,17 @@ export function createOperations(ctx: WriteContext): XnatFs {
         if (f.opens === 0) syncAfterClose(f);
       }
       const writers = (): PendingFile[] => [...new Set([...spoolHandles.values()].filter((h) => h.writable).map((h) => h.file))];
+      const writing = writers();
       while (writers().length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
       const left = writers();
+      // A file closed during the wait is uploaded as it is. At a job's end the scheduler's
+      // SIGTERM reaches the program writing it too, and a killed cp's descriptor is closed by
+      // the kernel like any other: the file went up cut short without a word. Nothing tells a
+      // kill from a finished write here, so each such file gets one line with its size.
+      for (const f of writing) {
+        if (left.includes(f) || f.deleted) continue;
+        console.error(`xnatfs: ${f.path} was still being written when the unmount began; it was closed at ${f.size} bytes and is uploaded as it is: if the program writing it was killed (a batch system's SIGTERM reaches every process of the job), it is cut short on XNAT: compare its size and copy it again`);
+      }
       for (const f of left) {
         stopAppending(f, 'unmounting');
         // No release will come for it: its bytes stay in the spool, its descriptor goes.

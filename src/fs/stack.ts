@@ -1,6 +1,6 @@
 // Builds the whole filesystem over one XNAT client: catalogue → content → fs operations.
 // The CLI mounts what this returns; tests drive `ops` directly without FUSE.
-import { mkdir, readdir, rm, rmdir, unlink } from 'node:fs/promises';
+import { mkdir, readdir, rm, rmdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Catalogue } from '../catalogue/catalogue.js';
 import { ResourceTimes } from '../catalogue/resource-times.js';
@@ -44,6 +44,11 @@ export interface XnatFsStack extends XnatFs {
    * stop downloads; returns what never made it to XNAT.
    */
   shutdown(uploadWaitMs: number): Promise<UnfinishedWrite[]>;
+  /**
+   * What of shutdown()'s list is still not on XNAT, asked once the process is about to exit:
+   * an upload XNAT answered since (during the logout) is dropped from it, with its spool file.
+   */
+  stillUnfinished(left: UnfinishedWrite[]): Promise<UnfinishedWrite[]>;
 }
 
 export async function createStack(client: XnatApi, o: StackOptions): Promise<XnatFsStack> {
@@ -139,6 +144,21 @@ export async function createStack(client: XnatApi, o: StackOptions): Promise<Xna
       // A file whose close() still waits for its upload is in both lists: once, as uploading.
       const listed = new Set(left.map((l) => l.spoolPath));
       return [...left, ...open.filter((o) => !listed.has(o.spoolPath))];
+    },
+    async stillUnfinished(left) {
+      // An upload still under way when the wait ended goes on while xnatfs unmounts and logs
+      // out (up to 5 s, and XNAT answers a large file only once it has stored it). One that
+      // landed meanwhile was reported as not on XNAT (exit 3), and its spool file, which no
+      // release took away any more, was called "partly written" by the next mount.
+      const out: UnfinishedWrite[] = [];
+      for (const l of left) {
+        const sent = await uploader.landedSinceDrain(l.spoolPath);
+        const now = sent === null ? null : await stat(l.spoolPath).then((s) => s.size, () => sent);
+        if (sent !== null && now === sent) await unlink(l.spoolPath).catch(() => undefined);
+        else out.push(l);
+      }
+      await rmdir(spoolDir).catch(() => undefined);
+      return out;
     },
   };
 }

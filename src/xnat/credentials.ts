@@ -19,7 +19,7 @@ const log = createDebug('xnatfs:auth');
 export type CredentialSource = 'option' | 'env' | 'netrc' | 'prompt';
 
 export type ResolvedCredentials =
-  | { kind: 'password'; user: string; password: string; userSource: CredentialSource; passwordSource: CredentialSource }
+  | { kind: 'password'; user: string; password: string; userSource: CredentialSource; passwordSource: CredentialSource; netrcFile?: string }
   | { kind: 'jsession'; jsession: string; source: 'option' | 'env' };
 
 /** One line for the log, never containing the secret. */
@@ -38,7 +38,8 @@ export function credentialHint(c: ResolvedCredentials): string {
     case 'env':
       return 'check XNAT_USER/XNAT_PASS';
     case 'netrc':
-      return 'check the password in ~/.netrc';
+      // The file it came from: a job script's NETRC=… is not ~/.netrc.
+      return `check the password in ${c.netrcFile ?? '~/.netrc'}`;
     case 'prompt':
       return 'check the user name and password you typed';
     case 'option':
@@ -288,7 +289,7 @@ export async function resolveCredentials(opts: CredentialOptions): Promise<Resol
   if (entries) {
     const entry = findNetrcEntry(entries, host, user);
     if (entry?.password !== undefined && (user || entry.login)) {
-      return done(user ?? entry.login!, entry.password, user ? userSource : 'netrc', 'netrc');
+      return done(user ?? entry.login!, entry.password, user ? userSource : 'netrc', 'netrc', file);
     }
   }
 
@@ -316,8 +317,8 @@ export async function resolveCredentials(opts: CredentialOptions): Promise<Resol
         : `no credentials for ${host}: set XNAT_USER and XNAT_PASS, add "machine ${host} login USER password PASS" to ${file} (chmod 600), ${ask}`),
   );
 
-  function done(u: string, p: string, us: CredentialSource, ps: CredentialSource): ResolvedCredentials {
-    const c: ResolvedCredentials = { kind: 'password', user: u, password: p, userSource: us, passwordSource: ps };
+  function done(u: string, p: string, us: CredentialSource, ps: CredentialSource, netrcFile?: string): ResolvedCredentials {
+    const c: ResolvedCredentials = { kind: 'password', user: u, password: p, userSource: us, passwordSource: ps, ...(netrcFile ? { netrcFile } : {}) };
     log('credentials: %s', describeCredentials(c));
     return c;
   }

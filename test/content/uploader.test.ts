@@ -65,4 +65,32 @@ describe('Uploader spool notes', () => {
     expect((await readdir(tmp.path)).filter((n) => n.endsWith('.tmp'))).toEqual([]);
     expect(await up.waiting(tmp.path)).toHaveLength(20);
   });
+
+  // A batch job's end: cp has written the whole file and its close() waits for XNAT's answer to
+  // the upload that followed the writes (begun at 8 MiB), when the wait at unmount ends. The note
+  // must give the size written in all, or the next mount sees a spool file of another size, skips
+  // its note and calls it "partly written" instead of uploading it.
+  it('the note of an upload that followed the writes, under way at drain, gives the final size: the next mount resumes it', async () => {
+    const x = new MemoryXnat();
+    x.uploadFile = async (_o, _r, _p, options) => {
+      if ('stream' in options) for await (const _chunk of options.stream()) { /* all sent */ }
+      await new Promise(() => undefined); // XNAT stores it and has not answered yet
+    };
+    const up = new Uploader(x, { concurrency: 4, retryDelayMs: 60_000, maxRetryDelayMs: 60_000 }, () => undefined);
+    const spoolPath = join(tmp.path, 'spool-big');
+    await writeFile(spoolPath, 'first 8 MiB|and the rest of it');
+    const job: UploadJob = { owner, resource: 'R', path: 'big.nii', spoolPath, size: 12, overwrite: false, displayPath: '/m/big.nii' };
+    const streaming = up.startStreaming(job)!;
+    streaming.grow(12); // the upload starts at 8 MiB…
+    await new Promise((r) => setTimeout(r, 20));
+    streaming.grow(30); // …and follows the writes to the end
+    void streaming.finish(30).catch(() => undefined); // close(): waits for XNAT's answer
+    await new Promise((r) => setTimeout(r, 20));
+    const left = await up.drain(0);
+    expect(left.map((l) => l.displayPath)).toEqual(['/m/big.nii']);
+    const note = JSON.parse(await readFile(noteOf(spoolPath), 'utf8')) as { job: UploadJob };
+    expect(note.job.size).toBe(30);
+    const next = new Uploader(new MemoryXnat(), { concurrency: 2, retryDelayMs: 60_000, maxRetryDelayMs: 60_000 }, () => undefined);
+    expect((await next.waiting(tmp.path)).map((j) => j.size)).toEqual([30]);
+  });
 });

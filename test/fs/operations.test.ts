@@ -360,6 +360,30 @@ describe('fs operations over an in-memory XNAT', () => {
     expect(left).toEqual([{ displayPath: stuck, spoolPath: expect.stringContaining(fs.spoolDir), lastError: 'still open for writing by a program at unmount' }]);
   });
 
+  // A batch job's end: the scheduler's SIGTERM reaches the mount and the cp writing into it at
+  // once. The killed cp's close() uploads the bytes it had written, as a killed cp leaves a short
+  // file on a disk, but here nothing said so: a result cut short sat on XNAT without a word.
+  it('at unmount: a file closed during the wait is uploaded with one line naming it and its size (its writer may have been killed)', async () => {
+    const path = `${NOTES}/big.nii`;
+    const fd = await fs.ops.create!(path, 0o644);
+    await fs.ops.write!(path, fd, Buffer.from('the first 271 MB'), 16, 0);
+    const lines: string[] = [];
+    const spy = vi.spyOn(console, 'error').mockImplementation((...a: unknown[]) => void lines.push(a.join(' ')));
+    try {
+      const shutdown = fs.shutdown(2000);
+      await new Promise((r) => setTimeout(r, 50));
+      await fs.ops.flush!(path, fd); // the killed cp's descriptor is closed by the kernel
+      await fs.ops.release!(path, fd);
+      expect(await shutdown).toEqual([]);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(x.resources.get('e/XNAT_E00001')!.find((r) => r.resource.label === 'NOTES')!.files.get('big.nii')?.length).toBe(16);
+    expect(lines).toEqual([
+      `xnatfs: ${path} was still being written when the unmount began; it was closed at 16 bytes and is uploaded as it is: if the program writing it was killed (a batch system's SIGTERM reaches every process of the job), it is cut short on XNAT: compare its size and copy it again`,
+    ]);
+  });
+
   it('treats a duplicates reply as a failure, never a success', async () => {
     const path = `${NOTES}/fresh.txt`;
     const fd = await fs.ops.create!(path, 0o644);

@@ -537,6 +537,23 @@ requireFuse()('xnatfs command line (dist/cli/main.js)', () => {
     expect(await fuseMountsUnder(mp.path)).toEqual([]);
   });
 
+  it('TMPDIR naming a folder that does not exist (an ended job\'s): the mount works and writes, it needs no TMPDIR', async () => {
+    // xnatfs keeps everything under the cache folder; a temp-file module read TMPDIR when it was
+    // loaded and the mount died with a stack trace instead.
+    const creds = { XNAT_USER: 'demo', XNAT_PASS: 'demo', TMPDIR: join(work.path, 'job-gone/tmp') };
+    const m = start(['mount', emulator.url, mp.path], creds);
+    await waitMounted(m, mp.path);
+    const src = join(work.path, 'result.txt');
+    await writeFile(src, 'result\n');
+    expect((await run('cp', [src, join(mp.path, NOTES)])).code).toBe(0);
+    m.child.kill('SIGTERM');
+    expect(await exitOf(m)).toEqual({ code: 0, signal: null });
+    expect(m.out.stderr).not.toMatch(/ENOENT|node:|\n\s+at /);
+    expect(emulator.storedFilePath('DEMO', 'SUBJ01', 'SUBJ01_MR1', null, 'NOTES', 'result.txt')).not.toBeNull();
+    const missing = await xnatfs(['mount', emulator.url, join(mp.path, 'nope')], creds);
+    expect(missing.stderr).toMatch(/^xnatfs: mount point \S+ does not exist: create it with mkdir -p \S+\n$/);
+  });
+
   // ── 6. an unprivileged user ─────────────────────────────────────────────────────────────
 
   const isRoot = process.getuid?.() === 0;
@@ -611,6 +628,26 @@ requireFuse()('xnatfs command line (dist/cli/main.js)', () => {
   });
 
   // ── 7. demo ─────────────────────────────────────────────────────────────────────────────
+
+  it.skipIf(!isRoot)('an ordinary user with a mount point they cannot write: one line saying so, before any login, nothing mounted', async () => {
+    const user = await testUser();
+    await chmod(work.path, 0o755);
+    const theirs = join(work.path, 'not-theirs');
+    await mkdir(theirs, { mode: 0o755 }); // root's, as a shared /scratch/xnat would be
+    emulator.resetRequests();
+    const r = await run('setpriv', [`--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', process.execPath, MAIN, 'mount', emulator.url, theirs, '--cache-dir', join(work.path, 'c')], {
+      cwd: '/',
+      env: { PATH: process.env.PATH, HOME: '/nonexistent', XNAT_USER: 'demo', XNAT_PASS: 'demo' },
+    });
+    if (r.stderr.includes('Cannot find module') || r.stderr.includes('EACCES: permission denied, open')) {
+      console.warn(`\n!!! SKIPPING: the built CLI is not readable by uid ${user.uid}\n`);
+      return;
+    }
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(`xnatfs: mount point ${theirs} is not writable by you (mode 0755, owner uid 0): fusermount mounts only on a directory you may write; use one of your own, e.g. mkdir -p $TMPDIR/xnat\n`);
+    expect(emulator.requests().filter((q) => q.url.startsWith('/data/JSESSION'))).toEqual([]);
+    expect(await fuseMountsUnder(theirs)).toEqual([]);
+  });
 
   it('demo and emulator on a port in use: one line naming it, exit 1, no temp folders left; demo --port abc is a usage error', async () => {
     const tmp = join(work.path, 'tmp');

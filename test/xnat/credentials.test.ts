@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  credentialHint,
   describeCredentials,
   findNetrcEntry,
   parseNetrc,
@@ -98,6 +99,12 @@ describe('resolveCredentials', () => {
       userSource: 'option',
       passwordSource: 'netrc',
     });
+  });
+
+  it('a refused netrc password: the advice names the file it came from ($NETRC), not always ~/.netrc', async () => {
+    const p = await netrc('job', 'machine xnat.example.org login 451a00c9-alias password expired-secret\n');
+    const c = await resolveCredentials({ baseUrl: base, env: {}, netrcFile: p, interactive: false });
+    expect(credentialHint(c)).toBe(`check the password in ${p}`);
   });
 
   it('explains what to do when nothing is found and no terminal', async () => {
