@@ -154,7 +154,9 @@ export function cacheDirFor(base: string, url: string): string {
 export function leftoverSpoolNote(paths: string[]): string {
   const dirs = [...new Set(paths.map((p) => dirname(p)))];
   const n = paths.length;
-  return `${n} partly written file${n === 1 ? '' : 's'} from an earlier mount that was killed ${n === 1 ? 'was' : 'were'} not uploaded and ${n === 1 ? 'is' : 'are'} kept in ${dirs.join(', ')}; copy ${n === 1 ? 'it' : 'them'} again if you need ${n === 1 ? 'it' : 'them'}`;
+  // Only the user knows whether they are worth anything, so they stay: the line says how to stop
+  // it coming back at every mount.
+  return `${n} partly written file${n === 1 ? '' : 's'} from an earlier mount that was killed ${n === 1 ? 'was' : 'were'} not uploaded and ${n === 1 ? 'is' : 'are'} kept in ${dirs.join(', ')}; copy ${n === 1 ? 'it' : 'them'} again if you need ${n === 1 ? 'it' : 'them'}, then delete ${dirs.length === 1 ? 'that folder' : 'those folders'} (until then every mount says this)`;
 }
 
 export interface RunningMount {

@@ -56,7 +56,7 @@ describe('xnatfs mount options', () => {
 describe('spool files of a killed mount', () => {
   it('are said to be where they are (the killed mount\'s folder), not in the new mount\'s spool folder', () => {
     expect(leftoverSpoolNote(['/c/spool/111/spool-a-x.nii', '/c/spool/111/spool-b-y.nii', '/c/spool/222/spool-c-z.nii'])).toBe(
-      '3 partly written files from an earlier mount that was killed were not uploaded and are kept in /c/spool/111, /c/spool/222; copy them again if you need them',
+      '3 partly written files from an earlier mount that was killed were not uploaded and are kept in /c/spool/111, /c/spool/222; copy them again if you need them, then delete those folders (until then every mount says this)',
     );
   });
 });
