@@ -14,7 +14,7 @@ import {
   type ResolvedCredentials,
 } from './credentials.js';
 import { errorForStatus } from './errors.js';
-import { headerValue, HttpClient, readText, type HttpRequest, type RetryOptions, type Timeouts } from './http.js';
+import { checkHostExists, headerValue, HttpClient, readText, type HttpRequest, type RetryOptions, type Timeouts } from './http.js';
 import { encodeFilePath, encodeFilePathForWrite, filesPath, listPaths, requestPathFromUri, resourcePath, resourcesPath, unstorablePath } from './paths.js';
 import {
   toAssessor,
@@ -72,6 +72,8 @@ export interface XnatClientOptions {
   caFile?: string;
   timeouts?: Timeouts;
   retry?: RetryOptions;
+  /** DNS lookup of the server's host before the credentials are looked for (tests replace it). */
+  lookupHost?: (host: string) => Promise<unknown>;
 }
 
 /**
@@ -108,6 +110,7 @@ export function normalizeBaseUrl(raw: string): { baseUrl: string; user?: string;
 
 export async function createXnatClient(options: XnatClientOptions): Promise<XnatClient> {
   const { baseUrl, user: urlUser } = normalizeBaseUrl(options.baseUrl);
+  if (!options.credentials) await checkHostExists(baseUrl, options.lookupHost);
   const credentials =
     options.credentials ??
     (await resolveCredentials({

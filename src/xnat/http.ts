@@ -7,6 +7,8 @@ import { rootCertificates } from 'node:tls';
 import type { Readable } from 'node:stream';
 import createDebug from 'debug';
 import { Agent, type Dispatcher } from 'undici';
+import { lookup } from 'node:dns/promises';
+import { isIP } from 'node:net';
 import { Slots, Standing } from './slots.js';
 import { XnatError } from './types.js';
 
@@ -412,9 +414,7 @@ export class HttpClient {
     if (TLS_CODES.test(code)) {
       return new XnatError('network', `the TLS certificate of XNAT at ${this.baseUrl} is not trusted (${code}): give its CA with --ca-file`, null, { cause: err });
     }
-    if (code === 'ENOTFOUND') {
-      return new XnatError('network', `the host of ${this.baseUrl} was not found (ENOTFOUND): check the URL`, null, { cause: err });
-    }
+    if (code === 'ENOTFOUND') return hostNotFound(this.baseUrl, err);
     if (code === 'ECONNREFUSED') {
       return new XnatError('network', `XNAT at ${this.baseUrl} refused the connection${tries} (ECONNREFUSED): check the URL and that the server is up`, null, { cause: err });
     }
@@ -483,4 +483,23 @@ export async function readText(body: Readable, maxBytes: number): Promise<string
     chunks.push(b);
   }
   return Buffer.concat(chunks).toString('utf8');
+}
+
+function hostNotFound(baseUrl: string, cause: unknown): XnatError {
+  return new XnatError('network', `the host of ${baseUrl} was not found (ENOTFOUND): check the URL`, null, { cause });
+}
+
+/**
+ * Fails when DNS says the server's host does not exist. Asked before the credentials: a typo in
+ * the URL was otherwise answered "no credentials for <typo>" (or with a password prompt), which
+ * sends a new user to edit ~/.netrc. Any other DNS trouble is left to the first request.
+ */
+export async function checkHostExists(baseUrl: string, resolve: (host: string) => Promise<unknown> = lookup): Promise<void> {
+  const host = new URL(baseUrl).hostname.replace(/^\[(.*)\]$/, '$1');
+  if (isIP(host) !== 0) return;
+  try {
+    await resolve(host);
+  } catch (err) {
+    if (errCode(err) === 'ENOTFOUND') throw hostNotFound(baseUrl, err);
+  }
 }

@@ -348,3 +348,36 @@ describe('XNAT client against the emulator', () => {
     expect(suite.emu.requests()).toEqual([{ method: 'DELETE', url: '/data/JSESSION', status: 200, chunked: false }]);
   });
 });
+
+describe('a server host that DNS does not know', () => {
+  const notFound = async (): Promise<never> => {
+    throw Object.assign(new Error('getaddrinfo ENOTFOUND xnat.invalid'), { code: 'ENOTFOUND' });
+  };
+
+  it('is said before the credentials are looked for: "check the URL", not "no credentials"', async () => {
+    const looked: string[] = [];
+    const err = (await createXnatClient({
+      baseUrl: 'https://xnat.invalid/',
+      env: {},
+      netrcFile: '/nonexistent/netrc',
+      interactive: false,
+      lookupHost: async (host) => {
+        looked.push(host);
+        return notFound();
+      },
+    }).catch((e: unknown) => e)) as XnatError;
+    expect(looked).toEqual(['xnat.invalid']);
+    expect(err).toBeInstanceOf(XnatError);
+    expect(err.message).toBe('the host of https://xnat.invalid was not found (ENOTFOUND): check the URL');
+  });
+
+  it('other DNS trouble (no resolver) is left to the first request; an IP address is not looked up', async () => {
+    const unreachable = async (): Promise<never> => {
+      throw Object.assign(new Error('getaddrinfo EAI_AGAIN'), { code: 'EAI_AGAIN' });
+    };
+    const a = (await createXnatClient({ baseUrl: 'https://xnat.example.org', env: {}, netrcFile: '/nonexistent/netrc', interactive: false, lookupHost: unreachable }).catch((e: unknown) => e)) as Error;
+    expect(a.message).toMatch(/^no credentials for xnat\.example\.org/);
+    const b = (await createXnatClient({ baseUrl: 'http://[::1]:9', env: {}, netrcFile: '/nonexistent/netrc', interactive: false, lookupHost: notFound }).catch((e: unknown) => e)) as Error;
+    expect(b.message).toMatch(/^no credentials for/);
+  });
+});
