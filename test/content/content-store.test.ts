@@ -262,6 +262,42 @@ describe('ContentStore', () => {
     expect(cache.lookup(store.keyOf(ref3))).not.toBeNull();
   });
 
+  it('a file larger than the cache, opened again just as its last reader closes, reads right (not ENOENT)', async () => {
+    // The 20 MB file cannot be kept in the 1 MB cache: once its last reader closes, its partial
+    // file is deleted. A reader opening it meanwhile (xargs, make -j) shares the finished download.
+    const small = new DiskCache({ dir: join(tmp.path, 'small-cache'), maxBytes: 1024 * 1024 });
+    await small.init();
+    const x = new MemoryXnat();
+    const data = Buffer.alloc(20 * 1024 * 1024);
+    for (let i = 0; i < data.length; i += 4096) data.writeUInt32LE(i, i);
+    const ref = refFor(x, 'larger-than-cache.nii', data);
+    const orig = x.readFile.bind(x);
+    // In 64 KiB chunks, as from a socket: the download keeps only its last 16 MiB in memory.
+    x.readFile = async (f, o) => {
+      const full = await orig(f, o);
+      const bytes = Buffer.concat(await (full.body as Readable).toArray());
+      return { ...full, body: Readable.from(Array.from({ length: Math.ceil(bytes.length / 65536) }, (_, i) => bytes.subarray(i * 65536, (i + 1) * 65536))) };
+    };
+    const store = kept(new ContentStore(x, {
+      server: x.baseUrl, cache: small, download: { maxAttempts: 2, retryDelayMs: 1 },
+      prefetch: { enabled: false, concurrency: 1, maxFileBytes: 1 << 20, maxFolderBytes: 1 << 24, zipMinFiles: 1000, zipMaxBytes: 1 << 24, zipCompression: 0 },
+    }));
+    const fd = await store.open(ref);
+    expect((await readAll(store, fd, data.length, 1 << 20)).equals(data)).toBe(true);
+    await new Promise((r) => setTimeout(r, 200)); // the download has ended (written and closed)
+    const released = store.release(fd);
+    const fd2 = await store.open(ref);
+    await released;
+    // Its head is no longer in the download's in-memory window: read from the partial file.
+    const head = Buffer.alloc(4096);
+    expect(await store.read(fd2, head, 4096, 0)).toBe(4096);
+    expect(head.equals(data.subarray(0, 4096))).toBe(true);
+    expect((await readAll(store, fd2, data.length, 1 << 20)).equals(data)).toBe(true);
+    await store.release(fd2);
+    await store.idle();
+    expect(await readdir(small.partialDir)).toEqual([]);
+  });
+
   it('marks prefetch GETs as background, and the GET of a file a program opened as foreground', async () => {
     const x = new MemoryXnat();
     const refs = Array.from({ length: 6 }, (_, i) => refFor(x, `bg/${i}.dcm`, Buffer.alloc(1000, i)));
