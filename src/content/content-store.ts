@@ -606,6 +606,9 @@ export class ContentStore {
   private async maybeDiscard(key: string, active: Active): Promise<void> {
     if (active.refs > 0 || !active.download.done) return;
     await active.download.closeHandles();
+    // A program opened the file again meanwhile (close then reopen, xargs): it shares this
+    // download and reads its file by path; deleting it now failed that read with ENOENT (EIO).
+    if (active.refs > 0) return;
     if (active.committed === false) {
       if (this.active.get(key) === active) this.active.delete(key);
       await unlink(active.download.path).catch(() => undefined);

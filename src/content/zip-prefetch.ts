@@ -28,6 +28,18 @@ const STREAMED_MEMBER_BYTES = 32 * 1024 * 1024;
 /** Zips up to this size are held in memory rather than spooled to disk. */
 const IN_MEMORY_ZIP_BYTES = 64 * 1024 * 1024;
 
+/**
+ * Bytes of all zips being received held in memory together. Each folder a program reads is
+ * prefetched as its own zip, so the bound per zip alone let six parallel `cp -r` of 45 MB scans
+ * hold 270 MB (the mount peaked at 670-770 MB RSS); past this total, a zip is spooled to disk.
+ */
+let zipBytesHeld = 0;
+
+/** Bytes of zips held in memory now, all zips together. */
+export function zipBytesInMemory(): number {
+  return zipBytesHeld;
+}
+
 export interface WantedMember {
   size: number;
   /**
@@ -61,6 +73,8 @@ export async function fetchZipMembers(
   options: {
     signal?: AbortSignal;
     inMemoryBytes?: number;
+    /** Bound on the bytes of all zips held in memory together (default IN_MEMORY_ZIP_BYTES). */
+    inMemoryTotalBytes?: number;
     compression?: number;
     /** Awaited after each chunk: the receiver's backpressure (e.g. members not yet written). */
     pace?: () => Promise<void> | void;
@@ -69,6 +83,7 @@ export async function fetchZipMembers(
   } = {},
 ): Promise<void> {
   const pending = new Map(wanted);
+  const held = { bytes: 0 };
   try {
     const body = await client.downloadResourceZip(owner, resource, {
       background: true,
@@ -103,7 +118,8 @@ export async function fetchZipMembers(
         ),
       );
     }, options.streamedMemberBytes ?? STREAMED_MEMBER_BYTES);
-    const { zip, buffer } = await receiveZip(body, tmpPath, options.inMemoryBytes ?? IN_MEMORY_ZIP_BYTES, (chunk) => parser.push(chunk), options.pace);
+    const inMemory = { each: options.inMemoryBytes ?? IN_MEMORY_ZIP_BYTES, total: options.inMemoryTotalBytes ?? IN_MEMORY_ZIP_BYTES, held };
+    const { zip, buffer } = await receiveZip(body, tmpPath, inMemory, (chunk) => parser.push(chunk), options.pace);
     await Promise.all(decoding);
     log('zip of %s received (%s); %d members streamed%s', resource, buffer ? 'in memory' : 'on disk', wanted.size - pending.size, parser.failed ? ', streaming gave up' : '');
     if (pending.size === 0 || parser.done) {
@@ -188,6 +204,8 @@ export async function fetchZipMembers(
     }
     log('zip of %s delivered %d of %d files', resource, wanted.size - pending.size, wanted.size);
   } finally {
+    zipBytesHeld -= held.bytes; // the zip's buffer is let go with this call
+    held.bytes = 0;
     for (const w of pending.values()) w.reject(new Error('not delivered by the zip'));
     await unlink(tmpPath).catch(() => undefined);
   }
@@ -199,12 +217,13 @@ const ZIP_OPTIONS = { lazyEntries: true, autoClose: false, validateEntrySizes: t
 
 /**
  * The zip in memory while it is small (members are then unpacked without a trip to the disk
- * each), spooled to `tmpPath` once it grows past IN_MEMORY_ZIP_BYTES.
+ * each), spooled to `tmpPath` once it grows past `inMemory.each`, or all zips held in memory
+ * past `inMemory.total`. `inMemory.held` counts this zip's bytes in zipBytesHeld.
  */
 async function receiveZip(
   body: Readable,
   tmpPath: string,
-  inMemoryBytes: number,
+  inMemory: { each: number; total: number; held: { bytes: number } },
   onChunk: (chunk: Buffer) => void,
   pace?: () => Promise<void> | void,
 ): Promise<{ zip: yauzl.ZipFile; buffer: Buffer | null }> {
@@ -224,11 +243,15 @@ async function receiveZip(
       }
       chunks.push(chunk);
       bytes += chunk.length;
-      if (bytes > inMemoryBytes) {
+      inMemory.held.bytes += chunk.length;
+      zipBytesHeld += chunk.length;
+      if (bytes > inMemory.each || zipBytesHeld > inMemory.total) {
         file = createWriteStream(tmpPath, { mode: 0o600 });
         // Without a listener a write error (a full disk) would be an uncaught exception.
         file.on('error', (err) => (writeError ??= err));
         for (const c of chunks.splice(0)) file.write(c);
+        zipBytesHeld -= inMemory.held.bytes;
+        inMemory.held.bytes = 0;
       }
     }
   } catch (err) {

@@ -262,6 +262,42 @@ describe('ContentStore', () => {
     expect(cache.lookup(store.keyOf(ref3))).not.toBeNull();
   });
 
+  it('a file larger than the cache, opened again just as its last reader closes, reads right (not ENOENT)', async () => {
+    // The 20 MB file cannot be kept in the 1 MB cache: once its last reader closes, its partial
+    // file is deleted. A reader opening it meanwhile (xargs, make -j) shares the finished download.
+    const small = new DiskCache({ dir: join(tmp.path, 'small-cache'), maxBytes: 1024 * 1024 });
+    await small.init();
+    const x = new MemoryXnat();
+    const data = Buffer.alloc(20 * 1024 * 1024);
+    for (let i = 0; i < data.length; i += 4096) data.writeUInt32LE(i, i);
+    const ref = refFor(x, 'larger-than-cache.nii', data);
+    const orig = x.readFile.bind(x);
+    // In 64 KiB chunks, as from a socket: the download keeps only its last 16 MiB in memory.
+    x.readFile = async (f, o) => {
+      const full = await orig(f, o);
+      const bytes = Buffer.concat(await (full.body as Readable).toArray());
+      return { ...full, body: Readable.from(Array.from({ length: Math.ceil(bytes.length / 65536) }, (_, i) => bytes.subarray(i * 65536, (i + 1) * 65536))) };
+    };
+    const store = kept(new ContentStore(x, {
+      server: x.baseUrl, cache: small, download: { maxAttempts: 2, retryDelayMs: 1 },
+      prefetch: { enabled: false, concurrency: 1, maxFileBytes: 1 << 20, maxFolderBytes: 1 << 24, zipMinFiles: 1000, zipMaxBytes: 1 << 24, zipCompression: 0 },
+    }));
+    const fd = await store.open(ref);
+    expect((await readAll(store, fd, data.length, 1 << 20)).equals(data)).toBe(true);
+    await new Promise((r) => setTimeout(r, 200)); // the download has ended (written and closed)
+    const released = store.release(fd);
+    const fd2 = await store.open(ref);
+    await released;
+    // Its head is no longer in the download's in-memory window: read from the partial file.
+    const head = Buffer.alloc(4096);
+    expect(await store.read(fd2, head, 4096, 0)).toBe(4096);
+    expect(head.equals(data.subarray(0, 4096))).toBe(true);
+    expect((await readAll(store, fd2, data.length, 1 << 20)).equals(data)).toBe(true);
+    await store.release(fd2);
+    await store.idle();
+    expect(await readdir(small.partialDir)).toEqual([]);
+  });
+
   it('marks prefetch GETs as background, and the GET of a file a program opened as foreground', async () => {
     const x = new MemoryXnat();
     const refs = Array.from({ length: 6 }, (_, i) => refFor(x, `bg/${i}.dcm`, Buffer.alloc(1000, i)));
@@ -599,6 +635,53 @@ describe('fetchZipMembers', () => {
       await new Promise((r) => setTimeout(r, 50));
       for (const [path, data] of Object.entries(files)) expect(got.get(path)?.equals(data), path).toBe(true);
       expect(got.get('missing.dcm')?.toString()).toBe('rejected');
+    } finally {
+      await tmp.cleanup();
+    }
+  });
+});
+
+describe('fetchZipMembers, several zips at once', () => {
+  it('keeps at most the in-memory bound of zip bytes in memory across all zips, spooling the rest to disk', async () => {
+    // Each folder a program reads is prefetched as its own zip: six `cp -r` of six 45 MB scans
+    // held 270 MB of zips in memory (the mount peaked at 670-770 MB, against 407 MB spooled).
+    const { fetchZipMembers, zipBytesInMemory } = await import('../../src/content/zip-prefetch.js');
+    const tmp = await tmpDir({ unsafeCleanup: true });
+    try {
+      const zips: Array<{ work: string; files: Map<string, Buffer> }> = [];
+      for (let z = 0; z < 3; z++) {
+        const work = join(tmp.path, `z${z}`);
+        const files = new Map(Array.from({ length: 4 }, (_, i) => [`f${i}.dcm`, randomish(100_000 + z * 10 + i)] as const));
+        await resourceZip(work, files, true);
+        zips.push({ work, files });
+      }
+      const limit = 500_000; // each zip is about 400 kB: one fits, two do not
+      let most = 0;
+      const got = new Map<string, Buffer>();
+      await Promise.all(zips.map(async ({ work, files }, z) => {
+        const { createReadStream } = await import('node:fs');
+        const x = new MemoryXnat();
+        x.downloadResourceZip = async () => createReadStream(join(work, 'r.zip'), { highWaterMark: 16_384 });
+        const wanted = new Map([...files].map(([path, data]) => [path, {
+          size: data.length,
+          resolve: (m: Buffer | NodeJS.ReadableStream) => void (async () => {
+            if (Buffer.isBuffer(m)) return void got.set(`${z}/${path}`, m);
+            const parts: Buffer[] = [];
+            for await (const c of m) parts.push(c as Buffer);
+            got.set(`${z}/${path}`, Buffer.concat(parts));
+          })(),
+          reject: (e: Error) => void got.set(`${z}/${path}`, Buffer.from(`rejected: ${e.message}`)),
+        }]));
+        await fetchZipMembers(x, owner, 'R', wanted as never, join(work, 'spool.zip'), {
+          inMemoryTotalBytes: limit,
+          pace: () => void (most = Math.max(most, zipBytesInMemory())),
+        });
+      }));
+      await new Promise((r) => setTimeout(r, 50));
+      for (const [z, { files }] of zips.entries()) for (const [path, data] of files) expect(got.get(`${z}/${path}`)?.equals(data), `${z}/${path}`).toBe(true);
+      expect(most).toBeGreaterThan(0);
+      expect(most).toBeLessThanOrEqual(limit);
+      expect(zipBytesInMemory()).toBe(0);
     } finally {
       await tmp.cleanup();
     }
