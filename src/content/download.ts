@@ -342,8 +342,10 @@ export class Download {
       pos += data.length;
       this.received = pos;
       this.wake();
-      // Backpressure: stop pulling from the socket while the disk is behind.
+      // Backpressure: stop pulling from the socket while the disk or the MD5 worker is behind.
       if (this.queuedBytes > MAX_QUEUED_BYTES) await this.writing;
+      const hashing = hash?.backlog();
+      if (hashing) await hashing;
     }
     if (skip > 0) throw new XnatError('network', `${this.ref.path}: body ended before byte ${start}`);
     // The server's length, else the listed size: a body cut short is never taken for the file.

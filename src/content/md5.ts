@@ -8,6 +8,11 @@ import { Worker } from 'node:worker_threads';
 
 export interface Md5 {
   update(data: Buffer): void;
+  /**
+   * While more bytes wait to be hashed than MAX_UNHASHED_BYTES (all hashes together), a promise
+   * that resolves when they are fewer: the caller stops reading the network meanwhile.
+   */
+  backlog(): Promise<void> | undefined;
   digest(): Promise<string>;
   /** Forget an unfinished hash (the download failed). */
   discard(): void;
@@ -26,24 +31,51 @@ parentPort.on('message', (m) => {
     let h = hashes.get(m.id);
     if (!h) hashes.set(m.id, (h = createHash('md5')));
     h.update(new Uint8Array(m.data));
+    parentPort.postMessage({ type: 'hashed', bytes: m.data.byteLength });
   } else if (m.type === 'digest') {
     const h = hashes.get(m.id) || createHash('md5');
     hashes.delete(m.id);
-    parentPort.postMessage({ id: m.id, digest: h.digest('hex') });
+    parentPort.postMessage({ type: 'digest', id: m.id, digest: h.digest('hex') });
   } else if (m.type === 'drop') {
     hashes.delete(m.id);
   }
 });
 `;
 
+/**
+ * Bound on the bytes sent to the worker and not hashed yet. One worker hashes at 600-800 MB/s;
+ * a faster network (10 GbE), or several large downloads at once, queued the difference in
+ * memory without limit (gigabytes within a minute of a large `cp -r`).
+ */
+export const MAX_UNHASHED_BYTES = 64 * 1024 * 1024;
+
 let worker: Worker | null = null;
 let nextId = 1;
 const waiting = new Map<number, { resolve: (d: string) => void; reject: (e: Error) => void }>();
+let unhashed = 0;
+let roomWaiters: Array<() => void> = [];
+
+/** Bytes sent to the worker and not hashed yet, all hashes together (for tests). */
+export function unhashedBytes(): number {
+  return unhashed;
+}
+
+function releaseRoom(): void {
+  if (unhashed > MAX_UNHASHED_BYTES) return;
+  const w = roomWaiters;
+  roomWaiters = [];
+  for (const r of w) r();
+}
 
 function sharedWorker(): Worker {
   if (worker) return worker;
   const w = new Worker(WORKER_SOURCE, { eval: true });
-  w.on('message', (m: { id: number; digest: string }) => {
+  w.on('message', (m: { type: 'hashed'; bytes: number } | { type: 'digest'; id: number; digest: string }) => {
+    if (m.type === 'hashed') {
+      unhashed -= m.bytes;
+      releaseRoom();
+      return;
+    }
     const p = waiting.get(m.id);
     waiting.delete(m.id);
     if (waiting.size === 0) w.unref();
@@ -51,6 +83,8 @@ function sharedWorker(): Worker {
   });
   const fail = (err: Error): void => {
     worker = null;
+    unhashed = 0; // its queue is gone; downloads waiting for room go on and fail at digest()
+    releaseRoom();
     for (const p of waiting.values()) p.reject(err);
     waiting.clear();
   };
@@ -92,7 +126,12 @@ class WorkerMd5 implements Md5 {
     const bytes = this.filled === this.batch.length ? this.batch : this.batch.slice(0, this.filled);
     this.batch = null;
     this.filled = 0;
+    unhashed += bytes.length;
     this.w.postMessage({ type: 'update', id: this.id, data: bytes.buffer }, [bytes.buffer]);
+  }
+  backlog(): Promise<void> | undefined {
+    if (unhashed <= MAX_UNHASHED_BYTES || worker !== this.w) return undefined;
+    return new Promise((resolve) => roomWaiters.push(resolve));
   }
   digest(): Promise<string> {
     // The worker this hash was fed to died: its state is gone (the download fails, never hangs).
@@ -114,6 +153,9 @@ class InlineMd5 implements Md5 {
   private readonly h = createHash('md5');
   update(data: Buffer): void {
     this.h.update(data);
+  }
+  backlog(): undefined {
+    return undefined;
   }
   digest(): Promise<string> {
     return Promise.resolve(this.h.digest('hex'));

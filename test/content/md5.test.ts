@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { dir as tmpDir } from 'tmp-promise';
-import { createMd5, md5OfFile, WORKER_THRESHOLD } from '../../src/content/md5.js';
+import { createMd5, MAX_UNHASHED_BYTES, md5OfFile, unhashedBytes, WORKER_THRESHOLD } from '../../src/content/md5.js';
 
 describe('createMd5', () => {
   it('on the worker, hashes chunks of any size and offset like createHash does', async () => {
@@ -18,6 +18,34 @@ describe('createMd5', () => {
       pos = end;
     }
     expect(await md5.digest()).toBe(createHash('md5').update(data).digest('hex'));
+  });
+
+  it('bounds the bytes waiting for the worker: a producer faster than MD5 that awaits backlog() never queues more than the bound', async () => {
+    // Copying into batches runs at memory speed, several times MD5's: without the bound the
+    // worker's queue grew with the whole file.
+    const chunk = Buffer.alloc(4 * 1024 * 1024, 7);
+    const total = 4 * MAX_UNHASHED_BYTES;
+    const hashes = [createMd5(total), createMd5(total)]; // two downloads share the one worker
+    let most = 0;
+    let waited = 0;
+    for (let sent = 0; sent < total; sent += chunk.length) {
+      for (const h of hashes) {
+        h.update(chunk);
+        most = Math.max(most, unhashedBytes());
+        const wait = h.backlog();
+        if (wait) {
+          waited++;
+          await wait;
+        }
+      }
+    }
+    const digests = await Promise.all(hashes.map((h) => h.digest()));
+    const expected = createHash('md5');
+    for (let sent = 0; sent < total; sent += chunk.length) expected.update(chunk);
+    expect(digests).toEqual([expected.digest('hex'), digests[0]]);
+    expect(most).toBeLessThanOrEqual(MAX_UNHASHED_BYTES + chunk.length + 1024 * 1024);
+    expect(waited).toBeGreaterThan(0);
+    expect(unhashedBytes()).toBe(0);
   });
 
   it('md5OfFile hashes the first `size` bytes of a file (a spool file that may have grown), small or large, and refuses a shorter file', async () => {
