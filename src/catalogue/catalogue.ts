@@ -258,6 +258,14 @@ export class Catalogue {
     this.forgetResolved();
   }
 
+  /** After our own DELETE of a resource: its file times are of no more use (see ResourceTimes.forget). */
+  forgetResource(owner: Owner, resource: Resource): void {
+    const key = `${ownerKey(owner)}:${resource.id}`;
+    this.listings.invalidate(`files:${key}`);
+    this.times.forget(key);
+    this.invalidateResources(owner);
+  }
+
   /**
    * After our own DELETE of a file: take it out of the cached tree instead of listing the whole
    * resource again (rm -r of N files would otherwise cost N listings of N rows). Its folders stay,
