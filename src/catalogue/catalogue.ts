@@ -7,7 +7,7 @@ import createDebug from 'debug';
 import type { Assessor, Experiment, FileEntry, Owner, Project, Resource, Scan, ScopedResource, Subject, XnatApi } from '../xnat/types.js';
 import { XnatError } from '../xnat/types.js';
 import { PathError } from './errors.js';
-import { ListingCache } from './listing-cache.js';
+import { ListingCache, timerMs } from './listing-cache.js';
 import { buildFileTree, componentsOf, fileAt, Fingerprint, isTreeDir, lookupInTree, putInTree, type FileTree, type TreeDir } from './file-tree.js';
 import { ResourceTimes } from './resource-times.js';
 import { escapeName, scanFolderName, unescapeName } from './names.js';
@@ -102,7 +102,7 @@ export class Catalogue {
     this.listings = new ListingCache({ ttlMs: options.ttlMs, maxEntries: options.maxListings ?? 20_000 });
     // Resolved nodes hold references into listings, so they may live no longer than those.
     this.keepResolved = options.ttlMs > 0;
-    if (this.keepResolved) setInterval(() => this.resolved.clear(), options.ttlMs).unref();
+    if (this.keepResolved) setInterval(() => this.resolved.clear(), timerMs(options.ttlMs)).unref();
   }
 
   // ---- listings (cached, single-flight) ----
@@ -256,6 +256,14 @@ export class Catalogue {
       this.listings.invalidate(`allresources:${owner.project}:${owner.experiment}`);
     }
     this.forgetResolved();
+  }
+
+  /** After our own DELETE of a resource: its file times are of no more use (see ResourceTimes.forget). */
+  forgetResource(owner: Owner, resource: Resource): void {
+    const key = `${ownerKey(owner)}:${resource.id}`;
+    this.listings.invalidate(`files:${key}`);
+    this.times.forget(key);
+    this.invalidateResources(owner);
   }
 
   /**

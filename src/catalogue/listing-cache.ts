@@ -26,6 +26,16 @@ export class ListingCache {
   constructor(options: ListingCacheOptions) {
     this.keep = options.ttlMs > 0;
     this.cache = new LRUCache<string, Boxed>({ max: options.maxEntries, ttl: Math.max(0, options.ttlMs), ttlAutopurge: false });
+    // An expired listing is never served again (get() loads it anew), but lru-cache keeps it
+    // until maxEntries newer keys push it out: a mount left running for days held every listing
+    // it had ever read (a 100,000-file session's tree is tens of MB). Dropped once per TTL
+    // instead (one pass over the keys).
+    if (this.keep) setInterval(() => this.cache.purgeStale(), timerMs(options.ttlMs)).unref();
+  }
+
+  /** Listings held (fresh, or expired and not purged yet). */
+  get size(): number {
+    return this.cache.size;
   }
 
   get<T>(key: string, load: () => Promise<T>): Promise<T> {
@@ -94,4 +104,12 @@ export class ListingCache {
   private clearInFlight(key: string, promise: Promise<unknown>): void {
     if (this.inFlight.get(key)?.promise === promise) this.inFlight.delete(key);
   }
+}
+
+/**
+ * A TTL as a timer period: at least 100 ms, and at most a day (setInterval takes anything above
+ * 2^31-1 ms, about 24.8 days, as 1 ms: a --ttl meant as "forever" would fire constantly).
+ */
+export function timerMs(ttlMs: number): number {
+  return Math.min(Math.max(100, ttlMs), 86_400_000);
 }

@@ -144,6 +144,19 @@ export class ResourceTimes {
   }
 
   /**
+   * Resource `key` was deleted through this mount. XNAT never gives its numeric id to another
+   * resource, so nothing would ask for its time again: kept, every mkdir + rmdir (a pipeline's
+   * scratch resource) left an entry, and the whole file is rewritten at every save (a soak's
+   * mkdir/cp/rm/rmdir loop grew it by an entry a cycle, up to MAX_ENTRIES).
+   */
+  forget(key: string): void {
+    if (!this.seen.delete(key)) return;
+    this.foreign.delete(key);
+    this.changed.add(key); // so a save does not take it back from the file (see save)
+    this.saveSoon();
+  }
+
+  /**
    * A change must show a later time than the one it replaces, or make misses it: also when the
    * clock went back. (By 1 ms, not to the next second: many changes in a second, as `rm -r`
    * through this mount makes, would push the times ever further into the future.)

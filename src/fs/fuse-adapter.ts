@@ -277,7 +277,13 @@ export function fuseOptions(opts: MountOptions & FuseTuning): Record<string, unk
   return {
     fsname,
     subtype: 'xnatfs',
-    kernelCache: opts.kernelCache,
+    // libfuse's auto_cache, not kernel_cache: kernel_cache keeps a file's pages across opens
+    // forever, so a file replaced on XNAT (a same-size one always, a longer one up to the old
+    // size) was read back as its old bytes after the listing showed the new size, time and MD5.
+    // auto_cache keeps the pages only while the size and mtime libfuse last saw are unchanged
+    // (xnatfs gives every file of a changed resource a new mtime), checked at open: an open within
+    // attr_timeout of the last lookup costs nothing more, a later one a getattr.
+    autoCache: opts.kernelCache,
     attrTimeout: opts.attrTimeout,
     entryTimeout: opts.entryTimeout,
     bigWrites: opts.bigWrites,

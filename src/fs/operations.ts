@@ -669,10 +669,10 @@ export function createOperations(ctx: WriteContext): XnatFs {
         try {
           await ctx.client.deleteResource(node.owner, node.resource.id);
         } catch (err) {
-          throw toFsError(err, `rmdir ${path}`);
-        } finally {
           ctx.catalogue.invalidateResources(node.owner);
+          throw toFsError(err, `rmdir ${path}`);
         }
+        ctx.catalogue.forgetResource(node.owner, node.resource);
         return;
       }
       if (node.kind === 'file') throw new FsError('ENOTDIR', `${path}: not a folder`);

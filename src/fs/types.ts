@@ -70,7 +70,7 @@ export interface MountOptions {
   mountpoint: string;
   /** Shown in `mount` output, e.g. "xnatfs#https://xnat.example.org". */
   fsname: string;
-  /** Keep file pages in the kernel page cache across opens (archive files are immutable). */
+  /** Keep file pages in the kernel page cache across opens while the file's size and mtime stay the same (libfuse's auto_cache). */
   kernelCache: boolean;
   /** Seconds the kernel may cache attributes / lookups (0 = always ask). */
   attrTimeout: number;

@@ -71,6 +71,30 @@ describe('ResourceTimes', () => {
       expect(third.timeOf('p:P/e:E/scan:4:11', 'fp2')).toBe(now);
     }));
 
+  it('forgets a resource deleted here, in memory and in the file, also when another mount saved meanwhile', () =>
+    withTimesFile(async (file) => {
+      const saved = async (): Promise<string[]> => Object.keys((JSON.parse(await readFile(file, 'utf8')) as { resources: object }).resources).sort();
+      const t = new ResourceTimes(file, () => 1_000_000);
+      await t.load();
+      t.timeOf('p:P/e:E:1038', 'fpA');
+      t.noteUpload('p:P/e:E:1039', '0.0.0', { path: 'x.txt', size: 3 }, null);
+      t.timeOf('p:P:7', 'fpK');
+      await t.flush();
+      expect(await saved()).toEqual(['p:P/e:E:1038', 'p:P/e:E:1039', 'p:P:7']);
+      // Another mount sharing the folder saves its own entry (and still has the deleted ones).
+      const other = new ResourceTimes(file, () => 1_000_500);
+      await other.load();
+      other.timeOf('p:P:8', 'fpO');
+      await other.flush();
+      t.forget('p:P/e:E:1038');
+      t.forget('p:P/e:E:1039');
+      t.forget('p:P:unknown'); // never seen: nothing to do
+      await t.flush();
+      expect(await saved()).toEqual(['p:P:7', 'p:P:8']);
+      // Seen again (it cannot be: XNAT never reuses the id), it would count as first seen now.
+      expect(t.timeOf('p:P/e:E:1038', 'fpA')).toBe(1_000_000);
+    }));
+
   it('a changed listing always shows a later time, even if the clock went back', () => {
     let now = 10_000_300;
     const t = new ResourceTimes(null, () => now);

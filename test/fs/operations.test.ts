@@ -2,7 +2,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { dir as tmpDir, type DirectoryResult } from 'tmp-promise';
 import { constants } from 'node:fs';
-import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile as readFileFs, rm, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -410,6 +410,26 @@ describe('fs operations over an in-memory XNAT', () => {
     await fs.ops.rmdir!(`${E}/resources/NOTES`);
     expect(x.calls).toContain('rmres 101'); // NOTES, by its numeric id
     expect((await fs.ops.readdir!(`${E}/resources`)).names).not.toContain('NOTES');
+  });
+
+  it('a resource made and removed here leaves nothing in resource-times.json (a scratch resource per job would pile up)', async () => {
+    const times = async (): Promise<string[]> =>
+      Object.keys((JSON.parse(await readFileFs(join(cacheDir, 'resource-times.json'), 'utf8')) as { resources: object }).resources);
+    for (const name of ['scratch1', 'scratch2']) {
+      await fs.ops.mkdir!(`${E}/resources/${name}`, 0o755);
+      await writeFile(`${E}/resources/${name}/files/out.txt`, Buffer.from('result'));
+      await fs.ops.getattr!(`${E}/resources/${name}/files/out.txt`);
+      await fs.ops.unlink!(`${E}/resources/${name}/files/out.txt`);
+      await fs.ops.rmdir!(`${E}/resources/${name}/files`);
+      await fs.ops.rmdir!(`${E}/resources/${name}`);
+    }
+    await fs.ops.getattr!(`${NOTES}/sub dir/a#b.txt`); // a resource that stays
+    await fs.shutdown(1000);
+    const left = await times();
+    expect(left.length).toBeGreaterThan(0);
+    const ids = [...x.resources.values()].flat().map((r) => r.resource.id);
+    expect(left.filter((k) => !ids.includes(k.slice(k.lastIndexOf(':') + 1)))).toEqual([]);
+    fs = await build(); // afterEach shuts it down
   });
 
   it('rename moves the bytes and leaves nothing at the old name', async () => {

@@ -162,6 +162,27 @@ requireFuse()('read-only mount of the emulator', () => {
     }
   });
 
+  it('a file replaced on XNAT is read as its new bytes once the listing shows it, not from the kernel page cache', async () => {
+    // Found in a soak: with kernel_cache the kernel kept the first version's pages across opens,
+    // so md5sum gave the old bytes (same size) after ls -l showed the new time and XNAT the new MD5.
+    const at = { project: 'DEMO', subject: 'SUBJ01', experiment: 'SUBJ01_MR1', resource: 'REPLACED' };
+    await x.emulator.addFile({ ...at, path: 'r.txt', data: Buffer.from('version 1\n') });
+    const short = await mountEmulator({ reuse: x.emulator, stack: { listingTtlMs: 1000 } });
+    try {
+      const file = join(short.mp, `${EXP}/resources/REPLACED/files/r.txt`);
+      expect((await run('cat', [file])).stdout).toBe('version 1\n');
+      expect((await run('cat', [file])).stdout).toBe('version 1\n'); // from the page cache
+      await x.emulator.addFile({ ...at, path: 'r.txt', data: Buffer.from('version 2\n') }); // same size
+      await new Promise((r) => setTimeout(r, 1500)); // past the listing's TTL and the kernel's
+      expect((await run('cat', [file])).stdout).toBe('version 2\n');
+      await x.emulator.addFile({ ...at, path: 'r.txt', data: Buffer.from('version 3, longer\n') });
+      await new Promise((r) => setTimeout(r, 1500));
+      expect((await run('cat', [file])).stdout).toBe('version 3, longer\n');
+    } finally {
+      expect(await short.close()).toBe(0);
+    }
+  });
+
   it('files keep their times across mounts: a second rsync -a copies nothing, a third only the changed resource', async () => {
     const at = { project: 'DEMO', subject: 'SUBJ01', experiment: 'SUBJ01_MR1', resource: 'TIMES' };
     for (const name of ['a.txt', 'b.txt', 'sub/c.txt']) await x.emulator.addFile({ ...at, path: name, data: Buffer.from(`first ${name}\n`) });
