@@ -16,6 +16,7 @@ import { Arrival } from './arrival.js';
 import { DiskCache } from './disk-cache.js';
 import { Download, type DownloadOptions, type FirstSource } from './download.js';
 import { WriteBehind } from './write-behind.js';
+import { standalone } from './buffers.js';
 import { fetchZipMembers, type WantedMember } from './zip-prefetch.js';
 
 const log = createDebug('xnatfs:content');
@@ -516,8 +517,9 @@ export class ContentStore {
     if (problem) return this.missedMember(key, ref, arrival, new XnatError('protocol', `${ref.path}: ${problem}`));
     // Not kept when forget() took it out of `incoming`: the version it belongs to was replaced.
     if (this.incoming.get(key) === arrival) {
-      this.memory.set(key, data);
-      this.writeBehind.add(key, data);
+      const kept = standalone(data);
+      this.memory.set(key, kept);
+      this.writeBehind.add(key, kept);
       this.incoming.delete(key);
     }
     arrival.deliver(data);
@@ -588,7 +590,7 @@ export class ContentStore {
       if (download.received <= SMALL_FILE_BYTES && !active.superseded) {
         const bytes = download.bytes();
         // A copy: a received chunk may be a view into a larger network buffer.
-        if (bytes) this.memory.set(key, Buffer.from(bytes));
+        if (bytes) this.memory.set(key, standalone(bytes));
       }
       active.committed = active.superseded ? false : await this.options.cache.commit(key, path, download.written).catch(() => false);
       // forget() during the commit's rename: take it out again.

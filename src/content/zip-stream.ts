@@ -4,6 +4,7 @@
 // distance from the data's start. Anything this parser does not understand (encryption, a
 // descriptor without signature, an oversized member) makes it stop; the caller then reads the
 // rest from the complete zip's central directory.
+import { standalone } from './buffers.js';
 
 const LOCAL = 0x04034b50;
 const CENTRAL = 0x02014b50;
@@ -110,7 +111,7 @@ export class ZipStreamParser {
         }
         [dataEnd, next, usize] = found;
       }
-      this.onMember({ name, method, raw: Buffer.from(b.subarray(s + dataStart, s + dataEnd)), uncompressedSize: usize });
+      this.onMember({ name, method, raw: standalone(b.subarray(s + dataStart, s + dataEnd)), uncompressedSize: usize });
       this.start += next;
       this.scanFrom = 0;
     }
