@@ -7,7 +7,6 @@
 // download as its first source; the download still checks the MD5 digest, and any file the zip
 // does not deliver falls back to its own GET.
 import { createWriteStream, type WriteStream } from 'node:fs';
-import { once } from 'node:events';
 import { unlink } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
@@ -238,7 +237,7 @@ async function receiveZip(
       await pace?.();
       if (file) {
         if (writeError) throw writeError;
-        if (!file.write(chunk)) await Promise.race([once(file, 'drain'), once(file, 'close')]);
+        if (!file.write(chunk)) await drainedOrClosed(file);
         continue;
       }
       chunks.push(chunk);
@@ -271,6 +270,23 @@ async function receiveZip(
     yauzl.open(tmpPath, ZIP_OPTIONS, (err, z) => (err ? reject(err) : resolve(z))),
   );
   return { zip, buffer: null };
+}
+
+/**
+ * Resolves on the stream's next 'drain' or 'close' and leaves no listener behind: a race of two
+ * events.once() kept the loser's listeners (and once()'s 'error' ones), so a zip spooled to disk
+ * added three per drain (MaxListenersExceededWarning after ten).
+ */
+function drainedOrClosed(file: WriteStream): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      file.off('drain', done);
+      file.off('close', done);
+      resolve();
+    };
+    file.on('drain', done);
+    file.on('close', done);
+  });
 }
 
 /** A member's bytes from an in-memory zip: its local header locates the data (stored or deflated). */

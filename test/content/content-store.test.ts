@@ -1,4 +1,4 @@
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, onTestFinished, vi } from 'vitest';
 import { dir as tmpDir, type DirectoryResult } from 'tmp-promise';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -656,6 +656,11 @@ describe('fetchZipMembers, several zips at once', () => {
         zips.push({ work, files });
       }
       const limit = 500_000; // each zip is about 400 kB: one fits, two do not
+      // A zip spooled to disk waits for 'drain' once per chunk: no listener may stay behind.
+      const warnings: string[] = [];
+      const onWarning = (w: Error): void => void warnings.push(`${w.name}: ${w.message}`);
+      process.on('warning', onWarning);
+      onTestFinished(() => void process.off('warning', onWarning));
       let most = 0;
       const got = new Map<string, Buffer>();
       await Promise.all(zips.map(async ({ work, files }, z) => {
@@ -682,6 +687,7 @@ describe('fetchZipMembers, several zips at once', () => {
       expect(most).toBeGreaterThan(0);
       expect(most).toBeLessThanOrEqual(limit);
       expect(zipBytesInMemory()).toBe(0);
+      expect(warnings.filter((w) => w.startsWith('MaxListenersExceededWarning'))).toEqual([]);
     } finally {
       await tmp.cleanup();
     }
