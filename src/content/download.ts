@@ -160,9 +160,9 @@ export class Download {
     return want;
   }
 
-  /** File bytes held in memory (the window of recent bytes, and those not yet on disk). */
+  /** File bytes held in memory: the window of recent bytes, which holds those not yet on disk too. */
   get memoryBytes(): number {
-    return this.windowBytes + this.queuedBytes;
+    return this.windowBytes;
   }
 
   /** The whole file, if it is complete and still entirely in memory (small files). */
@@ -367,7 +367,10 @@ export class Download {
 
   /** Forget window pieces beyond its size, but only once they are on disk. */
   private trimWindow(): void {
-    while (this.windowBytes > WINDOW_BYTES && this.window.length > 1) {
+    // A prefetch no program reads yet keeps only what is not on disk: the window serves readers
+    // right behind the download, and twelve prefetches of large files held 16 MiB each.
+    const keep = this.background ? 0 : WINDOW_BYTES;
+    while (this.windowBytes > keep && this.window.length > 1) {
       const first = this.window[0]!;
       if (first.pos + first.buf.length > this.written) break;
       this.window.shift();

@@ -47,6 +47,38 @@ describe('Download', () => {
     await d.closeHandles();
   });
 
+  it('a prefetch no program reads yet keeps only the bytes not on disk yet; once promoted, the window of recent bytes', async () => {
+    const x = new MemoryXnat();
+    const data = Buffer.alloc(40 * 1024 * 1024);
+    for (let i = 0; i < data.length; i += 4096) data.writeUInt32LE(i, i);
+    x.addFile(owner, 'R', 'big.nii', data);
+    let d: Download | null = null;
+    let most = 0;
+    let promotedMost = 0;
+    const chunks = data.length / 65536;
+    x.readFile = async () => ({
+      status: 200, start: 0, totalSize: data.length, lastModified: null,
+      body: Readable.from((function* () {
+        for (let i = 0; i < chunks; i++) {
+          if (d && i < chunks / 2) most = Math.max(most, d.memoryBytes);
+          if (d && i === chunks / 2) d.promote(); // a program opens it half-way
+          if (d && i > chunks / 2) promotedMost = Math.max(promotedMost, d.memoryBytes);
+          yield data.subarray(i * 65536, (i + 1) * 65536);
+        }
+      })()),
+    });
+    const ref: FileRef = { owner, resource: 'R', path: 'big.nii', size: data.length, digest: createHash('md5').update(data).digest('hex'), uri: '/data/e/big.nii' };
+    d = new Download(x, ref, join(tmp.path, 'big.nii.part'), { maxAttempts: 1, retryDelayMs: 1 }, { background: true });
+    await d.finished;
+    expect(d.error).toBeNull();
+    expect(most).toBeLessThanOrEqual(8 * 1024 * 1024 + 65536); // at most what waits for the disk
+    expect(promotedMost).toBeGreaterThan(8 * 1024 * 1024); // a reader right behind is served from memory
+    const buf = Buffer.alloc(65536);
+    expect(await d.read(buf, 65536, 5 * 65536)).toBe(65536);
+    expect(buf.equals(data.subarray(5 * 65536, 6 * 65536))).toBe(true);
+    await d.closeHandles();
+  });
+
   it('keeps a small file whole in memory once complete (the store takes it from there)', async () => {
     const x = new MemoryXnat();
     const data = Buffer.from('a small file');
