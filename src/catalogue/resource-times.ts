@@ -45,6 +45,8 @@ interface Pending {
   uploads: Record<string, { size: number; replaced: Counted | null }>;
   /** Listed files removed here. */
   removed: Counted[];
+  /** The time `base` showed: what the files show again once the changes undo each other. */
+  baseT?: number;
 }
 
 interface Seen {
@@ -53,6 +55,11 @@ interface Seen {
   /** ms since the epoch. */
   t: number;
   pending?: Pending;
+  /**
+   * The listing and time before changes made here that XNAT has listed since (this process only):
+   * a removal here that brings the listing back to it shows that time again (see noteRemoved).
+   */
+  undo?: { fp: string; t: number };
 }
 
 export class ResourceTimes {
@@ -101,10 +108,12 @@ export class ResourceTimes {
   timeOf(key: string, fp: string, find?: (path: string) => Counted | undefined): number {
     const s = this.seen.get(key);
     if (s && s.fp === fp && !s.pending) return s.t;
+    if (s?.undo && s.undo.fp === fp && !s.pending) return this.record(key, { fp, t: s.undo.t });
     // Any listing ends what is pending, also one like its base (an upload of the bytes XNAT had):
     // kept, the pending uploads would pass anyone's later same-size change of them off as ours.
     const ours = s?.pending && find && !this.foreign.has(key) ? expectedAfter(s.pending, find) === fp : false;
-    return this.record(key, { fp, t: ours ? s!.pending!.t : this.later(s) });
+    const undo = ours && s!.pending!.baseT !== undefined ? { undo: { fp: s!.pending!.base, t: s!.pending!.baseT } } : {};
+    return this.record(key, { fp, t: ours ? s!.pending!.t : this.later(s), ...undo });
   }
 
   /**
@@ -116,7 +125,7 @@ export class ResourceTimes {
     const s = this.seen.get(key);
     const t = this.later(s);
     const own = this.foreign.has(key) ? undefined : s?.pending;
-    const pending = own ?? (fp !== '' ? { base: fp, t, uploads: noPrototype(), removed: [] } : undefined);
+    const pending = own ?? (fp !== '' ? { base: fp, t, uploads: noPrototype(), removed: [], ...(s?.fp === fp ? { baseT: s.t } : {}) } : undefined);
     if (pending) {
       // Uploaded twice: what the first upload replaced is still what XNAT no longer has.
       pending.uploads[file.path] = { size: file.size, replaced: pending.uploads[file.path]?.replaced ?? replaced };
@@ -137,6 +146,13 @@ export class ResourceTimes {
         delete pending.uploads[file.path];
       } else {
         pending.removed.push(file);
+      }
+      // A new file uploaded and removed again (vim's .swp/.swx probes and its 4913 test file: made,
+      // closed, removed): the resource is again as it was seen, so its files show that time again.
+      // A new one made vim refuse to write (its file "changed since reading it"), and `vim -es` or
+      // `ex` in a script then exited 0 without writing.
+      if (pending.baseT !== undefined && pending.removed.length === 0 && Object.keys(pending.uploads).length === 0) {
+        return this.record(key, { fp: pending.base, t: pending.baseT });
       }
       pending.t = t;
     }
@@ -289,7 +305,8 @@ function asPending(x: unknown): Pending | undefined {
   for (const u of Object.values(p.uploads)) {
     if (typeof u !== 'object' || u === null || typeof u.size !== 'number' || !(u.replaced === null || isCounted(u.replaced))) return undefined;
   }
-  return { base: p.base, t: p.t, uploads: Object.assign(noPrototype(), p.uploads), removed: [...p.removed] };
+  const baseT = typeof p.baseT === 'number' && p.baseT >= 0 && p.baseT <= MAX_DATE_MS ? { baseT: p.baseT } : {};
+  return { base: p.base, t: p.t, uploads: Object.assign(noPrototype(), p.uploads), removed: [...p.removed], ...baseT };
 }
 
 /** Keyed by file paths: a file named `__proto__` must stay a key. */

@@ -167,6 +167,28 @@ describe('ResourceTimes', () => {
       expect(third.timeOf('S', fp(other), (p) => other.find((e) => e.path === p))).toBe(9_001); // after the upload's
     }));
 
+  it('a new file uploaded and removed here (an editor\'s probe) leaves the time the resource showed before, listed in between or not', () => {
+    let now = 1_000;
+    const t = new ResourceTimes(null, () => now);
+    const base = [entry('a.txt', 10, 'aa')];
+    const finder = (rows: FileEntry[]) => (p: string) => rows.find((e) => e.path === p);
+    expect(t.timeOf('R', fp(base), finder(base))).toBe(1_000);
+    now = 2_000;
+    expect(t.noteUpload('R', fp(base), { path: '.a.txt.swp', size: 0 }, null)).toBe(2_000);
+    now = 3_000;
+    expect(t.noteRemoved('R', entry('.a.txt.swp', 0))).toBe(1_000); // not listed in between
+    now = 4_000;
+    expect(t.noteUpload('R', fp(base), { path: '4913', size: 0 }, null)).toBe(4_000);
+    const listed = [...base, entry('4913', 0, 'd41d8cd98f00b204e9800998ecf8427e')];
+    expect(t.timeOf('R', fp(listed), finder(listed))).toBe(4_000); // XNAT lists it: ours
+    now = 5_000;
+    expect(t.timeOf('R', fp(base), finder(base))).toBe(1_000); // removed again
+    // A removal of a file that was there before is a change, and so is one by someone else.
+    now = 6_000;
+    expect(t.noteUpload('R', fp(base), { path: 'new.txt', size: 1 }, null)).toBe(6_000);
+    expect(t.noteRemoved('R', base[0]!)).toBe(6_001);
+  });
+
   it('an upload of the very bytes XNAT had ends what is pending: a same-size change by someone else later shows a later time', () => {
     let now = 1_000;
     const t = new ResourceTimes(null, () => now);

@@ -588,6 +588,28 @@ describe('fs operations over an in-memory XNAT', () => {
     expect(uploaded).toBeGreaterThanOrEqual(written);
   });
 
+  it("an editor's probe file (created, closed, removed: vim's .swp/.swx at start, its 4913) changes no other file's time", async () => {
+    // vim compares the time it read a file at with the time at :w, and refuses to write
+    // ("WARNING: The file has been changed since reading it!!!"; `vim -es`/`ex` scripts exit 0
+    // without writing) when they differ: a probe that leaves the resource as it was must not
+    // give its files a new time.
+    const other = `${NOTES}/sub dir/a#b.txt`;
+    const before = (await fs.ops.getattr!(other)).mtime.getTime();
+    await new Promise((r) => setTimeout(r, 5)); // a change would show a later time
+    for (const name of ['.a.txt.swx', '.a.txt.swp', '4913']) {
+      const probe = `${NOTES}/${name}`;
+      const fd = await fs.ops.create!(probe, 0o600);
+      await fs.ops.flush!(probe, fd);
+      await fs.ops.release!(probe, fd);
+      await fs.ops.unlink!(probe);
+    }
+    expect((await fs.ops.getattr!(other)).mtime.getTime()).toBe(before);
+    expect((await fs.ops.readdir!(NOTES)).names).not.toContain('4913');
+    // A real change still shows a later time.
+    await writeFile(`${NOTES}/kept.txt`, Buffer.from('k'));
+    expect((await fs.ops.getattr!(other)).mtime.getTime()).toBeGreaterThan(before);
+  });
+
   it('a file unlinked while open is never uploaded', async () => {
     const path = `${NOTES}/scratch.txt`;
     const fd = await fs.ops.create!(path, 0o644);
