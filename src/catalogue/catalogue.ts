@@ -357,7 +357,7 @@ export class Catalogue {
    * scan's files no longer come from the bulk listing, whose reloads (every scan file of the
    * session, 26 MB for 100,000 files) made `cp` into a scan resource ten times slower.
    */
-  noteUploaded(owner: Owner, resourceLabel: string, uploaded: { path: string; size: number }): void {
+  noteUploaded(owner: Owner, resourceLabel: string, uploaded: { path: string; size: number; changedAt?: number }): void {
     const known = this.knownResource(owner, resourceLabel);
     if (!known) return this.invalidateFiles(owner);
     const key = `files:${ownerKey(owner)}:${known.id}`;

@@ -45,8 +45,6 @@ interface Pending {
   uploads: Record<string, { size: number; replaced: Counted | null }>;
   /** Listed files removed here. */
   removed: Counted[];
-  /** The time `base` showed: what the files show again once the changes undo each other. */
-  baseT?: number;
 }
 
 interface Seen {
@@ -56,10 +54,11 @@ interface Seen {
   t: number;
   pending?: Pending;
   /**
-   * The listing and time before changes made here that XNAT has listed since (this process only):
-   * a removal here that brings the listing back to it shows that time again (see noteRemoved).
+   * The last change was the upload here of the new file `path`, and before it the files showed
+   * `t` (this process only; `fp`: the listing without it, once XNAT has listed it). Removing that
+   * file here before anything else changes brings that time back (see noteRemoved).
    */
-  undo?: { fp: string; t: number };
+  undo?: { path: string; t: number; fp?: string };
 }
 
 export class ResourceTimes {
@@ -108,11 +107,12 @@ export class ResourceTimes {
   timeOf(key: string, fp: string, find?: (path: string) => Counted | undefined): number {
     const s = this.seen.get(key);
     if (s && s.fp === fp && !s.pending) return s.t;
-    if (s?.undo && s.undo.fp === fp && !s.pending) return this.record(key, { fp, t: s.undo.t });
+    if (s?.undo?.fp !== undefined && s.undo.fp === fp && !s.pending) return this.record(key, { fp, t: s.undo.t });
     // Any listing ends what is pending, also one like its base (an upload of the bytes XNAT had):
     // kept, the pending uploads would pass anyone's later same-size change of them off as ours.
     const ours = s?.pending && find && !this.foreign.has(key) ? expectedAfter(s.pending, find) === fp : false;
-    const undo = ours && s!.pending!.baseT !== undefined ? { undo: { fp: s!.pending!.base, t: s!.pending!.baseT } } : {};
+    const listed = ours && s!.undo ? find!(s!.undo.path) : undefined;
+    const undo = listed ? { undo: { ...s!.undo!, fp: Fingerprint.without(fp, listed) } } : {};
     return this.record(key, { fp, t: ours ? s!.pending!.t : this.later(s), ...undo });
   }
 
@@ -121,17 +121,22 @@ export class ResourceTimes {
    * fingerprint `fp` ('' while it has changes XNAT has not listed yet); `replaced` is the listed
    * file it replaced. Returns the time its files show now.
    */
-  noteUpload(key: string, fp: string, file: { path: string; size: number }, replaced: Counted | null): number {
+  noteUpload(key: string, fp: string, file: { path: string; size: number; changedAt?: number }, replaced: Counted | null): number {
     const s = this.seen.get(key);
-    const t = this.later(s);
+    // The time the file was last changed here, which it showed until now: a later one would
+    // change its time again once uploaded (vim, reading it right after, refused to write it).
+    const t = this.later(s, file.changedAt);
     const own = this.foreign.has(key) ? undefined : s?.pending;
-    const pending = own ?? (fp !== '' ? { base: fp, t, uploads: noPrototype(), removed: [], ...(s?.fp === fp ? { baseT: s.t } : {}) } : undefined);
+    // A file new to the resource (not one uploaded here before and not yet listed): removed again
+    // before anything else changes, the resource is as it was (see noteRemoved).
+    const undo = s && replaced === null && !(own && file.path in own.uploads) ? { undo: { path: file.path, t: s.t } } : {};
+    const pending = own ?? (fp !== '' ? { base: fp, t, uploads: noPrototype(), removed: [] } : undefined);
     if (pending) {
       // Uploaded twice: what the first upload replaced is still what XNAT no longer has.
       pending.uploads[file.path] = { size: file.size, replaced: pending.uploads[file.path]?.replaced ?? replaced };
       pending.t = t;
     }
-    return this.record(key, { fp: s?.fp ?? '', t, ...(pending && bounded(pending) ? { pending } : {}) });
+    return this.record(key, { fp: s?.fp ?? '', t, ...(pending && bounded(pending) ? { pending } : {}), ...undo });
   }
 
   /** A listed file (or one uploaded here) was removed from resource `key` while uploads are pending. */
@@ -147,14 +152,15 @@ export class ResourceTimes {
       } else {
         pending.removed.push(file);
       }
-      // A new file uploaded and removed again (vim's .swp/.swx probes and its 4913 test file: made,
-      // closed, removed): the resource is again as it was seen, so its files show that time again.
-      // A new one made vim refuse to write (its file "changed since reading it"), and `vim -es` or
-      // `ex` in a script then exited 0 without writing.
-      if (pending.baseT !== undefined && pending.removed.length === 0 && Object.keys(pending.uploads).length === 0) {
-        return this.record(key, { fp: pending.base, t: pending.baseT });
-      }
       pending.t = t;
+    }
+    // The new file uploaded last, removed before anything else changed (vim's .swp/.swx probes and
+    // its 4913 test file: made, closed, removed): the resource is again as it was, and its files
+    // show the time they showed before. A new time made vim refuse to write ("The file has been
+    // changed since reading it"), and `vim -es` or `ex` in a script exit 0 without writing.
+    if (s?.undo?.path === file.path && s.undo.fp === undefined) {
+      if (pending) pending.t = s.undo.t;
+      return this.record(key, { fp: s.fp, t: s.undo.t, ...(pending && bounded(pending) ? { pending } : {}) });
     }
     return this.record(key, { fp: s?.fp ?? '', t, ...(pending && bounded(pending) ? { pending } : {}) });
   }
@@ -177,8 +183,8 @@ export class ResourceTimes {
    * clock went back. (By 1 ms, not to the next second: many changes in a second, as `rm -r`
    * through this mount makes, would push the times ever further into the future.)
    */
-  private later(s: Seen | undefined): number {
-    return s ? Math.max(this.now(), s.t + 1) : this.now();
+  private later(s: Seen | undefined, at = this.now()): number {
+    return s ? Math.max(at, s.t + 1) : at;
   }
 
   private record(key: string, s: Seen): number {
@@ -305,8 +311,7 @@ function asPending(x: unknown): Pending | undefined {
   for (const u of Object.values(p.uploads)) {
     if (typeof u !== 'object' || u === null || typeof u.size !== 'number' || !(u.replaced === null || isCounted(u.replaced))) return undefined;
   }
-  const baseT = typeof p.baseT === 'number' && p.baseT >= 0 && p.baseT <= MAX_DATE_MS ? { baseT: p.baseT } : {};
-  return { base: p.base, t: p.t, uploads: Object.assign(noPrototype(), p.uploads), removed: [...p.removed], ...baseT };
+  return { base: p.base, t: p.t, uploads: Object.assign(noPrototype(), p.uploads), removed: [...p.removed] };
 }
 
 /** Keyed by file paths: a file named `__proto__` must stay a key. */

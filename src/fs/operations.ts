@@ -209,6 +209,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
     return {
       owner: f.target.owner, resource: f.target.resourceLabel, path: relPath(f.target), spoolPath: f.spoolPath,
       size: f.size, overwrite: f.overwrite, displayPath: f.path, ...(f.replaces ? { replaces: f.replaces } : {}),
+      changedAt: f.mtime.getTime(),
     };
   }
 

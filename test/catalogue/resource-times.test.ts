@@ -187,6 +187,17 @@ describe('ResourceTimes', () => {
     now = 6_000;
     expect(t.noteUpload('R', fp(base), { path: 'new.txt', size: 1 }, null)).toBe(6_000);
     expect(t.noteRemoved('R', base[0]!)).toBe(6_001);
+    // Written here and not listed yet, then a probe made and removed: the time of that upload,
+    // which is when the file was last changed (the time it showed while it was being written).
+    now = 8_000;
+    expect(t.noteUpload('R', '', { path: 'b.txt', size: 2, changedAt: 7_500 }, null)).toBe(7_500);
+    now = 9_000;
+    expect(t.noteUpload('R', '', { path: '.b.txt.swp', size: 0 }, null)).toBe(9_000);
+    expect(t.noteRemoved('R', entry('.b.txt.swp', 0))).toBe(7_500);
+    // b.txt uploaded again (not new any more): removing it is a change
+    now = 10_000;
+    expect(t.noteUpload('R', '', { path: 'b.txt', size: 3 }, entry('b.txt', 2))).toBe(10_000);
+    expect(t.noteRemoved('R', entry('b.txt', 3))).toBe(10_001);
   });
 
   it('an upload of the very bytes XNAT had ends what is pending: a same-size change by someone else later shows a later time', () => {

@@ -610,6 +610,19 @@ describe('fs operations over an in-memory XNAT', () => {
     expect((await fs.ops.getattr!(other)).mtime.getTime()).toBeGreaterThan(before);
   });
 
+  it('a file written here shows the same time before and after its upload (vim right after cp: "changed since reading it")', async () => {
+    const path = `${NOTES}/fresh.txt`;
+    const fd = await fs.ops.create!(path, 0o644);
+    await fs.ops.write!(path, fd, Buffer.from('line1\n'), 6, 0);
+    const whileWritten = (await fs.ops.getattr!(path)).mtime.getTime();
+    await new Promise((r) => setTimeout(r, 5)); // the upload ends later than the last write
+    await fs.ops.flush!(path, fd);
+    await fs.ops.release!(path, fd);
+    expect(x.calls.filter((c) => c.startsWith('upload'))).toEqual(['upload fresh.txt']);
+    expect((await fs.ops.getattr!(path)).mtime.getTime()).toBe(whileWritten);
+    expect((await fs.ops.getattr!(`${NOTES}/sub dir/a#b.txt`)).mtime.getTime()).toBe(whileWritten);
+  });
+
   it('a file unlinked while open is never uploaded', async () => {
     const path = `${NOTES}/scratch.txt`;
     const fd = await fs.ops.create!(path, 0o644);
