@@ -286,7 +286,7 @@ export class Catalogue {
     const timesKey = `${ownerKey(owner)}:${resource.id}`;
     if (tree.fingerprint) {
       tree.fingerprint = Fingerprint.without(tree.fingerprint, entry);
-      tree.shownAt = this.times.timeOf(timesKey, tree.fingerprint);
+      tree.shownAt = this.times.noteRemovedListed(timesKey, tree.fingerprint, entry);
     } else {
       tree.shownAt = this.times.noteRemoved(timesKey, entry); // after uploads XNAT has not listed yet
     }

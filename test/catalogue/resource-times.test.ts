@@ -182,7 +182,7 @@ describe('ResourceTimes', () => {
     const listed = [...base, entry('4913', 0, 'd41d8cd98f00b204e9800998ecf8427e')];
     expect(t.timeOf('R', fp(listed), finder(listed))).toBe(4_000); // XNAT lists it: ours
     now = 5_000;
-    expect(t.timeOf('R', fp(base), finder(base))).toBe(1_000); // removed again
+    expect(t.noteRemovedListed('R', fp(base), listed[1]!)).toBe(1_000); // removed again
     // A removal of a file that was there before is a change, and so is one by someone else.
     now = 6_000;
     expect(t.noteUpload('R', fp(base), { path: 'new.txt', size: 1 }, null)).toBe(6_000);
@@ -194,10 +194,25 @@ describe('ResourceTimes', () => {
     now = 9_000;
     expect(t.noteUpload('R', '', { path: '.b.txt.swp', size: 0 }, null)).toBe(9_000);
     expect(t.noteRemoved('R', entry('.b.txt.swp', 0))).toBe(7_500);
-    // b.txt uploaded again (not new any more): removing it is a change
+    // b.txt, made here, uploaded again and removed: the time of the changes still standing
     now = 10_000;
     expect(t.noteUpload('R', '', { path: 'b.txt', size: 3 }, entry('b.txt', 2))).toBe(10_000);
-    expect(t.noteRemoved('R', entry('b.txt', 3))).toBe(10_001);
+    expect(t.noteRemoved('R', entry('b.txt', 3))).toBe(6_001);
+    // vim's :wq: its swap file (new) uploaded, the file written, the swap file uploaded again at
+    // close and removed: the file's time stays the time of its own upload.
+    now = 11_000;
+    expect(t.noteUpload('R', '', { path: '.c.txt.swp', size: 4096 }, null)).toBe(11_000);
+    now = 12_000;
+    expect(t.noteUpload('R', '', { path: 'c.txt', size: 3 }, null)).toBe(12_000);
+    now = 13_000;
+    expect(t.noteUpload('R', '', { path: '.c.txt.swp', size: 12288 }, entry('.c.txt.swp', 4096))).toBe(13_000);
+    expect(t.noteRemoved('R', entry('.c.txt.swp', 12288))).toBe(12_000);
+    // one of two files made here removed: the time of the other
+    now = 14_000;
+    expect(t.noteUpload('R', '', { path: 'x', size: 0 }, null)).toBe(14_000);
+    expect(t.noteUpload('R', '', { path: 'y', size: 0 }, null)).toBe(14_001);
+    expect(t.noteRemoved('R', entry('x', 0))).toBe(14_001);
+    expect(t.noteRemoved('R', entry('y', 0))).toBe(12_000);
   });
 
   it('an upload of the very bytes XNAT had ends what is pending: a same-size change by someone else later shows a later time', () => {

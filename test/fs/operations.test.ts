@@ -613,6 +613,7 @@ describe('fs operations over an in-memory XNAT', () => {
   it('a file written here shows the same time before and after its upload (vim right after cp: "changed since reading it")', async () => {
     const path = `${NOTES}/fresh.txt`;
     const fd = await fs.ops.create!(path, 0o644);
+    await new Promise((r) => setTimeout(r, 5)); // written after the listing's time (a change shows a later one)
     await fs.ops.write!(path, fd, Buffer.from('line1\n'), 6, 0);
     const whileWritten = (await fs.ops.getattr!(path)).mtime.getTime();
     await new Promise((r) => setTimeout(r, 5)); // the upload ends later than the last write
@@ -621,6 +622,29 @@ describe('fs operations over an in-memory XNAT', () => {
     expect(x.calls.filter((c) => c.startsWith('upload'))).toEqual(['upload fresh.txt']);
     expect((await fs.ops.getattr!(path)).mtime.getTime()).toBe(whileWritten);
     expect((await fs.ops.getattr!(`${NOTES}/sub dir/a#b.txt`)).mtime.getTime()).toBe(whileWritten);
+  });
+
+  it("vim's :wq (swap file written, the file written, the swap file removed) leaves the file the time vim saw after writing it", async () => {
+    const file = `${NOTES}/edited.txt`;
+    await writeFile(file, Buffer.from('v1\n'));
+    const swp = `${NOTES}/.edited.txt.swp`;
+    const sfd = await fs.ops.create!(swp, 0o600);
+    await fs.ops.write!(swp, sfd, Buffer.alloc(4096, 1), 4096, 0);
+    await fs.ops.fsync!(swp, sfd, false);
+    await new Promise((r) => setTimeout(r, 5));
+    const fd = await fs.ops.open!(file, constants.O_WRONLY | constants.O_TRUNC);
+    await fs.ops.write!(file, fd, Buffer.from('v2\n'), 3, 0);
+    await fs.ops.fsync!(file, fd, false);
+    await fs.ops.flush!(file, fd);
+    await fs.ops.release!(file, fd);
+    const afterWrite = (await fs.ops.getattr!(file)).mtime.getTime(); // vim's stat after writing
+    await new Promise((r) => setTimeout(r, 5));
+    await fs.ops.write!(swp, sfd, Buffer.alloc(4096, 2), 4096, 4096);
+    await fs.ops.flush!(swp, sfd);
+    await fs.ops.release!(swp, sfd);
+    await fs.ops.unlink!(swp);
+    expect(await readFile(file)).toEqual(Buffer.from('v2\n'));
+    expect((await fs.ops.getattr!(file)).mtime.getTime()).toBe(afterWrite);
   });
 
   it('a file unlinked while open is never uploaded', async () => {
