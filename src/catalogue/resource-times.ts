@@ -137,7 +137,10 @@ export class ResourceTimes {
     const recent: Recent | undefined = s ? { base: s.t, removedAt: 0, uploads: new Map(), ...s.recent } : undefined;
     recent?.uploads.set(file.path, { t, made });
     // Past this (cp of a large folder) removals here simply show a new time.
-    if (recent && recent.uploads.size > MAX_PENDING_FILES) recent.uploads.clear(), (recent.removedAt = t);
+    if (recent && recent.uploads.size > MAX_PENDING_FILES) {
+      recent.uploads.clear();
+      recent.removedAt = t;
+    }
     const pending = own ?? (fp !== '' ? { base: fp, t, uploads: noPrototype(), removed: [] } : undefined);
     if (pending) {
       // Uploaded twice: what the first upload replaced is still what XNAT no longer has.

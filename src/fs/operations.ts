@@ -833,7 +833,10 @@ export function createOperations(ctx: WriteContext): XnatFs {
       if (job.replaces) ctx.content.forget(job.replaces);
       const listed = ctx.catalogue.peekFile(job.owner, job.resource, job.path);
       if (listed) ctx.content.forget(fileRefOf(listed));
-      ctx.catalogue.noteUploaded(job.owner, job.resource, job);
+      // An upload that followed the writes was made before the last of them: the time shown now.
+      const f = overlay.files.get(job.displayPath);
+      const changedAt = f && f.spoolPath === job.spoolPath ? f.mtime.getTime() : job.changedAt;
+      ctx.catalogue.noteUploaded(job.owner, job.resource, { ...job, ...(changedAt !== undefined ? { changedAt } : {}) });
       // The entry put into the listing has no digest, so its key is (URI, size, ""): bytes an
       // earlier upload of this path with as many bytes left under that key (in this mount before
       // the listing was read again, or in an earlier one) would be served for the new version.

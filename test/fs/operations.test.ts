@@ -820,6 +820,19 @@ describe('fs operations over an in-memory XNAT', () => {
       expect(await readdir(fs.spoolDir)).toEqual([]);
     });
 
+    it('once uploaded, the file shows the time of its last write, as while it was written', async () => {
+      const fd = await fs.ops.create!(path, 0o644);
+      await writeInParts(fd, [0, 3000]);
+      expect(uploads()).toEqual(['upload big.nii']);
+      await new Promise((r) => setTimeout(r, 10)); // the last write comes well after the upload began
+      await writeInParts(fd, [3000, 5000]);
+      const whileWritten = (await fs.ops.getattr!(path)).mtime.getTime();
+      await fs.ops.flush!(path, fd);
+      await fs.ops.release!(path, fd);
+      expect(uploads()).toEqual(['upload big.nii']);
+      expect((await fs.ops.getattr!(path)).mtime.getTime()).toBe(whileWritten);
+    });
+
     it('a write that is not at the end drops it; close() uploads the spool instead', async () => {
       const fd = await fs.ops.create!(path, 0o644);
       await writeInParts(fd, [0, 3000]);
