@@ -144,7 +144,10 @@ export class ResourceTimes {
     const pending = own ?? (fp !== '' ? { base: fp, t, uploads: noPrototype(), removed: [] } : undefined);
     if (pending) {
       // Uploaded twice: what the first upload replaced is still what XNAT no longer has.
-      pending.uploads[file.path] = { size: file.size, replaced: pending.uploads[file.path]?.replaced ?? replaced };
+      // (A new file's first upload replaced nothing: `?? replaced` took our own first upload,
+      // never listed in `base`, for what the second replaced, and no listing matched again.)
+      const first = pending.uploads[file.path];
+      pending.uploads[file.path] = { size: file.size, replaced: first ? first.replaced : replaced };
       pending.t = t;
     }
     return this.record(key, { fp: s?.fp ?? '', t, ...(pending && bounded(pending) ? { pending } : {}), ...(recent ? { recent } : {}) });

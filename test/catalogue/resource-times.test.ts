@@ -215,6 +215,22 @@ describe('ResourceTimes', () => {
     expect(t.noteRemoved('R', entry('y', 0))).toBe(12_000);
   });
 
+  it("a new file uploaded twice before XNAT lists it (fsync, then close): XNAT's listing of it keeps the upload's time", () => {
+    let now = 1_000;
+    const t = new ResourceTimes(null, () => now);
+    const base = [entry('a.txt', 10, 'aa')];
+    const finder = (rows: FileEntry[]) => (p: string) => rows.find((e) => e.path === p);
+    expect(t.timeOf('R', fp(base), finder(base))).toBe(1_000);
+    now = 2_000;
+    expect(t.noteUpload('R', fp(base), { path: 'new.txt', size: 4 }, null)).toBe(2_000);
+    now = 3_000;
+    // the second upload replaces our first, which the cached listing shows (no digest yet)
+    expect(t.noteUpload('R', '', { path: 'new.txt', size: 8 }, entry('new.txt', 4))).toBe(3_000);
+    now = 9_000;
+    const listed = [...base, entry('new.txt', 8, 'nn')];
+    expect(t.timeOf('R', fp(listed), finder(listed))).toBe(3_000);
+  });
+
   it('an upload of the very bytes XNAT had ends what is pending: a same-size change by someone else later shows a later time', () => {
     let now = 1_000;
     const t = new ResourceTimes(null, () => now);
