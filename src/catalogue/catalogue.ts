@@ -286,7 +286,7 @@ export class Catalogue {
     const timesKey = `${ownerKey(owner)}:${resource.id}`;
     if (tree.fingerprint) {
       tree.fingerprint = Fingerprint.without(tree.fingerprint, entry);
-      tree.shownAt = this.times.timeOf(timesKey, tree.fingerprint);
+      tree.shownAt = this.times.noteRemovedListed(timesKey, tree.fingerprint, entry);
     } else {
       tree.shownAt = this.times.noteRemoved(timesKey, entry); // after uploads XNAT has not listed yet
     }
@@ -357,7 +357,7 @@ export class Catalogue {
    * scan's files no longer come from the bulk listing, whose reloads (every scan file of the
    * session, 26 MB for 100,000 files) made `cp` into a scan resource ten times slower.
    */
-  noteUploaded(owner: Owner, resourceLabel: string, uploaded: { path: string; size: number }): void {
+  noteUploaded(owner: Owner, resourceLabel: string, uploaded: { path: string; size: number; changedAt?: number }): void {
     const known = this.knownResource(owner, resourceLabel);
     if (!known) return this.invalidateFiles(owner);
     const key = `files:${ownerKey(owner)}:${known.id}`;

@@ -53,6 +53,19 @@ interface Seen {
   /** ms since the epoch. */
   t: number;
   pending?: Pending;
+  /** Changes this process made, for the time a removal of a file it made leaves (see noteRemoved). */
+  recent?: Recent;
+}
+
+/**
+ * The time the files showed before this process changed the resource (`base`), of its last
+ * removal of a file it did not make (`removedAt`), and of its last upload of each file still there
+ * (`made`: a file new to the resource, not one uploaded before these were recorded).
+ */
+interface Recent {
+  base: number;
+  removedAt: number;
+  uploads: Map<string, { t: number; made: boolean }>;
 }
 
 export class ResourceTimes {
@@ -104,7 +117,7 @@ export class ResourceTimes {
     // Any listing ends what is pending, also one like its base (an upload of the bytes XNAT had):
     // kept, the pending uploads would pass anyone's later same-size change of them off as ours.
     const ours = s?.pending && find && !this.foreign.has(key) ? expectedAfter(s.pending, find) === fp : false;
-    return this.record(key, { fp, t: ours ? s!.pending!.t : this.later(s) });
+    return this.record(key, { fp, t: ours ? s!.pending!.t : this.later(s), ...(ours && s!.recent ? { recent: s!.recent } : {}) });
   }
 
   /**
@@ -112,17 +125,32 @@ export class ResourceTimes {
    * fingerprint `fp` ('' while it has changes XNAT has not listed yet); `replaced` is the listed
    * file it replaced. Returns the time its files show now.
    */
-  noteUpload(key: string, fp: string, file: { path: string; size: number }, replaced: Counted | null): number {
+  noteUpload(key: string, fp: string, file: { path: string; size: number; changedAt?: number }, replaced: Counted | null): number {
     const s = this.seen.get(key);
-    const t = this.later(s);
+    // The time the file was last changed here, which it showed until now: a later one would
+    // change its time again once uploaded (vim, reading it right after, refused to write it).
+    const t = this.later(s, file.changedAt);
     const own = this.foreign.has(key) ? undefined : s?.pending;
+    // Made here: new to the resource, and not uploaded before this process recorded its changes.
+    const before = s?.recent?.uploads.get(file.path);
+    const made = before ? before.made : replaced === null && !(own && file.path in own.uploads);
+    const recent: Recent | undefined = s ? { base: s.t, removedAt: 0, uploads: new Map(), ...s.recent } : undefined;
+    recent?.uploads.set(file.path, { t, made });
+    // Past this (cp of a large folder) removals here simply show a new time.
+    if (recent && recent.uploads.size > MAX_PENDING_FILES) {
+      recent.uploads.clear();
+      recent.removedAt = t;
+    }
     const pending = own ?? (fp !== '' ? { base: fp, t, uploads: noPrototype(), removed: [] } : undefined);
     if (pending) {
       // Uploaded twice: what the first upload replaced is still what XNAT no longer has.
-      pending.uploads[file.path] = { size: file.size, replaced: pending.uploads[file.path]?.replaced ?? replaced };
+      // (A new file's first upload replaced nothing: `?? replaced` took our own first upload,
+      // never listed in `base`, for what the second replaced, and no listing matched again.)
+      const first = pending.uploads[file.path];
+      pending.uploads[file.path] = { size: file.size, replaced: first ? first.replaced : replaced };
       pending.t = t;
     }
-    return this.record(key, { fp: s?.fp ?? '', t, ...(pending && bounded(pending) ? { pending } : {}) });
+    return this.record(key, { fp: s?.fp ?? '', t, ...(pending && bounded(pending) ? { pending } : {}), ...(recent ? { recent } : {}) });
   }
 
   /** A listed file (or one uploaded here) was removed from resource `key` while uploads are pending. */
@@ -140,7 +168,40 @@ export class ResourceTimes {
       }
       pending.t = t;
     }
-    return this.record(key, { fp: s?.fp ?? '', t, ...(pending && bounded(pending) ? { pending } : {}) });
+    const back = this.afterRemoval(s?.recent, file.path, t);
+    if (pending) pending.t = back.t;
+    return this.record(key, { fp: s?.fp ?? '', ...back, ...(pending && bounded(pending) ? { pending } : {}) });
+  }
+
+  /**
+   * A file of resource `key` was removed here, from a listing with XNAT's fingerprint (the listing
+   * without it is `fp`). Returns the time its files show now.
+   */
+  noteRemovedListed(key: string, fp: string, file: Counted): number {
+    const recent = this.seen.get(key)?.recent;
+    const t = this.timeOf(key, fp);
+    const back = this.afterRemoval(recent, file.path, t);
+    const cur = this.seen.get(key)!;
+    return this.record(key, { fp: cur.fp, ...back, ...(cur.pending ? { pending: cur.pending } : {}) });
+  }
+
+  /**
+   * The time after a removal here that would otherwise show `t`. A file this process made and
+   * now removes (vim's .swp/.swx probes and its 4913 test file, made and removed at once; its swap
+   * file at exit) leaves the resource as its other changes made it: its files show the time of
+   * the latest of those still standing, or the time before them. A new time made vim refuse to
+   * write ("The file has been changed since reading it"), and `vim -es` or `ex` in a script exit 0
+   * without writing; after a `:wq` the next vim run did, the kernel having kept the earlier time.
+   */
+  private afterRemoval(recent: Recent | undefined, path: string, t: number): { t: number; recent?: Recent } {
+    if (!recent) return { t };
+    const uploads = new Map(recent.uploads);
+    const made = uploads.get(path)?.made === true;
+    uploads.delete(path);
+    if (!made) return { t, recent: { ...recent, removedAt: t, uploads } };
+    let back = Math.max(recent.base, recent.removedAt);
+    for (const u of uploads.values()) back = Math.max(back, u.t);
+    return { t: back, recent: { ...recent, uploads } };
   }
 
   /**
@@ -161,8 +222,8 @@ export class ResourceTimes {
    * clock went back. (By 1 ms, not to the next second: many changes in a second, as `rm -r`
    * through this mount makes, would push the times ever further into the future.)
    */
-  private later(s: Seen | undefined): number {
-    return s ? Math.max(this.now(), s.t + 1) : this.now();
+  private later(s: Seen | undefined, at = this.now()): number {
+    return s ? Math.max(at, s.t + 1) : at;
   }
 
   private record(key: string, s: Seen): number {

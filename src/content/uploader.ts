@@ -25,6 +25,8 @@ export interface UploadJob {
   displayPath: string;
   /** The file this upload replaces on XNAT, as listed before: its cached bytes are dropped then. */
   replaces?: FileRef;
+  /** When it was last changed here (ms): the time it showed while pending (resource-times.ts). */
+  changedAt?: number;
 }
 
 interface Retry {

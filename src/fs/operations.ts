@@ -209,6 +209,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
     return {
       owner: f.target.owner, resource: f.target.resourceLabel, path: relPath(f.target), spoolPath: f.spoolPath,
       size: f.size, overwrite: f.overwrite, displayPath: f.path, ...(f.replaces ? { replaces: f.replaces } : {}),
+      changedAt: f.mtime.getTime(),
     };
   }
 
@@ -832,7 +833,10 @@ export function createOperations(ctx: WriteContext): XnatFs {
       if (job.replaces) ctx.content.forget(job.replaces);
       const listed = ctx.catalogue.peekFile(job.owner, job.resource, job.path);
       if (listed) ctx.content.forget(fileRefOf(listed));
-      ctx.catalogue.noteUploaded(job.owner, job.resource, job);
+      // An upload that followed the writes was made before the last of them: the time shown now.
+      const f = overlay.files.get(job.displayPath);
+      const changedAt = f && f.spoolPath === job.spoolPath ? f.mtime.getTime() : job.changedAt;
+      ctx.catalogue.noteUploaded(job.owner, job.resource, { ...job, ...(changedAt !== undefined ? { changedAt } : {}) });
       // The entry put into the listing has no digest, so its key is (URI, size, ""): bytes an
       // earlier upload of this path with as many bytes left under that key (in this mount before
       // the listing was read again, or in an earlier one) would be served for the new version.

@@ -167,6 +167,70 @@ describe('ResourceTimes', () => {
       expect(third.timeOf('S', fp(other), (p) => other.find((e) => e.path === p))).toBe(9_001); // after the upload's
     }));
 
+  it('a new file uploaded and removed here (an editor\'s probe) leaves the time the resource showed before, listed in between or not', () => {
+    let now = 1_000;
+    const t = new ResourceTimes(null, () => now);
+    const base = [entry('a.txt', 10, 'aa')];
+    const finder = (rows: FileEntry[]) => (p: string) => rows.find((e) => e.path === p);
+    expect(t.timeOf('R', fp(base), finder(base))).toBe(1_000);
+    now = 2_000;
+    expect(t.noteUpload('R', fp(base), { path: '.a.txt.swp', size: 0 }, null)).toBe(2_000);
+    now = 3_000;
+    expect(t.noteRemoved('R', entry('.a.txt.swp', 0))).toBe(1_000); // not listed in between
+    now = 4_000;
+    expect(t.noteUpload('R', fp(base), { path: '4913', size: 0 }, null)).toBe(4_000);
+    const listed = [...base, entry('4913', 0, 'd41d8cd98f00b204e9800998ecf8427e')];
+    expect(t.timeOf('R', fp(listed), finder(listed))).toBe(4_000); // XNAT lists it: ours
+    now = 5_000;
+    expect(t.noteRemovedListed('R', fp(base), listed[1]!)).toBe(1_000); // removed again
+    // A removal of a file that was there before is a change, and so is one by someone else.
+    now = 6_000;
+    expect(t.noteUpload('R', fp(base), { path: 'new.txt', size: 1 }, null)).toBe(6_000);
+    expect(t.noteRemoved('R', base[0]!)).toBe(6_001);
+    // Written here and not listed yet, then a probe made and removed: the time of that upload,
+    // which is when the file was last changed (the time it showed while it was being written).
+    now = 8_000;
+    expect(t.noteUpload('R', '', { path: 'b.txt', size: 2, changedAt: 7_500 }, null)).toBe(7_500);
+    now = 9_000;
+    expect(t.noteUpload('R', '', { path: '.b.txt.swp', size: 0 }, null)).toBe(9_000);
+    expect(t.noteRemoved('R', entry('.b.txt.swp', 0))).toBe(7_500);
+    // b.txt, made here, uploaded again and removed: the time of the changes still standing
+    now = 10_000;
+    expect(t.noteUpload('R', '', { path: 'b.txt', size: 3 }, entry('b.txt', 2))).toBe(10_000);
+    expect(t.noteRemoved('R', entry('b.txt', 3))).toBe(6_001);
+    // vim's :wq: its swap file (new) uploaded, the file written, the swap file uploaded again at
+    // close and removed: the file's time stays the time of its own upload.
+    now = 11_000;
+    expect(t.noteUpload('R', '', { path: '.c.txt.swp', size: 4096 }, null)).toBe(11_000);
+    now = 12_000;
+    expect(t.noteUpload('R', '', { path: 'c.txt', size: 3 }, null)).toBe(12_000);
+    now = 13_000;
+    expect(t.noteUpload('R', '', { path: '.c.txt.swp', size: 12288 }, entry('.c.txt.swp', 4096))).toBe(13_000);
+    expect(t.noteRemoved('R', entry('.c.txt.swp', 12288))).toBe(12_000);
+    // one of two files made here removed: the time of the other
+    now = 14_000;
+    expect(t.noteUpload('R', '', { path: 'x', size: 0 }, null)).toBe(14_000);
+    expect(t.noteUpload('R', '', { path: 'y', size: 0 }, null)).toBe(14_001);
+    expect(t.noteRemoved('R', entry('x', 0))).toBe(14_001);
+    expect(t.noteRemoved('R', entry('y', 0))).toBe(12_000);
+  });
+
+  it("a new file uploaded twice before XNAT lists it (fsync, then close): XNAT's listing of it keeps the upload's time", () => {
+    let now = 1_000;
+    const t = new ResourceTimes(null, () => now);
+    const base = [entry('a.txt', 10, 'aa')];
+    const finder = (rows: FileEntry[]) => (p: string) => rows.find((e) => e.path === p);
+    expect(t.timeOf('R', fp(base), finder(base))).toBe(1_000);
+    now = 2_000;
+    expect(t.noteUpload('R', fp(base), { path: 'new.txt', size: 4 }, null)).toBe(2_000);
+    now = 3_000;
+    // the second upload replaces our first, which the cached listing shows (no digest yet)
+    expect(t.noteUpload('R', '', { path: 'new.txt', size: 8 }, entry('new.txt', 4))).toBe(3_000);
+    now = 9_000;
+    const listed = [...base, entry('new.txt', 8, 'nn')];
+    expect(t.timeOf('R', fp(listed), finder(listed))).toBe(3_000);
+  });
+
   it('an upload of the very bytes XNAT had ends what is pending: a same-size change by someone else later shows a later time', () => {
     let now = 1_000;
     const t = new ResourceTimes(null, () => now);

@@ -588,6 +588,75 @@ describe('fs operations over an in-memory XNAT', () => {
     expect(uploaded).toBeGreaterThanOrEqual(written);
   });
 
+  it("an editor's probe file (created, closed, removed: vim's .swp/.swx at start, its 4913) changes no other file's time", async () => {
+    // vim compares the time it read a file at with the time at :w, and refuses to write
+    // ("WARNING: The file has been changed since reading it!!!"; `vim -es`/`ex` scripts exit 0
+    // without writing) when they differ: a probe that leaves the resource as it was must not
+    // give its files a new time.
+    const other = `${NOTES}/sub dir/a#b.txt`;
+    const before = (await fs.ops.getattr!(other)).mtime.getTime();
+    await new Promise((r) => setTimeout(r, 5)); // a change would show a later time
+    for (const name of ['.a.txt.swx', '.a.txt.swp', '4913']) {
+      const probe = `${NOTES}/${name}`;
+      const fd = await fs.ops.create!(probe, 0o600);
+      await fs.ops.flush!(probe, fd);
+      await fs.ops.release!(probe, fd);
+      await fs.ops.unlink!(probe);
+    }
+    expect((await fs.ops.getattr!(other)).mtime.getTime()).toBe(before);
+    expect((await fs.ops.readdir!(NOTES)).names).not.toContain('4913');
+    // A real change still shows a later time.
+    await writeFile(`${NOTES}/kept.txt`, Buffer.from('k'));
+    expect((await fs.ops.getattr!(other)).mtime.getTime()).toBeGreaterThan(before);
+  });
+
+  it('a file written here shows the same time before and after its upload (vim right after cp: "changed since reading it")', async () => {
+    const path = `${NOTES}/fresh.txt`;
+    const fd = await fs.ops.create!(path, 0o644);
+    await new Promise((r) => setTimeout(r, 5)); // written after the listing's time (a change shows a later one)
+    await fs.ops.write!(path, fd, Buffer.from('line1\n'), 6, 0);
+    const whileWritten = (await fs.ops.getattr!(path)).mtime.getTime();
+    await new Promise((r) => setTimeout(r, 5)); // the upload ends later than the last write
+    await fs.ops.flush!(path, fd);
+    await fs.ops.release!(path, fd);
+    expect(x.calls.filter((c) => c.startsWith('upload'))).toEqual(['upload fresh.txt']);
+    expect((await fs.ops.getattr!(path)).mtime.getTime()).toBe(whileWritten);
+    expect((await fs.ops.getattr!(`${NOTES}/sub dir/a#b.txt`)).mtime.getTime()).toBe(whileWritten);
+  });
+
+  it("vim's :wq (swap file written, the file written, the swap file removed) leaves the file the time vim saw after writing it", async () => {
+    const file = `${NOTES}/edited.txt`;
+    await writeFile(file, Buffer.from('v1\n'));
+    const swp = `${NOTES}/.edited.txt.swp`;
+    const sfd = await fs.ops.create!(swp, 0o600);
+    await fs.ops.write!(swp, sfd, Buffer.alloc(4096, 1), 4096, 0);
+    await fs.ops.fsync!(swp, sfd, false);
+    await new Promise((r) => setTimeout(r, 5));
+    const fd = await fs.ops.open!(file, constants.O_WRONLY | constants.O_TRUNC);
+    await fs.ops.write!(file, fd, Buffer.from('v2\n'), 3, 0);
+    await fs.ops.fsync!(file, fd, false);
+    await fs.ops.flush!(file, fd);
+    await fs.ops.release!(file, fd);
+    const afterWrite = (await fs.ops.getattr!(file)).mtime.getTime(); // vim's stat after writing
+    await new Promise((r) => setTimeout(r, 5));
+    await fs.ops.write!(swp, sfd, Buffer.alloc(4096, 2), 4096, 4096);
+    await fs.ops.flush!(swp, sfd);
+    await fs.ops.release!(swp, sfd);
+    await fs.ops.unlink!(swp);
+    expect(await readFile(file)).toEqual(Buffer.from('v2\n'));
+    expect((await fs.ops.getattr!(file)).mtime.getTime()).toBe(afterWrite);
+    // the next vim run's probes
+    await new Promise((r) => setTimeout(r, 5));
+    for (const name of ['.edited.txt.swx', '.edited.txt.swp']) {
+      const probe = `${NOTES}/${name}`;
+      const pfd = await fs.ops.create!(probe, 0o600);
+      await fs.ops.flush!(probe, pfd);
+      await fs.ops.release!(probe, pfd);
+      await fs.ops.unlink!(probe);
+      expect((await fs.ops.getattr!(file)).mtime.getTime()).toBe(afterWrite);
+    }
+  });
+
   it('a file unlinked while open is never uploaded', async () => {
     const path = `${NOTES}/scratch.txt`;
     const fd = await fs.ops.create!(path, 0o644);
@@ -759,6 +828,19 @@ describe('fs operations over an in-memory XNAT', () => {
       expect(stored()).toEqual(data);
       expect(await readFile(path)).toEqual(data);
       expect(await readdir(fs.spoolDir)).toEqual([]);
+    });
+
+    it('once uploaded, the file shows the time of its last write, as while it was written', async () => {
+      const fd = await fs.ops.create!(path, 0o644);
+      await writeInParts(fd, [0, 3000]);
+      expect(uploads()).toEqual(['upload big.nii']);
+      await new Promise((r) => setTimeout(r, 10)); // the last write comes well after the upload began
+      await writeInParts(fd, [3000, 5000]);
+      const whileWritten = (await fs.ops.getattr!(path)).mtime.getTime();
+      await fs.ops.flush!(path, fd);
+      await fs.ops.release!(path, fd);
+      expect(uploads()).toEqual(['upload big.nii']);
+      expect((await fs.ops.getattr!(path)).mtime.getTime()).toBe(whileWritten);
     });
 
     it('a write that is not at the end drops it; close() uploads the spool instead', async () => {

@@ -181,6 +181,20 @@ requireFuse()('writing through the mount', () => {
     }
   });
 
+  it('vim saves a file on XNAT, also right after it was written and in the run after a :wq (its swap-file probes change no time)', async (ctx) => {
+    if ((await run('sh', ['-c', 'command -v vim'])).code !== 0) ctx.skip();
+    expect((await run('mkdir', [at(`${EXP}/resources/EDITS`)])).code).toBe(0);
+    const dir = at(`${EXP}/resources/EDITS/files`);
+    expect((await run('sh', ['-c', `printf 'v0\\nkeep\\n' > '${dir}/notes.txt'`])).code).toBe(0);
+    for (const [from, to] of [['v0', 'v1'], ['v1', 'v2'], ['v2', 'v3']]) {
+      // vim writes nothing, and exits 0, when the file's time changed since it read it
+      const vim = await run('sh', ['-c', `cd '${dir}' && timeout 10 vim -u NONE -i NONE -es -c '%s/${from}/${to}/' -c wq notes.txt < /dev/null`]);
+      expect(vim.code, vim.stderr).toBe(0);
+      expect(await readFile(stored('EDITS', 'notes.txt')!, 'utf8')).toBe(`${to}\nkeep\n`);
+    }
+    expect((await readdir(dir)).sort()).toEqual(['notes.txt']);
+  });
+
   it('a shell redirection costs one PUT; touch makes an empty file on XNAT', async () => {
     expect((await run('mkdir', [at(`${EXP}/resources/LOGS`)])).code).toBe(0);
     const before = x.emulator.requests().length;
