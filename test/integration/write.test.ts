@@ -6,7 +6,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { requireFuse, run } from '../helpers/fuse.js';
+import { inCI, requireFuse, run } from '../helpers/fuse.js';
 import { mountEmulator, type XnatMount } from '../helpers/xnat-mount.js';
 
 const EXP = 'projects/DEMO/subjects/SUBJ01/experiments/SUBJ01_MR1';
@@ -182,7 +182,12 @@ requireFuse()('writing through the mount', () => {
   });
 
   it('vim saves a file on XNAT, also right after it was written and in the run after a :wq (its swap-file probes change no time)', async (ctx) => {
-    if ((await run('sh', ['-c', 'command -v vim'])).code !== 0) ctx.skip();
+    if ((await run('sh', ['-c', 'command -v vim'])).code !== 0) {
+      // .ci/run installs it: in CI a missing vim is a broken set-up, not a reason to skip.
+      if (inCI()) throw new Error('vim is not installed (.ci/run installs it)');
+      console.warn('SKIPPED: vim is not installed (apt-get install vim), so saving with an editor is not tested');
+      ctx.skip();
+    }
     expect((await run('mkdir', [at(`${EXP}/resources/EDITS`)])).code).toBe(0);
     const dir = at(`${EXP}/resources/EDITS/files`);
     expect((await run('sh', ['-c', `printf 'v0\\nkeep\\n' > '${dir}/notes.txt'`])).code).toBe(0);
