@@ -293,11 +293,6 @@ export function fuseOptions(opts: MountOptions & FuseTuning): Record<string, unk
     readOnly: opts.readOnly ?? false,
     debug: opts.debug ?? false,
     timeout,
-    // fusermount stays beside the mount and takes it away when this process dies (SIGKILL at a
-    // job's wall-time limit, a crash), which otherwise leaves a dead mount ("Transport endpoint
-    // is not connected") in the job's folders. fusermount3 checks first that the mount is dead,
-    // so after a clean unmount it does nothing. See doc/SEMANTICS.md for where it can do it.
-    autoUnmount: true,
     force: false, // prepareMountpoint already cleared stale mounts, with better messages
     mkdir: false,
   };

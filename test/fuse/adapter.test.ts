@@ -10,7 +10,7 @@ import { buildHandlers, mountFuse, type FuseMount, type FuseTuning } from '../..
 import { FsError } from '../../src/fs/errors.js';
 import { isMounted, prepareMountpoint, unmountPath } from '../../src/fs/mountpoint.js';
 import type { FsOps, MountOptions, Stat } from '../../src/fs/types.js';
-import { fuseMountsUnder, inCI, killAutoUnmountHelper, requireFuse, run, tempMountpoint, type TempMountpoint, testUser, untilUnmounted } from '../helpers/fuse.js';
+import { fuseMountsUnder, inCI, requireFuse, run, tempMountpoint, type TempMountpoint, testUser } from '../helpers/fuse.js';
 import { createMemFs } from '../helpers/memfs.js';
 import { repoRoot, transpileForChild, type Transpiled } from '../helpers/transpile.js';
 
@@ -216,21 +216,10 @@ describeFuse('fuse adapter (real mounts)', () => {
     await mount.unmount();
   });
 
-  it('a crashed process\'s mount is taken away by the fusermount waiting beside it (auto_unmount)', async () => {
-    const proc = spawn(process.execPath, [child!.entry, 'hold', mp.path], { stdio: ['ignore', 'pipe', 'inherit'] });
-    const [line] = (await once(proc.stdout, 'data')) as [Buffer];
-    expect(line.toString()).toContain('MOUNTED');
-    proc.kill('SIGKILL');
-    await once(proc, 'exit');
-    await untilUnmounted(mp.path);
-    expect(await fuseMountsUnder(mp.path)).toEqual([]);
-  });
-
   it('clears the stale mount a crashed xnatfs leaves behind', async () => {
     const proc = spawn(process.execPath, [child!.entry, 'hold', mp.path], { stdio: ['ignore', 'pipe', 'inherit'] });
     const [line] = (await once(proc.stdout, 'data')) as [Buffer];
     expect(line.toString()).toContain('MOUNTED');
-    expect(await killAutoUnmountHelper(mp.path)).toBe(1); // as a kill of the whole job would
     proc.kill('SIGKILL');
     await once(proc, 'exit');
 
@@ -250,7 +239,6 @@ describeFuse('fuse adapter (real mounts)', () => {
     const [line] = (await once(proc.stdout, 'data')) as [Buffer];
     expect(line.toString()).toContain('MOUNTED');
     expect((await run('stat', [mp.path])).code).toBe(0); // caches the root's attributes
-    expect(await killAutoUnmountHelper(mp.path)).toBe(1);
     proc.kill('SIGKILL');
     await once(proc, 'exit');
     expect((await run('ls', [mp.path])).stderr).toMatch(/Transport endpoint is not connected/);

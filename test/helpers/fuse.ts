@@ -6,7 +6,7 @@
 // against a mount with run() below (async child processes) only.
 import { execFile, type ExecFileOptions } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
-import { chmod, readFile, readdir, rm, rmdir } from 'node:fs/promises';
+import { chmod, rm, rmdir } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { delimiter, join } from 'node:path';
 import { dir } from 'tmp-promise';
@@ -123,37 +123,6 @@ export async function fuseMountsUnder(under: string): Promise<MountInfo[]> {
   return (await readMountinfo()).filter(
     (m) => m.fsType.startsWith('fuse') && (m.mountPoint === under || m.mountPoint.startsWith(under + '/')),
   );
-}
-
-/**
- * Kill the fusermount that waits beside the mount at `mountpoint` to unmount it when its process
- * dies (auto_unmount). A batch system that kills a job's whole cgroup kills it too: only then
- * does a crash leave a dead mount behind, which is what the stale-mount tests need. Returns how
- * many it killed.
- */
-export async function killAutoUnmountHelper(mountpoint: string): Promise<number> {
-  let killed = 0;
-  for (const pid of await readdir('/proc')) {
-    if (!/^\d+$/.test(pid)) continue;
-    const argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).split('\0').filter(Boolean);
-    if (!/(^|\/)fusermount3?$/.test(argv[0] ?? '') || argv.at(-1) !== mountpoint) continue;
-    try {
-      process.kill(Number(pid), 'SIGKILL');
-      killed++;
-    } catch {
-      // already gone
-    }
-  }
-  return killed;
-}
-
-/** Resolves once nothing is mounted at `path`, or throws after `ms`. */
-export async function untilUnmounted(path: string, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (await isMounted(path)) {
-    if (Date.now() > deadline) throw new Error(`${path} is still mounted after ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 export interface TempMountpoint {

@@ -8,7 +8,7 @@ import { dir as tmpDir, type DirectoryResult } from 'tmp-promise';
 import { afterAll, afterEach, beforeAll, beforeEach, expect, it } from 'vitest';
 import { DEMO_USERS, startEmulator, type RunningEmulator } from '../../src/emulator/index.js';
 import { isMounted, unmountPath } from '../../src/fs/mountpoint.js';
-import { fuseMountsUnder, inCI, killAutoUnmountHelper, requireFuse, run, tempMountpoint, type RunResult, type TempMountpoint, testUser, untilUnmounted } from '../helpers/fuse.js';
+import { fuseMountsUnder, inCI, requireFuse, run, tempMountpoint, type RunResult, type TempMountpoint, testUser } from '../helpers/fuse.js';
 import { repoRoot } from '../helpers/transpile.js';
 import { cacheDirFor } from '../../src/cli/mount-command.js';
 import { normalizeBaseUrl } from '../../src/xnat/client.js';
@@ -393,8 +393,6 @@ requireFuse()('xnatfs command line (dist/cli/main.js)', () => {
   it('`xnatfs unmount` clears a stale xnatfs mount (its process was killed)', async () => {
     const m = start(['mount', emulator.url, mp.path, '--cache-dir', join(work.path, 'cache')], { XNAT_USER: 'demo', XNAT_PASS: 'demo' });
     await waitMounted(m, mp.path);
-    // A kill of the job's whole cgroup: fusermount's auto-unmount dies with it.
-    expect(await killAutoUnmountHelper(mp.path)).toBe(1);
     m.child.kill('SIGKILL');
     await m.exited;
     const u = await xnatfs(['unmount', mp.path]);
@@ -459,28 +457,11 @@ requireFuse()('xnatfs command line (dist/cli/main.js)', () => {
 
   // ── 4. stale mount ──────────────────────────────────────────────────────────────────────
 
-  it('kill -9 of the mount (a batch job\'s wall-time limit) leaves no mount behind; the next mount works', async () => {
+  it('after kill -9 the mount is stale; a new xnatfs mount clears it and works', async () => {
     const creds = { XNAT_USER: 'demo', XNAT_PASS: 'demo' };
     const args = ['mount', emulator.url, mp.path, '--cache-dir', join(work.path, 'cache')];
     const first = start(args, creds);
     await waitMounted(first, mp.path);
-    first.child.kill('SIGKILL');
-    expect((await exitOf(first)).signal).toBe('SIGKILL');
-    await untilUnmounted(mp.path);
-    expect(await fuseMountsUnder(mp.path)).toEqual([]);
-    const second = start(args, creds);
-    expect(await waitMounted(second, mp.path)).toContain('DEMO');
-    second.child.kill('SIGTERM');
-    expect((await exitOf(second)).code).toBe(0);
-    expect(await fuseMountsUnder(mp.path)).toEqual([]);
-  });
-
-  it('after kill -9 of the mount and its auto-unmount helper the mount is stale; a new xnatfs mount clears it and works', async () => {
-    const creds = { XNAT_USER: 'demo', XNAT_PASS: 'demo' };
-    const args = ['mount', emulator.url, mp.path, '--cache-dir', join(work.path, 'cache')];
-    const first = start(args, creds);
-    await waitMounted(first, mp.path);
-    expect(await killAutoUnmountHelper(mp.path)).toBe(1);
     first.child.kill('SIGKILL');
     expect((await exitOf(first)).signal).toBe('SIGKILL');
 
