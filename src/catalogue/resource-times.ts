@@ -195,13 +195,17 @@ export class ResourceTimes {
    */
   private afterRemoval(recent: Recent | undefined, path: string, t: number): { t: number; recent?: Recent } {
     if (!recent) return { t };
-    const uploads = new Map(recent.uploads);
-    const made = uploads.get(path)?.made === true;
-    uploads.delete(path);
-    if (!made) return { t, recent: { ...recent, removedAt: t, uploads } };
+    // Changed in place, as noteUpload does: a copy of the map per removal made `rm -r` of N files
+    // uploaded here cost N copies of up to N entries.
+    const made = recent.uploads.get(path)?.made === true;
+    recent.uploads.delete(path);
+    if (!made) {
+      recent.removedAt = t;
+      return { t, recent };
+    }
     let back = Math.max(recent.base, recent.removedAt);
-    for (const u of uploads.values()) back = Math.max(back, u.t);
-    return { t: back, recent: { ...recent, uploads } };
+    for (const u of recent.uploads.values()) back = Math.max(back, u.t);
+    return { t: back, recent };
   }
 
   /**
