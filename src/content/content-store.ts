@@ -92,6 +92,12 @@ interface Active {
   abandonTimer?: NodeJS.Timeout;
 }
 
+/** A resource's zip asked for before its members were chosen (see ContentStore.prefetchFolder). */
+interface EarlyZip {
+  body: Promise<Readable>;
+  abort(): void;
+}
+
 /** Bound on the remembered cache keys (~250 bytes each). */
 const KEYS_REMEMBERED = 100_000;
 
@@ -158,6 +164,8 @@ export class ContentStore {
    */
   private readonly keys = new Map<string, string>();
   private readonly active = new Map<string, Active>();
+  /** Prefetches whose files are still to be chosen (see prefetchFolder). */
+  private readonly unchosen = new Set<() => void>();
   private readonly folders = new Map<string, FolderState>();
   /** Large files opened, by cache key, with their folder: reading far into one starts its deferred prefetch. */
   private readonly largeOpened = new Map<string, FolderState>();
@@ -218,6 +226,7 @@ export class ContentStore {
       this.handles.set(fd, { kind: 'memory', buf: inMemory });
       return fd;
     }
+    if (this.unchosen.size > 0) this.chooseNow();
     const member = this.incoming.get(key);
     if (member) {
       this.handles.set(fd, { kind: 'incoming', key, ref, member });
@@ -250,6 +259,7 @@ export class ContentStore {
    * Handles open on it keep reading the old version (close-to-open).
    */
   forget(ref: FileRef): void {
+    this.chooseNow(); // a prefetch still to choose its files would take the old version
     const key = this.keyOf(ref);
     this.memory.delete(key);
     this.writeBehind.drop(key);
@@ -376,27 +386,88 @@ export class ContentStore {
     state.context = folder;
   }
 
-  /** Fetch the files of a folder not in memory, the cache or on their way yet. */
+  /**
+   * Fetch the files of a folder not in memory, the cache or on their way yet. The zip, when one is
+   * likely, is asked for first, and the rest waits two turns of the event loop: choosing the
+   * files keys every one of them (20-40 ms for 2,000 in a fresh process), and undici writes a
+   * request on an idle keep-alive connection only from a setImmediate. Done at once, that work
+   * held back both the zip's request and the GET of the file just opened.
+   */
   private prefetchFolder(state: FolderState, folder: FolderContext): void {
-    const p = this.options.prefetch;
     state.prefetched = true;
+    const zip = this.zipLikely(state, folder) ? this.requestZip(folder.resource) : null;
+    const choose = (): void => {
+      if (!this.unchosen.delete(choose)) return;
+      this.prefetchChosen(state, folder, zip);
+    };
+    this.unchosen.add(choose);
+    setImmediate(() => setImmediate(choose));
+  }
+
+  /** Choose now the files of prefetches still waiting to: an open may be for one of them. */
+  private chooseNow(): void {
+    for (const choose of this.unchosen) choose();
+  }
+
+  /**
+   * Enough files and a small enough resource for a zip, judged before most files are keyed: the
+   * first zipMinFiles candidates must all be missing here (a folder read before, now in the disk
+   * cache, must cost no zip request).
+   */
+  private zipLikely(state: FolderState, folder: FolderContext): boolean {
+    const p = this.options.prefetch;
+    if (folder.resource.totalBytes > p.zipMaxBytes) return false;
+    let n = 0;
+    for (const s of folder.siblings()) {
+      if (state.opened.has(s.path) || s.size === 0 || s.size > p.maxFileBytes) continue;
+      if (this.isAtHand(this.keyOf(s))) return false;
+      if (++n >= p.zipMinFiles) return true;
+    }
+    return false;
+  }
+
+  /** In memory, in the disk cache, or on its way. */
+  private isAtHand(key: string): boolean {
+    return this.memory.has(key) || this.active.has(key) || this.incoming.has(key) || this.writeBehind.get(key) !== undefined || this.options.cache.lookup(key) !== null;
+  }
+
+  private requestZip(resource: FolderContext['resource']): EarlyZip {
+    const abort = new AbortController();
+    const signal = AbortSignal.any([this.closing.signal, abort.signal]);
+    const body = this.client.downloadResourceZip(resource.owner, resource.id, { background: true, signal, compression: this.options.prefetch.zipCompression });
+    body.catch(() => undefined); // awaited by fetchZipMembers, or dropped unused
+    const drop = (): void => {
+      abort.abort();
+      // Its answer may have come already: an aborted body errors, and must not go unheard.
+      void body.then((b) => void b.on('error', () => undefined).destroy(), () => undefined);
+    };
+    return { body, abort: drop };
+  }
+
+  private prefetchChosen(state: FolderState, folder: FolderContext, zip: EarlyZip | null): void {
+    const p = this.options.prefetch;
+    if (this.closing.signal.aborted) {
+      zip?.abort();
+      return;
+    }
     let budget = p.maxFolderBytes;
     const queue: FileRef[] = [];
     for (const s of folder.siblings()) {
       if (state.opened.has(s.path) || s.size === 0 || s.size > p.maxFileBytes) continue;
-      const key = this.keyOf(s);
-      if (this.memory.has(key) || this.active.has(key) || this.incoming.has(key) || this.writeBehind.get(key) || this.options.cache.lookup(key)) continue;
+      if (this.isAtHand(this.keyOf(s))) continue;
       if (budget - s.size < 0) break;
       budget -= s.size;
       queue.push(s);
     }
     const byZip = queue.length >= p.zipMinFiles && folder.resource.totalBytes <= p.zipMaxBytes;
+    // Most of the folder was at hand after all: its zip would mostly bring what is here already.
+    if (zip && !byZip) zip.abort();
     // A zip carries the whole resource anyway (at most zipMaxBytes); file by file, large ones wait.
     const now = byZip || state.readThrough ? queue : queue.filter((s) => s.size <= this.largeFileBytes);
     if (now.length < queue.length) state.deferred = queue.filter((s) => s.size > this.largeFileBytes);
     log('prefetch %s: %d files, %d bytes%s%s', folder.key, queue.length, p.maxFolderBytes - budget, byZip ? ' (one zip)' : '',
       state.deferred.length > 0 ? `; ${state.deferred.length} large ones once a program reads one through` : '');
-    const transfers = byZip ? this.prefetchByZip(folder.resource, queue) : this.prefetchEach(now);
+    const transfers = byZip ? this.prefetchByZip(folder.resource, queue, zip ?? this.requestZip(folder.resource)) : this.prefetchEach(now);
     void transfers.then(() => {
       state.prefetchDone = true;
       if (state.opened.size > 0) this.readAhead(state);
@@ -463,7 +534,7 @@ export class ContentStore {
   }
 
   /** Resolves when the zip's transfer has ended (members that failed are then fetched on their own). */
-  private prefetchByZip(resource: FolderContext['resource'], refs: FileRef[]): Promise<void> {
+  private prefetchByZip(resource: FolderContext['resource'], refs: FileRef[], request: EarlyZip): Promise<void> {
     const wanted = new Map<string, WantedMember>();
     for (const ref of refs) {
       const key = this.keyOf(ref);
@@ -492,9 +563,7 @@ export class ContentStore {
     }
     this.stats.zips++;
     const tmp = this.options.cache.partialPath(`zip-${resource.id}`);
-    const zip = fetchZipMembers(this.client, resource.owner, resource.id, wanted, tmp, {
-      signal: this.closing.signal,
-      compression: this.options.prefetch.zipCompression,
+    const zip = fetchZipMembers(request.body, resource.id, wanted, tmp, {
       // Members arrive faster than the disk may take them: hold the zip while too many wait.
       pace: () => this.writeBehind.roomFor(),
     }).catch((err: unknown) => {
@@ -551,6 +620,7 @@ export class ContentStore {
 
   /** Wait for every download to end (used at unmount and by tests). */
   async idle(): Promise<void> {
+    this.chooseNow();
     while (this.active.size > 0 || this.zipsInFlight.size > 0 || this.incoming.size > 0) {
       await Promise.all([...this.active.values()].map((a) => a.download.finished));
       await Promise.all([...this.zipsInFlight, ...[...this.incoming.values()].map((a) => a.wait().catch(() => undefined))]);

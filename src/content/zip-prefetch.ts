@@ -14,7 +14,6 @@ import { inflateRaw as inflateRawCb, inflateRawSync } from 'node:zlib';
 import createDebug from 'debug';
 import yauzl from 'yauzl';
 import { ZipStreamParser } from './zip-stream.js';
-import type { Owner, XnatApi } from '../xnat/types.js';
 
 const log = createDebug('xnatfs:zip');
 
@@ -59,22 +58,20 @@ export function memberPath(entryName: string): string | null {
 }
 
 /**
- * Download the resource's zip to `tmpPath` and feed wanted members to their waiters, a bounded
- * number at a time (a member's stream is consumed by its download, so memory stays bounded).
- * Every waiter is settled when this returns or throws: unmatched ones are rejected.
+ * Receive the resource's zip (`response`: the request, already sent) and feed wanted members to
+ * their waiters, a bounded number at a time (a member's stream is consumed by its download, so
+ * memory stays bounded). Kept whole in memory, or in `tmpPath` once large. Every waiter is
+ * settled when this returns or throws: unmatched ones are rejected.
  */
 export async function fetchZipMembers(
-  client: XnatApi,
-  owner: Owner,
+  response: Promise<Readable>,
   resource: string,
   wanted: Map<string, WantedMember>,
   tmpPath: string,
   options: {
-    signal?: AbortSignal;
     inMemoryBytes?: number;
     /** Bound on the bytes of all zips held in memory together (default IN_MEMORY_ZIP_BYTES). */
     inMemoryTotalBytes?: number;
-    compression?: number;
     /** Awaited after each chunk: the receiver's backpressure (e.g. members not yet written). */
     pace?: () => Promise<void> | void;
     /** Members larger than this are left to the central directory (tests make it small). */
@@ -84,11 +81,7 @@ export async function fetchZipMembers(
   const pending = new Map(wanted);
   const held = { bytes: 0 };
   try {
-    const body = await client.downloadResourceZip(owner, resource, {
-      background: true,
-      ...(options.signal ? { signal: options.signal } : {}),
-      ...(options.compression !== undefined ? { compression: options.compression } : {}),
-    });
+    const body = await response;
     // Members are handed out as they stream in; the complete zip is kept as well, in case the
     // streaming parse gives up (then the central directory serves what is still pending).
     const decoding: Array<Promise<void>> = [];

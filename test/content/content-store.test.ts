@@ -478,6 +478,65 @@ describe('ContentStore', () => {
     expect(x.calls.filter((c) => c.startsWith('get')).sort()).toEqual(['get w/0.dcm', `get w/${bad}.dcm`]);
   });
 
+  it("asks for a folder's zip before choosing its files, and chooses them after the requests just made have gone out", async () => {
+    const x = new MemoryXnat();
+    const refs = Array.from({ length: 20 }, (_, i) => refFor(x, `e/${i}.dcm`, Buffer.alloc(200 + i, i)));
+    const store = makeZipping(x);
+    let chosenWhenAsked = -1;
+    x.downloadResourceZip = async () => {
+      chosenWhenAsked = store.stats.prefetched;
+      return resourceZip(join(tmp.path, 'e'), new Map(refs.map((r, i) => [r.path, Buffer.alloc(200 + i, i)])), true);
+    };
+    const folder = { key: 'ef', siblings: () => refs, resource: { owner, id: 'R', totalBytes: 5000 } };
+    store.noteListed(folder);
+    const fd = await store.open(refs[0]!);
+    store.noteOpen(folder, refs[0]!);
+    // undici writes a request on an idle keep-alive connection from a setImmediate: keying 2,000
+    // files right here held back both that write and the GET of the file just opened
+    expect(chosenWhenAsked).toBe(0);
+    expect(store.stats.prefetched).toBe(0);
+    await new Promise((r) => setImmediate(r));
+    expect(store.stats.prefetched).toBe(0);
+    await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setImmediate(r));
+    expect(store.stats.prefetched).toBe(19);
+    await store.release(fd);
+    await store.idle();
+    for (const [i, r] of refs.entries()) {
+      const h = await store.open(r);
+      expect((await readAll(store, h, 200 + i)).equals(Buffer.alloc(200 + i, i))).toBe(true);
+      await store.release(h);
+    }
+    expect(x.calls.filter((c) => c.startsWith('get'))).toEqual(['get e/0.dcm']);
+  });
+
+  it('drops a zip asked for early when fewer files than a zip is worth remain to fetch, its answer included', async () => {
+    const x = new MemoryXnat();
+    const refs = Array.from({ length: 20 }, (_, i) => refFor(x, `d/${i}.dcm`, Buffer.alloc(200, i)));
+    // a folder budget of five files: the zip (8 files or more) is chosen against once they are keyed
+    const store = kept(new ContentStore(x, {
+      server: x.baseUrl, cache,
+      download: { maxAttempts: 2, retryDelayMs: 1 },
+      prefetch: { enabled: true, concurrency: 4, maxFileBytes: 1 << 20, maxFolderBytes: 1000, zipMinFiles: 8, zipMaxBytes: 1 << 24, zipCompression: 0 },
+    }));
+    const answer = new Readable({ read() {} });
+    let signal: AbortSignal | undefined;
+    x.downloadResourceZip = async (_o, _r, options) => {
+      signal = options?.signal;
+      return answer; // answered at once, before the files are chosen
+    };
+    const folder = { key: 'df', siblings: () => refs, resource: { owner, id: 'R', totalBytes: 4000 } };
+    store.noteListed(folder);
+    const fd = await store.open(refs[0]!);
+    store.noteOpen(folder, refs[0]!);
+    expect(signal?.aborted).toBe(false);
+    await store.release(fd);
+    await store.idle();
+    expect(signal?.aborted).toBe(true);
+    expect(answer.destroyed).toBe(true);
+    expect(x.calls.filter((c) => c.startsWith('get')).sort()).toEqual(['get d/0.dcm', 'get d/1.dcm', 'get d/2.dcm', 'get d/3.dcm', 'get d/4.dcm', 'get d/5.dcm']);
+  });
+
   it('a file opened right after its folder was listed starts the prefetch at once', async () => {
     const x = new MemoryXnat();
     const refs = Array.from({ length: 5 }, (_, i) => refFor(x, `l/${i}.dcm`, Buffer.alloc(100, i)));
@@ -630,7 +689,7 @@ describe('fetchZipMembers', () => {
       );
       wanted.set('missing.dcm', { size: 1, resolve: () => void got.set('missing.dcm', Buffer.from('?')), reject: () => void got.set('missing.dcm', Buffer.from('rejected')) });
       let paced = 0;
-      await fetchZipMembers(x, owner, 'DICOM', wanted as never, join(tmp.path, 'spool.zip'), { inMemoryBytes, streamedMemberBytes, pace: () => void paced++ });
+      await fetchZipMembers(x.downloadResourceZip(), 'DICOM', wanted as never, join(tmp.path, 'spool.zip'), { inMemoryBytes, streamedMemberBytes, pace: () => void paced++ });
       expect(paced).toBeGreaterThan(0);
       await new Promise((r) => setTimeout(r, 50));
       for (const [path, data] of Object.entries(files)) expect(got.get(path)?.equals(data), path).toBe(true);
@@ -677,7 +736,7 @@ describe('fetchZipMembers, several zips at once', () => {
           })(),
           reject: (e: Error) => void got.set(`${z}/${path}`, Buffer.from(`rejected: ${e.message}`)),
         }]));
-        await fetchZipMembers(x, owner, 'R', wanted as never, join(work, 'spool.zip'), {
+        await fetchZipMembers(x.downloadResourceZip(), 'R', wanted as never, join(work, 'spool.zip'), {
           inMemoryTotalBytes: limit,
           pace: () => void (most = Math.max(most, zipBytesInMemory())),
         });

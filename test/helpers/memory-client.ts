@@ -125,7 +125,7 @@ export class MemoryXnat implements XnatApi {
     }
     return { status: ranged ? 206 : 200, start, totalSize: data.length, lastModified: null, body: Readable.from([Buffer.from(body)]) };
   }
-  async downloadResourceZip(): Promise<Readable> { throw new XnatError('bad-request', 'zip not supported in memory', 400); }
+  async downloadResourceZip(_owner?: Owner, _resource?: string, _options?: { signal?: AbortSignal; compression?: number; background?: boolean }): Promise<Readable> { throw new XnatError('bad-request', 'zip not supported in memory', 400); }
   async createResource(owner: Owner, label: string) {
     this.calls.push(`mkres ${label}`);
     if (this.findResource(owner, label)) throw new XnatError('conflict', 'Specified resource already exists.', 409);
