@@ -11,6 +11,11 @@ export class Arrival<T> {
     return this.outcome !== null;
   }
 
+  /** Someone waits for it (wait() was called before it settled). */
+  get awaited(): boolean {
+    return this.settle !== null && this.outcome === null;
+  }
+
   /** The value once delivered; rejects if it failed. */
   wait(): Promise<T> {
     if (!this.promise) {

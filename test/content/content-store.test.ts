@@ -537,6 +537,40 @@ describe('ContentStore', () => {
     expect(x.calls.filter((c) => c.startsWith('get')).sort()).toEqual(['get d/0.dcm', 'get d/1.dcm', 'get d/2.dcm', 'get d/3.dcm', 'get d/4.dcm', 'get d/5.dcm']);
   });
 
+  it('checks a zip member when a program opens it, and the rest on later turns of the event loop, not while the zip comes in', async () => {
+    const x = new MemoryXnat();
+    const refs = Array.from({ length: 40 }, (_, i) => refFor(x, `c/${i}.dcm`, Buffer.alloc(300 + i, i)));
+    const bad = 30; // same size, other bytes: found when checked
+    const zip = await resourceZip(join(tmp.path, 'c'), new Map(refs.map((r, i) => [r.path, Buffer.alloc(300 + i, i === bad ? 0xee : i)])), true);
+    const chunks: Buffer[] = [];
+    for await (const c of zip) chunks.push(c as Buffer);
+    const store = makeZipping(x);
+    // The whole zip in one chunk, handled within one turn of the event loop: at its end, nothing
+    // may have been checked yet (FUSE requests wait for that turn to end).
+    let checkedByTheEnd = -1;
+    x.downloadResourceZip = async () => Readable.from([Buffer.concat(chunks)]).on('end', () => (checkedByTheEnd = store.stats.membersChecked));
+    const folder = { key: 'cf', siblings: () => refs, resource: { owner, id: 'R', totalBytes: 20_000 } };
+    store.noteListed(folder);
+    const fd = await store.open(refs[0]!);
+    store.noteOpen(folder, refs[0]!);
+    await vi.waitFor(() => expect(checkedByTheEnd).toBeGreaterThanOrEqual(0));
+    expect(checkedByTheEnd).toBe(0);
+    // opened now: checked at the open, and served from memory
+    const five = store.open(refs[5]!) as number;
+    expect(store.read(five, Buffer.alloc(400), 400, 0)).toBe(305);
+    await store.release(five);
+    await store.release(fd);
+    await store.idle();
+    expect(store.stats.membersChecked).toBe(39);
+    for (const [i, r] of refs.entries()) {
+      const h = await store.open(r);
+      expect((await readAll(store, h, 300 + i)).equals(Buffer.alloc(300 + i, i)), r.path).toBe(true);
+      await store.release(h);
+    }
+    // the corrupt one was found and fetched on its own
+    expect(x.calls.filter((c) => c.startsWith('get')).sort()).toEqual(['get c/0.dcm', `get c/${bad}.dcm`]);
+  });
+
   it('a file opened right after its folder was listed starts the prefetch at once', async () => {
     const x = new MemoryXnat();
     const refs = Array.from({ length: 5 }, (_, i) => refFor(x, `l/${i}.dcm`, Buffer.alloc(100, i)));
