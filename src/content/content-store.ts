@@ -179,8 +179,8 @@ export class ContentStore {
    */
   private readonly keys = new Map<string, string>();
   private readonly active = new Map<string, Active>();
-  /** Prefetches whose files are still to be chosen (see prefetchFolder). */
-  private readonly unchosen = new Set<() => void>();
+  /** Prefetches whose files are still to be chosen (see prefetchFolder), with their resource's id. */
+  private readonly unchosen = new Map<() => void, string>();
   private readonly folders = new Map<string, FolderState>();
   /** Large files opened, by cache key, with their folder: reading far into one starts its deferred prefetch. */
   private readonly largeOpened = new Map<string, FolderState>();
@@ -425,18 +425,27 @@ export class ContentStore {
    */
   private prefetchFolder(state: FolderState, folder: FolderContext): void {
     state.prefetched = true;
+    // The same resource by another path (P/experiments/E and P/subjects/S/experiments/E), its
+    // files still to be chosen: chosen first, they are on their way here, and no second zip is
+    // asked for (then aborted, but XNAT had already begun to send it).
+    for (const id of this.unchosen.values()) {
+      if (id === folder.resource.id) {
+        this.chooseNow();
+        break;
+      }
+    }
     const zip = this.zipLikely(state, folder) ? this.requestZip(folder.resource) : null;
     const choose = (): void => {
       if (!this.unchosen.delete(choose)) return;
       this.prefetchChosen(state, folder, zip);
     };
-    this.unchosen.add(choose);
+    this.unchosen.set(choose, folder.resource.id);
     setImmediate(() => setImmediate(choose));
   }
 
   /** Choose now the files of prefetches still waiting to: an open may be for one of them. */
   private chooseNow(): void {
-    for (const choose of this.unchosen) choose();
+    for (const choose of [...this.unchosen.keys()]) choose();
   }
 
   /**
