@@ -738,13 +738,14 @@ export class ContentStore {
         // A copy: a received chunk may be a view into a larger network buffer.
         if (bytes) this.memory.set(key, standalone(bytes));
       }
-      active.committed = active.superseded ? false : await this.options.cache.commit(key, path, download.written).catch(() => false);
+      active.committed = active.superseded
+        ? false
+        : await download.relocate(this.options.cache.objectPath(key), () => this.options.cache.commit(key, path, download.written)).catch(() => false);
       // forget() during the commit's rename: take it out again.
       if (active.superseded && active.committed) {
         this.options.cache.remove(key);
         active.committed = false;
       }
-      if (active.committed) download.path = this.options.cache.objectPath(key);
       if (active.committed && this.active.get(key) === active) this.active.delete(key);
       await this.maybeDiscard(key, active);
     });

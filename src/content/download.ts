@@ -71,6 +71,8 @@ export class Download {
   private writer: FileHandle | null = null;
   private reader: FileHandle | null = null;
   private readerOpening: Promise<FileHandle> | null = null;
+  /** The finished file being moved (see relocate). */
+  private moving: Promise<unknown> | null = null;
   private window: Piece[] = [];
   private windowBytes = 0;
   private queue: Piece[] = [];
@@ -182,9 +184,34 @@ export class Download {
     await r?.close().catch(() => undefined);
   }
 
+  /**
+   * Move the finished file (into the cache) with `move`, which renames it to `to`. A reader that
+   * opens the file meanwhile waits for the move and opens it where it is then: by the old path
+   * after the rename it got ENOENT, an EIO for the program.
+   */
+  async relocate(to: string, move: () => Promise<boolean>): Promise<boolean> {
+    const moved = move().then((ok) => {
+      if (ok) this.path = to;
+      return ok;
+    });
+    this.moving = moved.catch(() => undefined);
+    try {
+      return await moved;
+    } finally {
+      this.moving = null;
+    }
+  }
+
   private readHandle(): Promise<FileHandle> {
     if (this.reader) return Promise.resolve(this.reader);
-    this.readerOpening ??= open(this.path, 'r').then((fh) => (this.reader = fh));
+    if (!this.readerOpening) {
+      const opening = (this.moving ?? Promise.resolve()).then(() => open(this.path, 'r'));
+      this.readerOpening = opening.then((fh) => (this.reader = fh));
+      // A failed open is not kept: the next read tries again.
+      this.readerOpening.catch(() => {
+        if (this.readerOpening && !this.reader) this.readerOpening = null;
+      });
+    }
     return this.readerOpening;
   }
 
@@ -385,8 +412,7 @@ export class Download {
         this.writer = await open(this.path, 'w', 0o600);
         // Open the reading side now, by the path just created: once the finished file moves
         // into the cache, an open by the old path would fail.
-        this.readerOpening ??= open(this.path, 'r').then((fh) => (this.reader = fh));
-        this.readerOpening.catch(() => undefined);
+        this.readHandle().catch(() => undefined);
       }
       while (this.queue.length > 0) {
         const batch = this.queue;

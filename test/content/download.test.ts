@@ -79,6 +79,40 @@ describe('Download', () => {
     await d.closeHandles();
   });
 
+  it('a read that opens the file while it moves into the cache waits for the move and opens it there', async () => {
+    // A prefetch nobody read keeps no bytes in memory; its reading side was closed once nobody
+    // held it. A program that came for it as it moved into the cache opened it by the old path
+    // after the rename: ENOENT, an EIO for the program (seen when a stalled zip was given up).
+    const x = new MemoryXnat();
+    const data = Buffer.alloc(2 * 1024 * 1024);
+    for (let i = 0; i < data.length; i += 4096) data.writeUInt32LE(i, i);
+    x.addFile(owner, 'R', 'f.dcm', data);
+    const ref: FileRef = { owner, resource: 'R', path: 'f.dcm', size: data.length, digest: createHash('md5').update(data).digest('hex'), uri: '/data/e/f.dcm' };
+    const partial = join(tmp.path, 'f.dcm.part');
+    const d = new Download(x, ref, partial, { maxAttempts: 1, retryDelayMs: 1 }, { background: true });
+    await d.finished;
+    expect(d.error).toBeNull();
+    expect(d.memoryBytes).toBe(0);
+    await d.closeHandles();
+    const { rename } = await import('node:fs/promises');
+    const cached = join(tmp.path, 'object');
+    let renamed!: () => void;
+    const afterRename = new Promise<void>((r) => (renamed = r));
+    const moving = d.relocate(cached, async () => {
+      await rename(partial, cached);
+      renamed();
+      await new Promise((r) => setTimeout(r, 30)); // the rest of the cache's bookkeeping
+      return true;
+    });
+    await afterRename;
+    const buf = Buffer.alloc(65536);
+    expect(await d.read(buf, 65536, 4096)).toBe(65536);
+    expect(buf.equals(data.subarray(4096, 4096 + 65536))).toBe(true);
+    expect(await moving).toBe(true);
+    expect(d.path).toBe(cached);
+    await d.closeHandles();
+  });
+
   it('keeps a small file whole in memory once complete (the store takes it from there)', async () => {
     const x = new MemoryXnat();
     const data = Buffer.from('a small file');
