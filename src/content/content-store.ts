@@ -60,6 +60,8 @@ export interface ContentStoreOptions {
   memoryBytes?: number;
   /** When a download nobody reads any more is stopped (default: ABANDON). */
   abandon?: AbandonOptions;
+  /** A zip silent this long while a program waits for one of its members is given up (default: MEMBER_STALL_MS). */
+  memberStallMs?: number;
 }
 
 /**
@@ -96,12 +98,32 @@ interface Active {
 interface EarlyZip {
   body: Promise<Readable>;
   abort(): void;
+  /** When it was asked for, then when its last bytes came (performance.now()). */
+  seen: { at: number };
 }
+
+/**
+ * A small file on its way in a zip, with the zip: a program waiting for the member gives up on a
+ * zip that has sent nothing for a while (see ContentStore.memberOrNull).
+ */
+class Member extends Arrival<Buffer> {
+  constructor(readonly zip: Pick<EarlyZip, 'seen' | 'abort'>) {
+    super();
+  }
+}
+
+/**
+ * A zip that has sent nothing for this long while a program waits for one of its members is
+ * given up: that file is fetched at once, the rest of the folder file by file. XNAT builds zips
+ * on the fly: one that hung before its first byte held a reader for the 60 s response timeout,
+ * one that stalled halfway for the 120 s body timeout.
+ */
+const MEMBER_STALL_MS = 5000;
 
 /** A small file from a zip waiting to be checked against the listing and kept. */
 interface UncheckedMember {
   ref: FileRef;
-  arrival: Arrival<Buffer>;
+  arrival: Member;
   data: Buffer;
 }
 
@@ -124,7 +146,7 @@ type Handle =
   | { kind: 'cached'; key: string; fh: FileHandle }
   | { kind: 'download'; key: string; active: Active }
   /** A small file on its way in a prefetch zip. */
-  | { kind: 'incoming'; key: string; ref: FileRef; member: Arrival<Buffer> }
+  | { kind: 'incoming'; key: string; ref: FileRef; member: Member }
   | { kind: 'empty' };
 
 interface FolderState {
@@ -193,7 +215,7 @@ export class ContentStore {
    */
   private readonly memory: LRUCache<string, Buffer>;
   /** Small files coming in a zip being received (rejected when the zip does not deliver them). */
-  private readonly incoming = new Map<string, Arrival<Buffer>>();
+  private readonly incoming = new Map<string, Member>();
   /**
    * Zip members arrived but not yet checked and kept (see acceptLater), by cache key: still in
    * `incoming` meanwhile, and checked at once when a program opens or reads one.
@@ -331,7 +353,7 @@ export class ContentStore {
       }
       case 'incoming': {
         this.checkNow(h.key); // arrived meanwhile, not checked yet
-        const data = await h.member.wait().catch(() => null);
+        const data = await this.memberOrNull(h.member);
         // Another read of this handle may have moved it on meanwhile.
         if (this.handles.get(fd) === h) {
           if (data) {
@@ -357,6 +379,25 @@ export class ContentStore {
       h.active.refs--;
       if (h.active.refs === 0) this.abandonLater(h.key, h.active);
       return this.maybeDiscard(h.key, h.active);
+    }
+  }
+
+  /** The member's bytes; null if the zip failed to bring them or stalled (see MEMBER_STALL_MS). */
+  private async memberOrNull(member: Member): Promise<Buffer | null> {
+    const stallMs = this.options.memberStallMs ?? MEMBER_STALL_MS;
+    const arrived = member.wait().catch(() => null);
+    for (;;) {
+      const left = member.zip.seen.at + stallMs - performance.now();
+      if (left <= 0 && !member.settled) {
+        log('a zip sent nothing for %d ms while a program waited for it: given up, its files fetched one by one', stallMs);
+        member.zip.abort();
+        return null;
+      }
+      let timer: NodeJS.Timeout | undefined;
+      const stalled = new Promise<'stalled'>((resolve) => (timer = setTimeout(resolve, Math.max(left, 0), 'stalled')));
+      const got = await Promise.race([arrived, stalled]);
+      clearTimeout(timer);
+      if (got !== 'stalled') return got;
     }
   }
 
@@ -480,7 +521,7 @@ export class ContentStore {
       // Its answer may have come already: an aborted body errors, and must not go unheard.
       void body.then((b) => void b.on('error', () => undefined).destroy(), () => undefined);
     };
-    return { body, abort: drop };
+    return { body, abort: drop, seen: { at: performance.now() } };
   }
 
   private prefetchChosen(state: FolderState, folder: FolderContext, zip: EarlyZip | null): void {
@@ -580,7 +621,7 @@ export class ContentStore {
       if (ref.size <= SMALL_FILE_BYTES) {
         // Small files skip the Download machinery: checked, kept in memory, written later.
         this.stats.prefetched++;
-        const arrival = new Arrival<Buffer>();
+        const arrival = new Member(request);
         this.incoming.set(key, arrival);
         wanted.set(ref.path, {
           size: ref.size,
@@ -602,9 +643,13 @@ export class ContentStore {
     }
     this.stats.zips++;
     const tmp = this.options.cache.partialPath(`zip-${resource.id}`);
+    const seen = request.seen;
     const zip = fetchZipMembers(request.body, resource.id, wanted, tmp, {
-      // Members arrive faster than the disk may take them: hold the zip while too many wait.
-      pace: () => this.writeBehind.roomFor(),
+      pace: () => {
+        seen.at = performance.now();
+        // Members arrive faster than the disk may take them: hold the zip while too many wait.
+        return this.writeBehind.roomFor()?.then(() => void (seen.at = performance.now()));
+      },
     }).catch((err: unknown) => {
       log('zip prefetch of resource %s failed (%s); files are fetched one by one', resource.id, (err as Error).message);
     });
@@ -619,7 +664,7 @@ export class ContentStore {
    * arrived (its MD5, the memory cache, the write-behind) held for 197-231 ms of a 2,000-member
    * zip's 200-270 ms arrival (142-170 ms now, CPU profiles of the cold b read).
    */
-  private acceptLater(key: string, ref: FileRef, arrival: Arrival<Buffer>, data: Buffer): void {
+  private acceptLater(key: string, ref: FileRef, arrival: Member, data: Buffer): void {
     if (arrival.awaited || this.uncheckedBytes + data.length > UNCHECKED_BYTES) return this.acceptMember(key, ref, arrival, data);
     this.checkNow(key); // one of an earlier zip, under the same key (see forget)
     this.unchecked.set(key, { ref, arrival, data });
@@ -649,7 +694,7 @@ export class ContentStore {
   }
 
   /** A small file from a zip: checked against the listing like any download, then kept. */
-  private acceptMember(key: string, ref: FileRef, arrival: Arrival<Buffer>, data: Buffer): void {
+  private acceptMember(key: string, ref: FileRef, arrival: Member, data: Buffer): void {
     this.stats.membersChecked++;
     let problem: string | null = null;
     if (data.length !== ref.size) {
@@ -670,7 +715,7 @@ export class ContentStore {
   }
 
   /** A small file the zip did not deliver (or delivered wrong): fetched on its own. */
-  private missedMember(key: string, ref: FileRef, arrival: Arrival<Buffer>, err: Error): void {
+  private missedMember(key: string, ref: FileRef, arrival: Member, err: Error): void {
     // Taken out by forget(): that version was replaced on XNAT, and a GET now would bring the new
     // one, to be kept under the old version's key (without a digest, even of another size).
     const current = this.incoming.get(key) === arrival;

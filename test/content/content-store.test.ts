@@ -608,6 +608,79 @@ describe('ContentStore', () => {
     expect(x.calls.filter((c) => c.startsWith('get'))).toEqual(['get t/0.dcm']);
   });
 
+  it('a zip that sends nothing while a program waits for one of its members is given up for GETs: before its first byte, and after a stall halfway', async () => {
+    const x = new MemoryXnat();
+    const refs = Array.from({ length: 40 }, (_, i) => refFor(x, `s/${i}.dcm`, Buffer.alloc(1000 + i, i)));
+    const zipped: Buffer[] = [];
+    for await (const c of await resourceZip(join(tmp.path, 's'), new Map(refs.map((r, i) => [r.path, Buffer.alloc(1000 + i, i)])), true)) zipped.push(c as Buffer);
+    const whole = Buffer.concat(zipped);
+    const stalling = (options?: { signal?: AbortSignal }, bytes = 0): Promise<Readable> =>
+      new Promise((resolve, reject) => {
+        const abort = (): void => reject(new Error('aborted'));
+        options?.signal?.addEventListener('abort', abort);
+        // the first `bytes` of the zip, then nothing (until the mount gives up on it)
+        if (bytes > 0) {
+          const r = new Readable({ read() {} });
+          r.push(whole.subarray(0, bytes));
+          options?.signal?.addEventListener('abort', () => r.destroy(new Error('aborted')));
+          resolve(r);
+        }
+      });
+    const storeFor = (diskCache: DiskCache): ContentStore => kept(new ContentStore(x, {
+      server: x.baseUrl, cache: diskCache,
+      download: { maxAttempts: 2, retryDelayMs: 1 },
+      prefetch: { enabled: true, concurrency: 4, maxFileBytes: 1 << 20, maxFolderBytes: 1 << 24, zipMinFiles: 8, zipMaxBytes: 1 << 24, zipCompression: 0 },
+      memberStallMs: 100,
+    }));
+    const readThrough = async (store: ContentStore, folder: { key: string }, i: number): Promise<void> => {
+      const fd = await store.open(refs[i]!);
+      expect((await readAll(store, fd, 1000 + i)).equals(Buffer.alloc(1000 + i, i)), refs[i]!.path).toBe(true);
+      await store.release(fd);
+      void folder;
+    };
+    // 1. the zip's answer never comes
+    x.downloadResourceZip = async (_o, _r, options) => stalling(options);
+    let store = storeFor(cache);
+    let folder = { key: 'hung', siblings: () => refs, resource: { owner, id: 'R', totalBytes: 50_000 } };
+    store.noteListed(folder);
+    let fd = await store.open(refs[0]!);
+    store.noteOpen(folder, refs[0]!);
+    await store.release(fd);
+    await readThrough(store, folder, 5);
+    await store.idle();
+    const all = refs.map((r) => `get ${r.path}`).sort();
+    // each file once: the one waited for at once, the others by the prefetch
+    expect(x.calls.filter((c) => c.startsWith('get')).sort()).toEqual(all);
+    for (const i of refs.keys()) await readThrough(store, folder, i);
+    await store.close();
+    // 2. the zip sends its first half, then stalls: members of the first half come from it
+    x.calls.length = 0;
+    x.downloadResourceZip = async (_o, _r, options) => stalling(options, Math.floor(whole.length / 2));
+    const emptyCache = new DiskCache({ dir: join(tmp.path, 'cache2'), maxBytes: 64 * 1024 * 1024 });
+    await emptyCache.init();
+    store = storeFor(emptyCache);
+    folder = { key: 'stalled', siblings: () => refs, resource: { owner, id: 'R', totalBytes: 50_000 } };
+    store.noteListed(folder);
+    fd = await store.open(refs[0]!);
+    store.noteOpen(folder, refs[0]!);
+    await store.release(fd);
+    // zip's member order is its folder's order on disk: find one wholly in the first half, one past it
+    const at = (i: number): number => whole.indexOf(`files/s/${i}.dcm`);
+    const half = Math.floor(whole.length / 2);
+    const early = [...refs.keys()].find((i) => i > 0 && at(i) + 2000 < half)!;
+    const late = [...refs.keys()].find((i) => i > 0 && at(i) > half)!;
+    await readThrough(store, folder, early);
+    await readThrough(store, folder, late);
+    await store.idle();
+    const gets = x.calls.filter((c) => c.startsWith('get'));
+    expect(gets).toContain(`get s/${late}.dcm`);
+    expect(gets).not.toContain(`get s/${early}.dcm`);
+    expect(new Set(gets).size).toBe(gets.length);
+    expect(gets.length).toBeLessThan(39);
+    for (const i of refs.keys()) await readThrough(store, folder, i);
+    expect(x.calls.filter((c) => c.startsWith('get'))).toEqual(gets);
+  });
+
   it('a file opened right after its folder was listed starts the prefetch at once', async () => {
     const x = new MemoryXnat();
     const refs = Array.from({ length: 5 }, (_, i) => refFor(x, `l/${i}.dcm`, Buffer.alloc(100, i)));
