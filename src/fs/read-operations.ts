@@ -5,6 +5,7 @@ import { constants } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Catalogue, DirNode, FileNode, Node } from '../catalogue/catalogue.js';
 import { isDir, ownerKey } from '../catalogue/catalogue.js';
+import type { TreeDir } from '../catalogue/file-tree.js';
 import type { ContentStore, FolderContext } from '../content/content-store.js';
 import type { FileRef } from '../xnat/types.js';
 import { FsError, toFsError } from './errors.js';
@@ -174,6 +175,7 @@ function folderContext(ctx: FsContext, node: { owner: FileNode['owner']; resourc
   return {
     key: `${ownerKey(node.owner)}:${node.resource.id}:${folderPath}`,
     siblings: () => siblingsOf(ctx, folderPath),
+    resourceFiles: () => resourceFilesOf(ctx, node),
     resource: {
       owner: node.owner,
       id: node.resource.id,
@@ -190,6 +192,18 @@ function siblingsOf(ctx: FsContext, folderPath: string): FileRef[] {
   for (const [name, entry] of node.tree.files) {
     refs.push(fileRefOf({ owner: node.owner, resource: node.resource, entry }));
   }
+  return refs;
+}
+
+/** Every file of the resource, from its listing in memory (none when it is not there). */
+function resourceFilesOf(ctx: FsContext, node: Pick<FileNode, 'owner' | 'resource'>): FileRef[] {
+  const refs: FileRef[] = [];
+  const walk = (dir: TreeDir): void => {
+    for (const entry of dir.files.values()) refs.push(fileRefOf({ owner: node.owner, resource: node.resource, entry }));
+    for (const sub of dir.dirs.values()) walk(sub);
+  };
+  const tree = ctx.catalogue.peekFileTree(node.owner, node.resource);
+  if (tree) walk(tree);
   return refs;
 }
 

@@ -681,6 +681,37 @@ describe('ContentStore', () => {
     expect(x.calls.filter((c) => c.startsWith('get'))).toEqual(gets);
   });
 
+  it("keeps the other folders' files that a folder's zip brings, so that reading them takes no zip of their own", async () => {
+    const x = new MemoryXnat();
+    const a = Array.from({ length: 20 }, (_, i) => refFor(x, `a/${i}.dcm`, Buffer.alloc(300 + i, i)));
+    const b = Array.from({ length: 20 }, (_, i) => refFor(x, `b/${i}.dcm`, Buffer.alloc(400 + i, 100 + i)));
+    const store = makeZipping(x);
+    let zips = 0;
+    x.downloadResourceZip = async () => {
+      zips++;
+      return resourceZip(join(tmp.path, 'ab'), new Map([...a.map((r, i) => [r.path, Buffer.alloc(300 + i, i)] as const), ...b.map((r, i) => [r.path, Buffer.alloc(400 + i, 100 + i)] as const)]), true);
+    };
+    const resource = { owner, id: 'R', totalBytes: 20_000 };
+    const folderA = { key: 'a', siblings: () => a, resourceFiles: () => [...a, ...b], resource };
+    const folderB = { key: 'b', siblings: () => b, resourceFiles: () => [...a, ...b], resource };
+    store.noteListed(folderA);
+    const fd = await store.open(a[0]!);
+    store.noteOpen(folderA, a[0]!);
+    await store.release(fd);
+    await store.idle();
+    // then the program goes on to b/
+    store.noteListed(folderB);
+    for (const [i, r] of b.entries()) {
+      const h = await store.open(r);
+      store.noteOpen(folderB, r);
+      expect((await readAll(store, h, 400 + i)).equals(Buffer.alloc(400 + i, 100 + i)), r.path).toBe(true);
+      await store.release(h);
+    }
+    await store.idle();
+    expect(zips).toBe(1);
+    expect(x.calls.filter((c) => c.startsWith('get'))).toEqual(['get a/0.dcm']);
+  });
+
   it('a file opened right after its folder was listed starts the prefetch at once', async () => {
     const x = new MemoryXnat();
     const refs = Array.from({ length: 5 }, (_, i) => refFor(x, `l/${i}.dcm`, Buffer.alloc(100, i)));
