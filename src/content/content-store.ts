@@ -640,6 +640,7 @@ export class ContentStore {
         wanted.set(ref.path, {
           size: ref.size,
           resolve: (m) => {
+            request.seen.at = performance.now(); // also from the central directory, after the last chunk
             if (Buffer.isBuffer(m)) this.acceptLater(key, ref, arrival, m);
             else void buffer(m).then((b) => this.acceptMember(key, ref, arrival, b), (err: unknown) => this.missedMember(key, ref, arrival, err as Error));
           },
