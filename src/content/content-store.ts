@@ -384,6 +384,43 @@ export class ContentStore {
     }
   }
 
+  /**
+   * A large member, or a rejection once the zip has sent nothing for MEMBER_STALL_MS while a
+   * program waits for the file (the zip is given up then, as in memberOrNull).
+   */
+  private unlessStalled(member: Promise<Buffer | Readable>, zip: Pick<EarlyZip, 'seen' | 'abort'>, waitedFor: () => boolean): Promise<Buffer | Readable> {
+    const stallMs = this.options.memberStallMs ?? MEMBER_STALL_MS;
+    return new Promise((resolve, reject) => {
+      let settled = false;
+      const check = setInterval(() => {
+        if (settled || performance.now() - zip.seen.at < stallMs || !waitedFor()) return;
+        settled = true;
+        clearInterval(check);
+        log('a zip sent nothing for %d ms while a program waited for it: given up, its files fetched one by one', stallMs);
+        zip.abort();
+        reject(new Error('the zip stalled'));
+      }, Math.min(stallMs, 1000));
+      check.unref();
+      member.then(
+        (m) => {
+          if (settled) {
+            if (!Buffer.isBuffer(m)) m.destroy(); // came after all, too late: nobody reads it
+            return;
+          }
+          settled = true;
+          clearInterval(check);
+          resolve(m);
+        },
+        (err: unknown) => {
+          if (settled) return;
+          settled = true;
+          clearInterval(check);
+          reject(err instanceof Error ? err : new Error(String(err)));
+        },
+      );
+    });
+  }
+
   /** The member's bytes; null if the zip failed to bring them or stalled (see MEMBER_STALL_MS). */
   private async memberOrNull(member: Member): Promise<Buffer | null> {
     const stallMs = this.options.memberStallMs ?? MEMBER_STALL_MS;
@@ -651,10 +688,22 @@ export class ContentStore {
       let settle!: Pick<WantedMember, 'resolve' | 'reject'>;
       const member = new Promise<Buffer | Readable>((resolve, reject) => (settle = { resolve, reject }));
       member.catch(() => undefined);
-      wanted.set(ref.path, { size: ref.size, ...settle });
-      // Files the zip does not deliver are fetched on their own, under the prefetch limit.
-      const first = (): Promise<ReadResult> => member.then((m) => ({ status: 200, start: 0, totalSize: ref.size, lastModified: null, body: Buffer.isBuffer(m) ? Readable.from([m]) : m }));
-      void this.hold(key, this.startDownload(key, ref, { first, gate: (fn) => this.prefetchLimit(fn) }));
+      wanted.set(ref.path, {
+        size: ref.size,
+        resolve: (m) => {
+          request.seen.at = performance.now();
+          settle.resolve(m);
+        },
+        reject: settle.reject,
+      });
+      // Files the zip does not deliver are fetched on their own, under the prefetch limit; one a
+      // program waits for, at once when the zip stalls.
+      let active: Active | undefined;
+      const waitedFor = (): boolean => (active?.refs ?? 0) > 1; // the prefetch's own hold is one
+      const first = (): Promise<ReadResult> =>
+        this.unlessStalled(member, request, waitedFor).then((m) => ({ status: 200, start: 0, totalSize: ref.size, lastModified: null, body: Buffer.isBuffer(m) ? Readable.from([m]) : m }));
+      active = this.startDownload(key, ref, { first, gate: (fn) => this.prefetchLimit(fn) });
+      void this.hold(key, active);
     }
     this.stats.zips++;
     const tmp = this.options.cache.partialPath(`zip-${resource.id}`);

@@ -681,6 +681,29 @@ describe('ContentStore', () => {
     expect(x.calls.filter((c) => c.startsWith('get'))).toEqual(gets);
   });
 
+  it('a program waiting for a large member (a download of its own) of a zip that sends nothing gets the file by GET', async () => {
+    const x = new MemoryXnat();
+    const big = (i: number): Buffer => Buffer.alloc(1_500_000 + i, i); // over the 1 MiB kept whole in memory
+    const refs = Array.from({ length: 16 }, (_, i) => refFor(x, `L/${i}.dcm`, big(i)));
+    x.downloadResourceZip = async (_o, _r, options) =>
+      new Promise((_resolve, reject) => options?.signal?.addEventListener('abort', () => reject(new Error('aborted'))));
+    const store = kept(new ContentStore(x, {
+      server: x.baseUrl, cache,
+      download: { maxAttempts: 2, retryDelayMs: 1 },
+      prefetch: { enabled: true, concurrency: 4, maxFileBytes: 1 << 24, maxFolderBytes: 1 << 28, zipMinFiles: 8, zipMaxBytes: 1 << 28, zipCompression: 0 },
+      memberStallMs: 100,
+    }));
+    const folder = { key: 'large', siblings: () => refs, resource: { owner, id: 'R', totalBytes: 30_000_000 } };
+    store.noteListed(folder);
+    const first = await store.open(refs[0]!);
+    store.noteOpen(folder, refs[0]!);
+    await store.release(first);
+    const fd = await store.open(refs[7]!);
+    expect((await readAll(store, fd, 1_500_007)).equals(big(7))).toBe(true);
+    await store.release(fd);
+    expect(x.calls).toContain('get L/7.dcm');
+  });
+
   it("keeps the other folders' files that a folder's zip brings, so that reading them takes no zip of their own", async () => {
     const x = new MemoryXnat();
     const a = Array.from({ length: 20 }, (_, i) => refFor(x, `a/${i}.dcm`, Buffer.alloc(300 + i, i)));
