@@ -396,8 +396,7 @@ export class ContentStore {
         if (settled || performance.now() - zip.seen.at < stallMs || !waitedFor()) return;
         settled = true;
         clearInterval(check);
-        log('a zip sent nothing for %d ms while a program waited for it: given up, its files fetched one by one', stallMs);
-        zip.abort();
+        this.giveUp(zip, stallMs);
         reject(new Error('the zip stalled'));
       }, Math.min(stallMs, 1000));
       check.unref();
@@ -421,6 +420,12 @@ export class ContentStore {
     });
   }
 
+  /** A zip silent for `stallMs` while a program waits: aborted, its missing files fetched one by one. */
+  private giveUp(zip: Pick<EarlyZip, 'abort'>, stallMs: number): void {
+    log('a zip sent nothing for %d ms while a program waited for it: given up, its files fetched one by one', stallMs);
+    zip.abort();
+  }
+
   /** The member's bytes; null if the zip failed to bring them or stalled (see MEMBER_STALL_MS). */
   private async memberOrNull(member: Member): Promise<Buffer | null> {
     const stallMs = this.options.memberStallMs ?? MEMBER_STALL_MS;
@@ -428,8 +433,7 @@ export class ContentStore {
     for (;;) {
       const left = member.zip.seen.at + stallMs - performance.now();
       if (left <= 0 && !member.settled) {
-        log('a zip sent nothing for %d ms while a program waited for it: given up, its files fetched one by one', stallMs);
-        member.zip.abort();
+        this.giveUp(member.zip, stallMs);
         return null;
       }
       let timer: NodeJS.Timeout | undefined;
