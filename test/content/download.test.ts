@@ -9,6 +9,14 @@ import { MemoryXnat } from '../helpers/memory-client.js';
 
 const owner: Owner = { level: 'experiment', project: 'P', experiment: 'E' };
 
+/** A file on `x` whose 4 KiB blocks each start with their offset (misplaced bytes show), and its ref. */
+function numberedFile(x: MemoryXnat, path: string, size: number): { data: Buffer; ref: FileRef } {
+  const data = Buffer.alloc(size);
+  for (let i = 0; i < data.length; i += 4096) data.writeUInt32LE(i, i);
+  x.addFile(owner, 'R', path, data);
+  return { data, ref: { owner, resource: 'R', path, size, digest: createHash('md5').update(data).digest('hex'), uri: `/data/e/${path}` } };
+}
+
 describe('Download', () => {
   let tmp: DirectoryResult;
   beforeEach(async () => {
@@ -22,16 +30,13 @@ describe('Download', () => {
     // A program that keeps many large files open (nibabel's memory maps, fslmerge, paste) kept
     // each finished download's 16 MiB window: 20 files of 20 MiB took the mount to 525 MB.
     const x = new MemoryXnat();
-    const data = Buffer.alloc(20 * 1024 * 1024);
-    for (let i = 0; i < data.length; i += 4096) data.writeUInt32LE(i, i);
-    x.addFile(owner, 'R', 'big.nii', data);
+    const { data, ref } = numberedFile(x, 'big.nii', 20 * 1024 * 1024);
     const orig = x.readFile.bind(x);
     x.readFile = async (f, o) => {
       const full = await orig(f, o);
       const bytes = Buffer.concat(await (full.body as Readable).toArray());
       return { ...full, body: Readable.from(Array.from({ length: bytes.length / 65536 }, (_, i) => bytes.subarray(i * 65536, (i + 1) * 65536))) };
     };
-    const ref: FileRef = { owner, resource: 'R', path: 'big.nii', size: data.length, digest: createHash('md5').update(data).digest('hex'), uri: '/data/e/big.nii' };
     const d = new Download(x, ref, join(tmp.path, 'big.nii.part'), { maxAttempts: 1, retryDelayMs: 1 });
     const tail = Buffer.alloc(65536);
     expect(await d.read(tail, 65536, data.length - 65536)).toBe(65536);
@@ -49,9 +54,7 @@ describe('Download', () => {
 
   it('a prefetch no program reads yet keeps only the bytes not on disk yet; once promoted, the window of recent bytes', async () => {
     const x = new MemoryXnat();
-    const data = Buffer.alloc(40 * 1024 * 1024);
-    for (let i = 0; i < data.length; i += 4096) data.writeUInt32LE(i, i);
-    x.addFile(owner, 'R', 'big.nii', data);
+    const { data, ref } = numberedFile(x, 'big.nii', 40 * 1024 * 1024);
     let d: Download | null = null;
     let most = 0;
     let promotedMost = 0;
@@ -67,7 +70,6 @@ describe('Download', () => {
         }
       })()),
     });
-    const ref: FileRef = { owner, resource: 'R', path: 'big.nii', size: data.length, digest: createHash('md5').update(data).digest('hex'), uri: '/data/e/big.nii' };
     d = new Download(x, ref, join(tmp.path, 'big.nii.part'), { maxAttempts: 1, retryDelayMs: 1 }, { background: true });
     await d.finished;
     expect(d.error).toBeNull();
@@ -84,10 +86,7 @@ describe('Download', () => {
     // held it. A program that came for it as it moved into the cache opened it by the old path
     // after the rename: ENOENT, an EIO for the program (seen when a stalled zip was given up).
     const x = new MemoryXnat();
-    const data = Buffer.alloc(2 * 1024 * 1024);
-    for (let i = 0; i < data.length; i += 4096) data.writeUInt32LE(i, i);
-    x.addFile(owner, 'R', 'f.dcm', data);
-    const ref: FileRef = { owner, resource: 'R', path: 'f.dcm', size: data.length, digest: createHash('md5').update(data).digest('hex'), uri: '/data/e/f.dcm' };
+    const { data, ref } = numberedFile(x, 'f.dcm', 2 * 1024 * 1024);
     const partial = join(tmp.path, 'f.dcm.part');
     const d = new Download(x, ref, partial, { maxAttempts: 1, retryDelayMs: 1 }, { background: true });
     await d.finished;
