@@ -25,6 +25,8 @@ const O_ACCMODE = 3;
 const SPOOL_FD_BASE = 1 << 30;
 /** statfs tells programs that names have at most this many bytes. */
 const NAME_MAX = 255;
+/** The name libfuse 2 gives a file unlinked while open (`hidden_name`: directory and counter in hex). */
+const FUSE_HIDDEN = /^\.fuse_hidden[0-9a-f]{16}$/;
 /** How many uploaded files are remembered as written here (see `written`). */
 const WRITTEN_REMEMBERED = 100_000;
 
@@ -721,8 +723,9 @@ export function createOperations(ctx: WriteContext): XnatFs {
     async rename(src, dest) {
       refuseWrites(src, 'rename');
       if (src === dest) return;
-      const destTarget = await targetOfDir(dirname(dest));
       const pending = overlay.files.get(src);
+      if (pending && dirname(src) === dirname(dest) && FUSE_HIDDEN.test(basename(dest))) return unlinkWhileOpen(pending, src, dest);
+      const destTarget = await targetOfDir(dirname(dest));
       const node = pending ? null : await serverNode(src);
       if (!pending && !node && !overlay.dirs.has(src)) throw new FsError('ENOENT', `${src}: no such file`);
       if (overlay.dirs.has(src) || (node && node.kind !== 'file')) {
@@ -747,9 +750,11 @@ export function createOperations(ctx: WriteContext): XnatFs {
       const srcTarget = f.target;
       // An upload of this file like any other: a flush meanwhile waits for it (and then finds the
       // file clean, or dirty again if it failed), and the last release does not drop the spool.
+      // Its time is that of its last change, as at its own upload (rename(2) keeps a file's time).
       const moving = ctx.uploader.upload({
         owner: target.owner, resource: target.resourceLabel, path: relPath(target), spoolPath: f.spoolPath,
         size: f.size, overwrite: destNode !== null, displayPath: dest, ...(destNode?.kind === 'file' ? { replaces: fileRefOf(destNode) } : {}),
+        changedAt: f.mtime.getTime(),
       });
       f.uploading = moving;
       const failure = await moving.then(
@@ -791,12 +796,15 @@ export function createOperations(ctx: WriteContext): XnatFs {
       if (old?.kind === 'file') {
         try {
           await ctx.client.deleteFile(old.owner, old.resource.id, old.entry.path);
-          ctx.content.forget(fileRefOf(old)); // as in unlink
         } catch (err) {
-          if (!(err instanceof XnatError && err.kind === 'not-found')) throw toFsError(err, `removing ${src} after copying it to ${dest}`);
-        } finally {
           ctx.catalogue.invalidateFiles(srcTarget.owner);
+          if (!(err instanceof XnatError && err.kind === 'not-found')) throw toFsError(err, `removing ${src} after copying it to ${dest}`);
         }
+        // As in unlink. Recorded, not listed again: the next listing would otherwise give every
+        // file of the resource a new time (a file made here and renamed, as rsync's temporary
+        // file is, leaves the time its upload under the new name gave).
+        ctx.catalogue.forgetFile(old.owner, old.resource, old.components);
+        ctx.content.forget(fileRefOf(old));
       }
       await settle(f);
     },
@@ -809,6 +817,21 @@ export function createOperations(ctx: WriteContext): XnatFs {
    */
   function isPermanent(err: unknown): boolean {
     return err instanceof XnatError && (err.kind === 'forbidden' || err.kind === 'bad-request');
+  }
+
+  /**
+   * libfuse keeps a file unlinked while still open under `.fuse_hidden…` until its last release,
+   * then unlinks that name: vim's swap file, whose release the kernel sends after vim's unlink.
+   * Such a file is gone as unlink makes it go, on XNAT at once, and stays only for the handles
+   * still open on it. Uploaded under the hidden name, it stood on XNAT until the release, and the
+   * resource's next listing gave every file a new time (vim's next run refused to write: W11).
+   */
+  async function unlinkWhileOpen(f: PendingFile, src: string, hidden: string): Promise<void> {
+    await populate(f); // its handles may still read it, and XNAT's copy goes now
+    await ops.unlink!(src);
+    if (f.opens === 0) return; // released meanwhile: unlink dropped it all
+    f.path = hidden;
+    overlay.addFile(f); // for fstat and readdir until the release, which drops it (settle)
   }
 
   /** After deleting a file, its folders stay visible (empty) until rmdir, as on a disk. */

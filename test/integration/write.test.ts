@@ -191,10 +191,11 @@ requireFuse()('writing through the mount', () => {
     expect((await run('mkdir', [at(`${EXP}/resources/EDITS`)])).code).toBe(0);
     const dir = at(`${EXP}/resources/EDITS/files`);
     expect((await run('sh', ['-c', `printf 'v0\\nkeep\\n' > '${dir}/notes.txt'`])).code).toBe(0);
-    // Traced when strace is there (.ci/run installs it), its last calls shown on failure. About 1
-    // full run in 20 vim waits for ever: the time notes.txt shows moved between its read and its
-    // write, so it asks whether to write anyway (W11) and, stdin at EOF, reads the answer from
-    // stderr. What moves the time is not found yet (not the swap file: one alone makes -es exit).
+    // Traced when strace is there (.ci/run installs it), its last calls shown on failure. When the
+    // time notes.txt shows moves between vim's read and its write, vim asks whether to write
+    // anyway (W11) and, stdin at EOF, waits for the answer on stderr for ever. That happened in
+    // about 1 full run in 20 while the swap file of a run whose release came after its unlink
+    // was uploaded as .fuse_hidden… (see unlinkWhileOpen in operations.ts).
     const strace = (await run('sh', ['-c', 'command -v strace'])).code === 0;
     for (const [from, to] of [['v0', 'v1'], ['v1', 'v2'], ['v2', 'v3']]) {
       const trace = join(tmp.path, `vim-${to}.trace`);
