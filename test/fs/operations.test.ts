@@ -624,10 +624,12 @@ describe('fs operations over an in-memory XNAT', () => {
     expect((await fs.ops.getattr!(`${NOTES}/sub dir/a#b.txt`)).mtime.getTime()).toBe(whileWritten);
   });
 
-  it("vim's :wq (swap file written, the file written, the swap file removed) leaves the file the time vim saw after writing it", async () => {
-    const file = `${NOTES}/edited.txt`;
+  /**
+   * vim's :wq up to the close of its swap file: the swap file written and fsynced, the file
+   * rewritten, the swap file written again and flushed. Returns the file's time after its write.
+   */
+  async function vimWriteQuit(file: string, swp: string): Promise<{ sfd: number; afterWrite: number }> {
     await writeFile(file, Buffer.from('v1\n'));
-    const swp = `${NOTES}/.edited.txt.swp`;
     const sfd = await fs.ops.create!(swp, 0o600);
     await fs.ops.write!(swp, sfd, Buffer.alloc(4096, 1), 4096, 0);
     await fs.ops.fsync!(swp, sfd, false);
@@ -641,6 +643,13 @@ describe('fs operations over an in-memory XNAT', () => {
     await new Promise((r) => setTimeout(r, 5));
     await fs.ops.write!(swp, sfd, Buffer.alloc(4096, 2), 4096, 4096);
     await fs.ops.flush!(swp, sfd);
+    return { sfd, afterWrite };
+  }
+
+  it("vim's :wq (swap file written, the file written, the swap file removed) leaves the file the time vim saw after writing it", async () => {
+    const file = `${NOTES}/edited.txt`;
+    const swp = `${NOTES}/.edited.txt.swp`;
+    const { sfd, afterWrite } = await vimWriteQuit(file, swp);
     await fs.ops.release!(swp, sfd);
     await fs.ops.unlink!(swp);
     expect(await readFile(file)).toEqual(Buffer.from('v2\n'));
@@ -659,21 +668,11 @@ describe('fs operations over an in-memory XNAT', () => {
 
   it("vim's :wq whose swap-file release comes after its unlink (libfuse renames it .fuse_hidden…): nothing goes up under that name, and no listing gives the file a new time", async () => {
     const file = `${NOTES}/edited.txt`;
-    await writeFile(file, Buffer.from('v1\n'));
     const swp = `${NOTES}/.edited.txt.swp`;
-    const sfd = await fs.ops.create!(swp, 0o600);
-    await fs.ops.write!(swp, sfd, Buffer.alloc(4096, 1), 4096, 0);
-    await fs.ops.fsync!(swp, sfd, false);
-    await new Promise((r) => setTimeout(r, 5));
-    const fd = await fs.ops.open!(file, constants.O_WRONLY | constants.O_TRUNC);
-    await fs.ops.write!(file, fd, Buffer.from('v2\n'), 3, 0);
-    await fs.ops.flush!(file, fd);
-    await fs.ops.release!(file, fd);
-    const afterWrite = (await fs.ops.getattr!(file)).mtime.getTime();
-    await new Promise((r) => setTimeout(r, 5));
-    await fs.ops.write!(swp, sfd, Buffer.alloc(4096, 2), 4096, 4096);
-    await fs.ops.flush!(swp, sfd); // vim's close(): the release is still to come when its unlink arrives
+    // vim's close() of the swap file: its release is still to come when vim's unlink arrives
+    const { sfd, afterWrite } = await vimWriteQuit(file, swp);
     const hidden = `${NOTES}/.fuse_hidden0000002a00000001`;
+    const dotted = async (): Promise<string[]> => (await fs.ops.readdir!(NOTES)).names.filter((n) => n.startsWith('.') && n.length > 2);
     x.calls.length = 0;
     await fs.ops.rename!(swp, hidden);
     expect(x.calls.filter((c) => c.startsWith('upload') || c.startsWith('delete'))).toEqual(['delete .edited.txt.swp']);
@@ -682,11 +681,11 @@ describe('fs operations over an in-memory XNAT', () => {
     const buf = Buffer.alloc(10);
     expect(await fs.ops.read!(hidden, sfd, buf, 10, 4096)).toBe(10);
     expect(buf).toEqual(Buffer.alloc(10, 2));
-    expect((await fs.ops.readdir!(NOTES)).names.filter((n) => n.startsWith('.') && n.length > 2)).toEqual(['.fuse_hidden0000002a00000001']);
+    expect(await dotted()).toEqual(['.fuse_hidden0000002a00000001']);
     await fs.ops.release!(hidden, sfd);
     await fs.ops.unlink!(hidden).catch(() => undefined); // libfuse's, at the release; it ignores the answer
     expect(x.calls.filter((c) => c.startsWith('upload') || c.startsWith('delete'))).toEqual(['delete .edited.txt.swp']);
-    expect((await fs.ops.readdir!(NOTES)).names.filter((n) => n.startsWith('.') && n.length > 2)).toEqual([]);
+    expect(await dotted()).toEqual([]);
     expect(await readdir(fs.spoolDir)).toEqual([]);
     expect((await fs.ops.getattr!(file)).mtime.getTime()).toBe(afterWrite);
     // XNAT's next listing (here at the next mount) shows just these changes: the time stays.
