@@ -226,6 +226,11 @@ export class ContentStore {
   private uncheckedBytes = 0;
   private checking = false;
   private readonly zipsInFlight = new Set<Promise<void>>();
+  /**
+   * What follows the end of each download (its commit, or the removal of its partial file). A
+   * download stopped or failed has left `active` already: idle() must still wait for this.
+   */
+  private readonly endings = new Set<Promise<void>>();
   private readonly writeBehind: WriteBehind;
   private nextFd = 10;
   private readonly closing = new AbortController();
@@ -810,9 +815,9 @@ export class ContentStore {
   async idle(): Promise<void> {
     this.chooseNow();
     for (const key of [...this.unchecked.keys()]) this.checkNow(key);
-    while (this.active.size > 0 || this.zipsInFlight.size > 0 || this.incoming.size > 0) {
+    while (this.active.size > 0 || this.zipsInFlight.size > 0 || this.incoming.size > 0 || this.endings.size > 0) {
       await Promise.all([...this.active.values()].map((a) => a.download.finished));
-      await Promise.all([...this.zipsInFlight, ...[...this.incoming.values()].map((a) => a.wait().catch(() => undefined))]);
+      await Promise.all([...this.zipsInFlight, ...this.endings, ...[...this.incoming.values()].map((a) => a.wait().catch(() => undefined))]);
       await new Promise((r) => setImmediate(r));
     }
     await this.writeBehind.flush();
@@ -837,7 +842,7 @@ export class ContentStore {
     const active: Active = { download, refs: 0, committed: null };
     this.active.set(key, active);
     this.stats.downloads++;
-    void download.finished.then(async () => {
+    const ending = download.finished.then(async () => {
       if (download.error) {
         log('download of %s failed: %s', ref.path, download.error.message);
         // A later open starts afresh; current readers get the error.
@@ -861,7 +866,9 @@ export class ContentStore {
       }
       if (active.committed && this.active.get(key) === active) this.active.delete(key);
       await this.maybeDiscard(key, active);
-    });
+    }).catch((err: unknown) => log('after the download of %s: %s', ref.path, (err as Error).message));
+    this.endings.add(ending);
+    void ending.finally(() => this.endings.delete(ending));
     return active;
   }
 

@@ -242,9 +242,11 @@ describe('ContentStore', () => {
     const fd2 = await store.open(ref2);
     await store.read(fd2, Buffer.alloc(352), 352, 0);
     await store.release(fd2);
-    await new Promise((r) => setTimeout(r, 80));
+    const deadline = Date.now() + 5000;
+    while (!bodies[1]?.destroyed && Date.now() < deadline) await new Promise((r) => setTimeout(r, 1));
     expect(bodies).toHaveLength(2);
     expect(bodies[1]!.destroyed).toBe(true);
+    // idle() (unmount) waits for what follows the stop: its partial file is gone when it returns.
     await store.idle();
     expect(await readdir(cache.partialDir)).toEqual([]);
     expect(cache.lookup(store.keyOf(ref2))).toBeNull();
