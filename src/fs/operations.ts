@@ -8,7 +8,7 @@ import { open, truncate as truncatePath, unlink as unlinkPath, type FileHandle }
 import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import createDebug from 'debug';
-import type { Node } from '../catalogue/catalogue.js';
+import type { FileNode, Node } from '../catalogue/catalogue.js';
 import { PathError } from '../catalogue/errors.js';
 import { unescapeName } from '../catalogue/names.js';
 import type { Uploader, UploadJob } from '../content/uploader.js';
@@ -684,9 +684,12 @@ export function createOperations(ctx: WriteContext): XnatFs {
 
     async unlink(path) {
       refuseWrites(path, 'unlink');
-      written.delete(path);
       const f = overlay.files.get(path);
       let node = await serverNode(path);
+      // Refused before anything here changes: a file still open for writing keeps its writes,
+      // which go up at its close as if rm had not been run (as on a disk where unlink fails).
+      if (node?.kind === 'file') refuseWideningDelete(`rm ${path}: not deleted`, node);
+      written.delete(path);
       if (f) {
         if (f.idleUpload) clearTimeout(f.idleUpload);
         f.idleUpload = null;
@@ -728,6 +731,10 @@ export function createOperations(ctx: WriteContext): XnatFs {
       const destTarget = await targetOfDir(dirname(dest));
       const node = pending ? null : await serverNode(src);
       if (!pending && !node && !overlay.dirs.has(src)) throw new FsError('ENOENT', `${src}: no such file`);
+      // The old name goes after the upload under the new one: a delete XNAT would widen is
+      // refused now, before a copy is left under the new name.
+      const onServer = node ?? (await serverNode(src));
+      if (onServer?.kind === 'file') refuseWideningDelete(`mv ${src} → ${dest}: not moved`, onServer);
       if (overlay.dirs.has(src) || (node && node.kind !== 'file')) {
         // XNAT cannot move folders or resources; EXDEV makes mv copy and delete instead.
         throw new FsError('EXDEV', `rename ${src}: folders are moved by copying`);
@@ -832,6 +839,18 @@ export function createOperations(ctx: WriteContext): XnatFs {
     if (f.opens === 0) return; // released meanwhile: unlink dropped it all
     f.path = hidden;
     overlay.addFile(f); // for fstat and readdir until the release, which drops it (settle)
+  }
+
+  /**
+   * XNAT deletes by prefix: deleting `scan.nii` would take `scan.nii.gz` with it. The client
+   * refuses such a delete too, but by then unlink or rename would have dropped the file's
+   * pending writes (a file open for writing) or uploaded it under the new name: EPERM first.
+   */
+  function refuseWideningDelete(what: string, node: FileNode): void {
+    const known = ctx.catalogue.pathsStartingWith(node.owner, node.resource, node.components, node.entry.path);
+    const others = (known ?? []).filter((p) => p !== node.entry.path);
+    if (others.length === 0) return;
+    throw new FsError('EPERM', `${what}: XNAT deletes by prefix and would also remove ${others.slice(0, 3).join(', ')}${others.length > 3 ? ' …' : ''}; delete it in the XNAT web UI`);
   }
 
   /** After deleting a file, its folders stay visible (empty) until rmdir, as on a disk. */

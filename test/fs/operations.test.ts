@@ -712,6 +712,46 @@ describe('fs operations over an in-memory XNAT', () => {
     expect((await fs.ops.getattr!(other)).mtime.getTime()).toBe(shown);
   });
 
+  /** XNAT deletes by prefix: the real client refuses a delete that would widen (XnatApi.deleteFile). */
+  function refusePrefixDeletes(): void {
+    const del = x.deleteFile.bind(x);
+    x.deleteFile = async (owner, resource, path, known) => {
+      const others = (known ?? (await x.listFiles(owner, resource)).map((f) => f.path)).filter((p) => p !== path && p.startsWith(path));
+      if (others.length > 0) throw new XnatError('conflict', `not deleted: XNAT deletes by prefix and would also remove ${others.join(', ')}`);
+      return del(owner, resource, path, known);
+    };
+  }
+
+  it("rm of a file open for writing that XNAT cannot delete alone (prefix) is EPERM and changes nothing: the handle's writes still go up at its close", async () => {
+    refusePrefixDeletes();
+    await writeFile(`${NOTES}/scan.nii.gz`, Buffer.from('gz'));
+    const path = `${NOTES}/scan.nii`;
+    await writeFile(path, Buffer.from('orig\n'));
+    const fd = await fs.ops.open!(path, constants.O_WRONLY | constants.O_APPEND);
+    await fs.ops.write!(path, fd, Buffer.from('first\n'), 6, 5);
+    // The kernel's unlink of an open file reaches xnatfs as libfuse's rename to .fuse_hidden…
+    expect(await errno(fs.ops.rename!(path, `${NOTES}/.fuse_hidden0000002b00000001`))).toBe('EPERM');
+    expect(await errno(fs.ops.unlink!(path))).toBe('EPERM'); // and a plain rm the same
+    await fs.ops.write!(path, fd, Buffer.from('second\n'), 7, 11);
+    await fs.ops.flush!(path, fd);
+    await fs.ops.release!(path, fd);
+    const stored = (await x.listFiles(expOwner, 'NOTES')).map((f) => f.path).sort();
+    expect(stored).toEqual(['scan.nii', 'scan.nii.gz', 'sub dir/a#b.txt']);
+    expect(await readFile(path)).toEqual(Buffer.from('orig\nfirst\nsecond\n'));
+  });
+
+  it('mv of a file XNAT cannot delete alone (prefix) is EPERM before anything is uploaded: no copy is left under the new name', async () => {
+    refusePrefixDeletes();
+    await writeFile(`${NOTES}/scan.nii.gz`, Buffer.from('gz'));
+    await writeFile(`${NOTES}/scan.nii`, Buffer.from('nii'));
+    x.calls.length = 0;
+    expect(await errno(fs.ops.rename!(`${NOTES}/scan.nii`, `${NOTES}/other.nii`))).toBe('EPERM');
+    expect(x.calls.filter((c) => c.startsWith('upload') || c.startsWith('delete'))).toEqual([]);
+    expect((await x.listFiles(expOwner, 'NOTES')).map((f) => f.path).sort()).toEqual(['scan.nii', 'scan.nii.gz', 'sub dir/a#b.txt']);
+    await errno(fs.ops.getattr!(`${NOTES}/other.nii`));
+    expect(await readFile(`${NOTES}/scan.nii`)).toEqual(Buffer.from('nii'));
+  });
+
   it('a file unlinked while open is never uploaded', async () => {
     const path = `${NOTES}/scratch.txt`;
     const fd = await fs.ops.create!(path, 0o644);
