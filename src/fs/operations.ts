@@ -805,7 +805,12 @@ export function createOperations(ctx: WriteContext): XnatFs {
           await ctx.client.deleteFile(old.owner, old.resource.id, old.entry.path);
         } catch (err) {
           ctx.catalogue.invalidateFiles(srcTarget.owner);
-          if (!(err instanceof XnatError && err.kind === 'not-found')) throw toFsError(err, `removing ${src} after copying it to ${dest}`);
+          if (!(err instanceof XnatError && err.kind === 'not-found')) {
+            // XNAT has it under the new name: nothing is left to upload, and a spool file left
+            // behind would be reported by every later mount as a write a killed mount lost.
+            await settle(f);
+            throw toFsError(err, `removing ${src} after copying it to ${dest}`);
+          }
         }
         // As in unlink. Recorded, not listed again: the next listing would otherwise give every
         // file of the resource a new time (a file made here and renamed, as rsync's temporary

@@ -752,6 +752,17 @@ describe('fs operations over an in-memory XNAT', () => {
     expect(await readFile(`${NOTES}/scan.nii`)).toEqual(Buffer.from('nii'));
   });
 
+  it('mv whose delete of the old name fails after the upload under the new one leaves nothing in the spool (the next mount would report it as a killed write)', async () => {
+    const src = `${NOTES}/a.txt`;
+    await writeFile(src, Buffer.from('abc'));
+    const del = x.deleteFile.bind(x);
+    x.deleteFile = async () => { throw new XnatError('server', 'HTTP 500', 500); };
+    expect(await errno(fs.ops.rename!(src, `${NOTES}/b.txt`))).toBe('EIO');
+    x.deleteFile = del;
+    expect(await readdir(fs.spoolDir)).toEqual([]);
+    expect(await readFile(`${NOTES}/b.txt`)).toEqual(Buffer.from('abc'));
+  });
+
   it('a file unlinked while open is never uploaded', async () => {
     const path = `${NOTES}/scratch.txt`;
     const fd = await fs.ops.create!(path, 0o644);
