@@ -899,10 +899,18 @@ export function createOperations(ctx: WriteContext): XnatFs {
         // sync() hands the job to the uploader before its first await: the drain that follows sees it.
         if (f.opens === 0) syncAfterClose(f);
       }
-      const writers = (): PendingFile[] => [...new Set([...spoolHandles.values()].filter((h) => h.writable).map((h) => h.file))];
+      // A file unlinked while still open (a program's scratch file) goes nowhere: not waited for.
+      const writers = (): PendingFile[] => [...new Set([...spoolHandles.values()].filter((h) => h.writable && !h.file.deleted).map((h) => h.file))];
       const writing = writers();
       while (writers().length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
       const left = writers();
+      // Nor reported (exit status 3), nor left in the spool, where the next mount would call it a
+      // partly written file of a killed mount. No release will come for it either.
+      for (const f of new Set([...spoolHandles.values()].map((h) => h.file))) {
+        if (!f.deleted) continue;
+        await closeSpool(f);
+        await unlinkPath(f.spoolPath).catch(() => undefined);
+      }
       // A file closed during the wait is uploaded as it is. At a job's end the scheduler's
       // SIGTERM reaches the program writing it too, and a killed cp's descriptor is closed by
       // the kernel like any other: the file went up cut short without a word. Nothing tells a

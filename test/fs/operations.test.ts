@@ -360,6 +360,20 @@ describe('fs operations over an in-memory XNAT', () => {
     expect(left).toEqual([{ displayPath: stuck, spoolPath: expect.stringContaining(fs.spoolDir), lastError: 'still open for writing by a program at unmount' }]);
   });
 
+  it("at unmount: a file unlinked while still open (a program's scratch file) is neither waited for nor reported, and leaves nothing in the spool", async () => {
+    const path = `${NOTES}/scratch.tmp`;
+    const fd = await fs.ops.create!(path, 0o600);
+    await fs.ops.write!(path, fd, Buffer.from('scratch'), 7, 0);
+    await fs.ops.rename!(path, `${NOTES}/.fuse_hidden0000002c00000001`); // the kernel's unlink, through libfuse
+    const started = Date.now();
+    const left = await fs.shutdown(2000);
+    expect(left).toEqual([]); // the mount's exit status would say uploads failed (3)
+    expect(Date.now() - started).toBeLessThan(1000);
+    expect(x.calls.filter((c) => c.startsWith('upload'))).toEqual([]);
+    // nothing for the next mount to call "a partly written file from an earlier mount that was killed"
+    await expect(readdir(fs.spoolDir)).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
   // A batch job's end: the scheduler's SIGTERM reaches the mount and the cp writing into it at
   // once. The killed cp's close() uploads the bytes it had written, as a killed cp leaves a short
   // file on a disk, but here nothing said so: a result cut short sat on XNAT without a word.
