@@ -8,7 +8,7 @@ import { open, truncate as truncatePath, unlink as unlinkPath, type FileHandle }
 import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import createDebug from 'debug';
-import type { FileNode, Node } from '../catalogue/catalogue.js';
+import { ownerKey, type FileNode, type Node } from '../catalogue/catalogue.js';
 import { PathError } from '../catalogue/errors.js';
 import { unescapeName } from '../catalogue/names.js';
 import type { Uploader, UploadJob } from '../content/uploader.js';
@@ -746,6 +746,13 @@ export function createOperations(ctx: WriteContext): XnatFs {
       // EXDEV, not EINVAL: mv reads EINVAL from rename(2) as "a subdirectory of itself"; on
       // EXDEV it copies, and its create gets the EINVAL it then reports as such.
       checkNewName(dest, `rename ${src} →`, target, 'EXDEV');
+      // mv x x.1: once x.1 is uploaded, XNAT's delete of x would take it too.
+      if (
+        onServer?.kind === 'file' && ownerKey(onServer.owner) === ownerKey(target.owner) && onServer.resource.label === target.resourceLabel &&
+        relPath(target) !== onServer.entry.path && relPath(target).startsWith(onServer.entry.path)
+      ) {
+        throw new FsError('EPERM', `mv ${src} → ${dest}: not moved: XNAT deletes by prefix, and deleting the old name would also remove the new one; copy it (cp), or rename it in the XNAT web UI`);
+      }
       // The bytes are uploaded under the new name first (rename(2) is expected to be durable when
       // it returns); only once XNAT has them does the old name go. A failure leaves src as it was.
       const f = pending ?? (await pendingForServerFile(src));

@@ -766,6 +766,19 @@ describe('fs operations over an in-memory XNAT', () => {
     expect(await readFile(`${NOTES}/scan.nii`)).toEqual(Buffer.from('nii'));
   });
 
+  it('mv x x.1 (a new name the old one is a prefix of: XNAT would delete both) is EPERM before anything is uploaded', async () => {
+    refusePrefixDeletes();
+    await writeFile(`${NOTES}/run.log`, Buffer.from('log'));
+    x.calls.length = 0;
+    expect(await errno(fs.ops.rename!(`${NOTES}/run.log`, `${NOTES}/run.log.1`))).toBe('EPERM');
+    expect(x.calls.filter((c) => c.startsWith('upload') || c.startsWith('delete'))).toEqual([]);
+    expect((await x.listFiles(expOwner, 'NOTES')).map((f) => f.path).sort()).toEqual(['run.log', 'sub dir/a#b.txt']);
+    expect(await readdir(fs.spoolDir)).toEqual([]);
+    // the other way round deletes nothing of the new name
+    await fs.ops.rename!(`${NOTES}/run.log`, `${NOTES}/run`);
+    expect((await x.listFiles(expOwner, 'NOTES')).map((f) => f.path).sort()).toEqual(['run', 'sub dir/a#b.txt']);
+  });
+
   it('mv whose delete of the old name fails after the upload under the new one leaves nothing in the spool (the next mount would report it as a killed write)', async () => {
     const src = `${NOTES}/a.txt`;
     await writeFile(src, Buffer.from('abc'));
