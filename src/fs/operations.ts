@@ -176,10 +176,15 @@ export function createOperations(ctx: WriteContext): XnatFs {
     return f.populating;
   }
 
+  // The file stays lazy (XNAT's size and bytes, for getattr and the other handles, whose reads
+  // and writes wait for this fill) until the spool holds all of it: a stat meanwhile showed size
+  // 0, and a read through another handle the part copied so far.
   async function fill(f: PendingFile): Promise<void> {
     const node = await serverNode(f.path);
-    f.lazyFromServer = false;
-    if (!node || node.kind !== 'file') return;
+    if (!node || node.kind !== 'file') {
+      f.lazyFromServer = false;
+      return;
+    }
     const fd = await ctx.content.open(fileRefOf(node));
     const out = await open(f.spoolPath, 'r+');
     try {
@@ -192,8 +197,8 @@ export function createOperations(ctx: WriteContext): XnatFs {
         pos += n;
       }
       f.size = pos;
+      f.lazyFromServer = false;
     } catch (err) {
-      f.lazyFromServer = true;
       throw toFsError(err, `reading ${f.path} from XNAT before changing it`);
     } finally {
       await out.close();
@@ -487,6 +492,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
       if (!target) throw new FsError('EACCES', `cannot create ${path}: files can only be created inside …/resources/<resource>/files/`);
       const existing = overlay.files.get(path);
       if (existing) {
+        if (existing.populating) await existing.populating.catch(() => undefined); // it would write past the truncation
         existing.lazyFromServer = false;
         if (existing.retrying) await takeBack(existing);
         stopAppending(existing, 'created again'); // before the truncation it would otherwise read

@@ -790,6 +790,30 @@ describe('fs operations over an in-memory XNAT', () => {
     expect(await readFile(`${NOTES}/b.txt`)).toEqual(Buffer.from('abc'));
   });
 
+  it('while the first write to a file on XNAT copies it into the spool, other handles see its full size and bytes, not the part copied so far', async () => {
+    const data = randomBytes(5 << 20);
+    x.addFile(expOwner, 'NOTES', 'big.bin', data);
+    const path = `${NOTES}/big.bin`;
+    const a = await fs.ops.open!(path, constants.O_RDWR);
+    const b = await fs.ops.open!(path, constants.O_RDWR);
+    let done = false;
+    const writing = Promise.resolve(fs.ops.write!(path, a, Buffer.from('X'), 1, 0)).finally(() => { done = true; });
+    const sizes = new Set<number>();
+    const tail = Buffer.alloc(16);
+    let wrong = 0;
+    while (!done) {
+      sizes.add((await fs.ops.getattr!(path)).size);
+      const n = await fs.ops.read!(path, b, tail, 16, data.length - 16);
+      if (n !== 16 || !tail.equals(data.subarray(data.length - 16))) wrong++;
+      await new Promise((r) => setImmediate(r));
+    }
+    await writing;
+    expect([...sizes]).toEqual([data.length]);
+    expect(wrong).toBe(0);
+    await fs.ops.release!(path, a);
+    await fs.ops.release!(path, b);
+  });
+
   it('a file unlinked while open is never uploaded', async () => {
     const path = `${NOTES}/scratch.txt`;
     const fd = await fs.ops.create!(path, 0o644);
