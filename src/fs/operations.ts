@@ -733,7 +733,14 @@ export function createOperations(ctx: WriteContext): XnatFs {
       refuseWrites(src, 'rename');
       if (src === dest) return;
       const pending = overlay.files.get(src);
-      if (pending && dirname(src) === dirname(dest) && FUSE_HIDDEN.test(basename(dest))) return unlinkWhileOpen(pending, src, dest);
+      if (dirname(src) === dirname(dest) && FUSE_HIDDEN.test(basename(dest))) {
+        if (pending) return unlinkWhileOpen(pending, src, dest);
+        // libfuse saw it open, but its last handle was released here meanwhile (vim's swap file:
+        // the release and its unlink cross): nothing is left to keep, and a copy uploaded under
+        // the hidden name would stay on XNAT, since libfuse unlinks that name only at a release
+        // still to come.
+        if (!held.isOpen(src)) return ops.unlink!(src);
+      }
       const destTarget = await targetOfDir(dirname(dest));
       const node = pending ? null : await serverNode(src);
       if (!pending && !node && !overlay.dirs.has(src)) throw new FsError('ENOENT', `${src}: no such file`);

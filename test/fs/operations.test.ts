@@ -814,6 +814,22 @@ describe('fs operations over an in-memory XNAT', () => {
     await fs.ops.release!(path, b);
   });
 
+  it("libfuse's rename to .fuse_hidden… of a file whose last handle was released meanwhile (release and unlink crossing) deletes it, and uploads nothing under the hidden name", async () => {
+    const swp = `${NOTES}/.edited.txt.swp`;
+    await writeFile(swp, Buffer.from('swap')); // closed and released: uploaded, no longer pending
+    x.calls.length = 0;
+    await fs.ops.rename!(swp, `${NOTES}/.fuse_hidden0000002d00000001`);
+    expect(x.calls.filter((c) => c.startsWith('upload') || c.startsWith('delete'))).toEqual(['delete .edited.txt.swp']);
+    expect((await fs.ops.readdir!(NOTES)).names.filter((n) => n.startsWith('.') && n.length > 2)).toEqual([]);
+    // a file on XNAT still open for reading keeps its bytes for that handle (a copy under the hidden name)
+    const fd = await fs.ops.open!(`${NOTES}/sub dir/a#b.txt`, constants.O_RDONLY);
+    await fs.ops.rename!(`${NOTES}/sub dir/a#b.txt`, `${NOTES}/sub dir/.fuse_hidden0000002e00000001`);
+    const buf = Buffer.alloc(5);
+    expect(await fs.ops.read!(`${NOTES}/sub dir/.fuse_hidden0000002e00000001`, fd, buf, 5, 0)).toBe(5);
+    expect(buf.toString()).toBe('hello');
+    await fs.ops.release!(`${NOTES}/sub dir/.fuse_hidden0000002e00000001`, fd);
+  });
+
   it('a file unlinked while open is never uploaded', async () => {
     const path = `${NOTES}/scratch.txt`;
     const fd = await fs.ops.create!(path, 0o644);
