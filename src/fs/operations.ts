@@ -429,7 +429,8 @@ export function createOperations(ctx: WriteContext): XnatFs {
     f.opens--;
     if (f.opens > 0) return;
     await closeSpool(f);
-    if (f.dirty) {
+    // Unlinked while open: nothing to upload, and its spool goes before the release returns.
+    if (f.dirty && !f.deleted) {
       // Written through a path that never flushed (e.g. mmap): upload now, report in the log.
       syncAfterClose(f);
       return;
