@@ -38,10 +38,11 @@ export class OpenVersions<N> {
     if (--h.handles === 0 && this.byPath.get(h.path) === h) this.byPath.delete(h.path);
   }
 
-  /** Whether a read handle opened at `path` is still open (also after `forget`). */
-  isOpen(path: string): boolean {
-    for (const h of this.byFd.values()) if (h.path === path) return true;
-    return false;
+  /** The read handles opened at `path` still open (also after `forget`). */
+  handlesAt(path: string): number[] {
+    const out: number[] = [];
+    for (const [fd, h] of this.byFd) if (h.path === path) out.push(fd);
+    return out;
   }
 
   /** The path was changed through the mount: what is held there no longer answers for it. */

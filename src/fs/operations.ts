@@ -156,12 +156,59 @@ export function createOperations(ctx: WriteContext): XnatFs {
     };
     overlay.addFile(f);
     held.forget(path);
+    if (!lazyFromServer) supersedeReaders(path); // made empty: its bytes on XNAT are not its bytes any more
     return f;
   }
 
   function markChanged(f: PendingFile): void {
     f.changed = true;
     f.mtime = new Date();
+    supersedeReaders(f.path);
+  }
+
+  /**
+   * Read handles opened on a file before it was changed through this mount, each with a handle
+   * on the file's current version once XNAT has it (null: not opened yet). On a disk every handle
+   * sees a write at once. These read on in the version they were opened on, and the kernel kept
+   * those old bytes in its page cache, where later opens found them: the size and time were
+   * already the new ones (cat after the writer's close printed the old bytes).
+   */
+  const superseded = new Map<number, Promise<number> | null>();
+
+  function supersedeReaders(path: string): void {
+    for (const fd of held.handlesAt(path)) {
+      dropCurrent(fd);
+      superseded.set(fd, null);
+    }
+  }
+
+  function dropCurrent(fd: number): void {
+    const current = superseded.get(fd);
+    if (current) void current.then((n) => (n >= 0 ? ctx.content.release(n) : undefined)).catch(() => undefined);
+  }
+
+  /** A superseded handle reads what is being written here, or else the version XNAT has now. */
+  async function readCurrent(path: string, fd: number, buf: Buffer, len: number, pos: number): Promise<number> {
+    const f = overlay.files.get(path);
+    if (f && !f.lazyFromServer) return readPending(f, buf, len, pos);
+    let current = superseded.get(fd);
+    if (!current) {
+      current = openCurrent(path);
+      superseded.set(fd, current);
+    }
+    const n = await current;
+    // Removed since: the version it was opened on, as a disk keeps an unlinked file's bytes.
+    if (n < 0) return read.read(path, fd, buf, len, pos);
+    try {
+      return await ctx.content.read(n, buf, len, pos);
+    } catch (err) {
+      throw toFsError(err, `reading ${path}`);
+    }
+  }
+
+  async function openCurrent(path: string): Promise<number> {
+    const node = await serverNode(path).catch(() => null);
+    return node?.kind === 'file' ? ctx.content.open(fileRefOf(node)) : -1;
   }
 
   /**
@@ -513,7 +560,8 @@ export function createOperations(ctx: WriteContext): XnatFs {
 
     read(path, fd, buf, len, pos) {
       const h = pendingOf(fd);
-      return h ? readPending(h.file, buf, len, pos) : read.read(path, fd, buf, len, pos);
+      if (h) return readPending(h.file, buf, len, pos);
+      return superseded.has(fd) ? readCurrent(path, fd, buf, len, pos) : read.read(path, fd, buf, len, pos);
     },
 
     async write(path, fd, buf, len, pos) {
@@ -586,7 +634,12 @@ export function createOperations(ctx: WriteContext): XnatFs {
 
     release(path, fd) {
       const h = pendingOf(fd);
-      return h ? releasePending(fd, h.file) : read.release(path, fd);
+      if (h) return releasePending(fd, h.file);
+      if (superseded.has(fd)) {
+        dropCurrent(fd);
+        superseded.delete(fd);
+      }
+      return read.release(path, fd);
     },
 
     // XNAT stores no file times, so the mount never shows one it was given: a file shows its
@@ -740,7 +793,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
         // the release and its unlink cross): nothing is left to keep, and a copy uploaded under
         // the hidden name would stay on XNAT, since libfuse unlinks that name only at a release
         // still to come.
-        if (!held.isOpen(src)) return ops.unlink!(src);
+        if (held.handlesAt(src).length === 0) return ops.unlink!(src);
       }
       const destTarget = await targetOfDir(dirname(dest));
       const node = pending ? null : await serverNode(src);

@@ -890,6 +890,33 @@ describe('fs operations over an in-memory XNAT', () => {
     expect(await errno(fs.ops.getattr!(path))).toBe('ENOENT');
   });
 
+  it('a file written through this mount reads the new bytes through every handle, also one opened before the write, during and after its upload', async () => {
+    const path = `${NOTES}/sub dir/a#b.txt`;
+    const readAll = async (fd: number): Promise<string> => {
+      const buf = Buffer.alloc(64);
+      const n = await fs.ops.read!(path, fd, buf, 64, 0);
+      return buf.subarray(0, n).toString();
+    };
+    const reader = await fs.ops.open!(path, constants.O_RDONLY);
+    expect(await readAll(reader)).toBe('hello');
+    const writer = await fs.ops.open!(path, constants.O_RDWR);
+    await fs.ops.write!(path, writer, Buffer.from('J'), 1, 0);
+    expect(await readAll(writer)).toBe('Jello');
+    expect(await readAll(reader)).toBe('Jello'); // as on a disk (it read 'hello' before)
+    await fs.ops.flush!(path, writer);
+    await fs.ops.release!(path, writer);
+    expect(await readAll(reader)).toBe('Jello'); // uploaded: XNAT's new version
+    // Replaced again, by cp (O_TRUNC), while the reader stays open.
+    const cp = await fs.ops.create!(path, 0o644);
+    expect(await readAll(reader)).toBe('');
+    await fs.ops.write!(path, cp, Buffer.from('yellow'), 6, 0);
+    await fs.ops.flush!(path, cp);
+    await fs.ops.release!(path, cp);
+    expect(await readAll(reader)).toBe('yellow');
+    await fs.ops.release!(path, reader);
+    expect(await readFile(path)).toEqual(Buffer.from('yellow'));
+  });
+
   it('at unmount, an upload that never succeeds is reported with its spool file, which is kept', async () => {
     const path = await writeRefused('kept.nii', 'do not lose me');
     const left = await fs.shutdown(300);
