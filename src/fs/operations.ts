@@ -161,9 +161,10 @@ export function createOperations(ctx: WriteContext): XnatFs {
   }
 
   function markChanged(f: PendingFile): void {
+    // Its first change: handles opened later on are the spool's own.
+    if (!f.changed) supersedeReaders(f.path);
     f.changed = true;
     f.mtime = new Date();
-    supersedeReaders(f.path);
   }
 
   /**
