@@ -45,6 +45,17 @@ export class OpenVersions<N> {
     return out;
   }
 
+  /**
+   * libfuse renamed the file its handles are open on (`mv`, or the `.fuse_hidden…` name of a
+   * file removed while open): their later reads and changes come by the new name. What is held
+   * is not: it is the version XNAT had under the old name.
+   */
+  move(src: string, dest: string): void {
+    this.byPath.delete(src);
+    this.byPath.delete(dest);
+    for (const h of this.byFd.values()) if (h.path === src) h.path = dest;
+  }
+
   /** The path was changed through the mount: what is held there no longer answers for it. */
   forget(path: string): void {
     this.byPath.delete(path);

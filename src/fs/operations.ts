@@ -183,6 +183,24 @@ export function createOperations(ctx: WriteContext): XnatFs {
     }
   }
 
+  /**
+   * Superseded read handles open on a file written here and then removed while open: they read
+   * its spool, as its own handles do, and keep it until their release (as a disk keeps an
+   * unlinked file's bytes). Before, the spool went at the writer's release, and they read the
+   * version from before the write again (and fstat answered ENOENT).
+   */
+  const holding = new Map<number, PendingFile>();
+
+  /** libfuse renamed the file these read handles are open on: they read on by the new name. */
+  function followRename(src: string, dest: string): void {
+    for (const fd of held.handlesAt(src)) {
+      if (!superseded.has(fd) || holding.has(fd)) continue;
+      dropCurrent(fd); // XNAT's version under the old name is gone
+      superseded.set(fd, null);
+    }
+    held.move(src, dest);
+  }
+
   function dropCurrent(fd: number): void {
     const current = superseded.get(fd);
     if (current) void current.then((n) => (n >= 0 ? ctx.content.release(n) : undefined)).catch(() => undefined);
@@ -190,7 +208,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
 
   /** A superseded handle reads what is being written here, or else the version XNAT has now. */
   async function readCurrent(path: string, fd: number, buf: Buffer, len: number, pos: number): Promise<number> {
-    const f = overlay.files.get(path);
+    const f = holding.get(fd) ?? overlay.files.get(path);
     if (f && !f.lazyFromServer) return readPending(f, buf, len, pos);
     let current = superseded.get(fd);
     if (!current) {
@@ -640,6 +658,11 @@ export function createOperations(ctx: WriteContext): XnatFs {
         dropCurrent(fd);
         superseded.delete(fd);
       }
+      const kept = holding.get(fd);
+      if (kept) {
+        holding.delete(fd);
+        return releasePending(fd, kept).then(() => read.release(path, fd));
+      }
       return read.release(path, fd);
     },
 
@@ -871,7 +894,7 @@ export function createOperations(ctx: WriteContext): XnatFs {
       f.target = target;
       f.overwrite = true;
       overlay.addFile(f);
-      held.forget(dest);
+      followRename(src, dest);
       // Whatever XNAT holds under the old name (the original, or an upload of it that landed) goes.
       ctx.catalogue.invalidateFiles(srcTarget.owner);
       const old = await serverNode(src);
@@ -915,7 +938,15 @@ export function createOperations(ctx: WriteContext): XnatFs {
    */
   async function unlinkWhileOpen(f: PendingFile, src: string, hidden: string): Promise<void> {
     await populate(f); // its handles may still read it, and XNAT's copy goes now
+    for (const fd of held.handlesAt(src)) {
+      if (!superseded.has(fd) || holding.has(fd)) continue;
+      dropCurrent(fd);
+      superseded.set(fd, null);
+      holding.set(fd, f);
+      f.opens++;
+    }
     await ops.unlink!(src);
+    held.move(src, hidden);
     if (f.opens === 0) return; // released meanwhile: unlink dropped it all
     f.path = hidden;
     overlay.addFile(f); // for fstat and readdir until the release, which drops it (settle)
