@@ -208,8 +208,16 @@ export function createOperations(ctx: WriteContext): XnatFs {
 
   /** A superseded handle reads what is being written here, or else the version XNAT has now. */
   async function readCurrent(path: string, fd: number, buf: Buffer, len: number, pos: number): Promise<number> {
-    const f = holding.get(fd) ?? overlay.files.get(path);
-    if (f && !f.lazyFromServer) return readPending(f, buf, len, pos);
+    const kept = holding.get(fd);
+    const f = kept ?? overlay.files.get(path);
+    if (f && !f.lazyFromServer) {
+      try {
+        return await readSpoolOnce(f, buf, len, pos);
+      } catch (err) {
+        // Uploaded and settled meanwhile (its spool gone): XNAT has its bytes now.
+        if (kept || (err as NodeJS.ErrnoException).code !== 'ENOENT') throw toFsError(err, `reading ${path}`);
+      }
+    }
     let current = superseded.get(fd);
     if (!current) {
       current = openCurrent(path);
@@ -480,6 +488,22 @@ export function createOperations(ctx: WriteContext): XnatFs {
     const fh = await handleOf(f);
     const { bytesRead } = await fh.read(buf, 0, len, pos);
     return bytesRead;
+  }
+
+  /**
+   * A read by a superseded handle, which the file's `opens` do not count: the spool's shared
+   * handle is closed at the last counted release, so one opened here could outlive it (open until
+   * garbage collection, on a spool already deleted).
+   */
+  async function readSpoolOnce(f: PendingFile, buf: Buffer, len: number, pos: number): Promise<number> {
+    await populate(f);
+    const fh = await open(f.spoolPath, 'r');
+    try {
+      const { bytesRead } = await fh.read(buf, 0, len, pos);
+      return bytesRead;
+    } finally {
+      await fh.close().catch(() => undefined);
+    }
   }
 
   async function closeSpool(f: PendingFile): Promise<void> {

@@ -2,7 +2,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { dir as tmpDir, type DirectoryResult } from 'tmp-promise';
 import { constants } from 'node:fs';
-import { mkdtemp, readdir, readFile as readFileFs, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile as readFileFs, readlink, rm, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -957,6 +957,30 @@ describe('fs operations over an in-memory XNAT', () => {
     expect(await readAll(moved, reader)).toBe('Jello');
     await fs.ops.release!(moved, reader);
     expect(await readFile(moved)).toEqual(Buffer.from('Jello'));
+  });
+
+  it('a read handle opened before a truncate(2) reads the spool without leaving a descriptor of it open', async () => {
+    const path = `${NOTES}/sub dir/a#b.txt`;
+    const spoolFds = async (): Promise<string[]> => {
+      const out: string[] = [];
+      for (const n of await readdir('/proc/self/fd')) {
+        const target = await readlink(`/proc/self/fd/${n}`).catch(() => '');
+        if (target.startsWith(fs.spoolDir)) out.push(target);
+      }
+      return out;
+    };
+    const reader = await fs.ops.open!(path, constants.O_RDONLY);
+    const buf = Buffer.alloc(64);
+    expect(await fs.ops.read!(path, reader, buf, 64, 0)).toBe(5);
+    await fs.ops.truncate!(path, 2); // no handle of its own: uploaded after its idle time
+    expect(await fs.ops.read!(path, reader, buf, 64, 0)).toBe(2);
+    await vi.waitFor(async () => {
+      expect(fs.overlay.files.size).toBe(0);
+      expect(await readdir(fs.spoolDir)).toEqual([]);
+    });
+    expect(await fs.ops.read!(path, reader, buf, 64, 0)).toBe(2); // XNAT's new version
+    await fs.ops.release!(path, reader);
+    expect(await spoolFds()).toEqual([]); // the deleted spool stayed open until garbage collection
   });
 
   it('at unmount, an upload that never succeeds is reported with its spool file, which is kept', async () => {
