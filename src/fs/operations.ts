@@ -220,10 +220,17 @@ export function createOperations(ctx: WriteContext): XnatFs {
     }
     let current = superseded.get(fd);
     if (!current) {
-      current = openCurrent(path);
+      const opening = openCurrent(path);
+      // A failure (XNAT unreachable) is not kept: the next read asks again.
+      opening.catch(() => {
+        if (superseded.get(fd) === opening) superseded.set(fd, null);
+      });
+      current = opening;
       superseded.set(fd, current);
     }
-    const n = await current;
+    const n = await current.catch((err: unknown) => {
+      throw toFsError(err, `reading ${path}`);
+    });
     // Removed since: the version it was opened on, as a disk keeps an unlinked file's bytes.
     if (n < 0) return read.read(path, fd, buf, len, pos);
     try {
@@ -233,8 +240,9 @@ export function createOperations(ctx: WriteContext): XnatFs {
     }
   }
 
+  /** -1: XNAT has no file there now. A listing that fails is an error, not a file removed. */
   async function openCurrent(path: string): Promise<number> {
-    const node = await serverNode(path).catch(() => null);
+    const node = await serverNode(path);
     return node?.kind === 'file' ? ctx.content.open(fileRefOf(node)) : -1;
   }
 

@@ -983,6 +983,25 @@ describe('fs operations over an in-memory XNAT', () => {
     expect(await spoolFds()).toEqual([]); // the deleted spool stayed open until garbage collection
   });
 
+  it("a read handle opened before a write reads XNAT's new version once XNAT answers again, after a read that failed", async () => {
+    const path = `${NOTES}/sub dir/a#b.txt`;
+    const buf = Buffer.alloc(64);
+    const reader = await fs.ops.open!(path, constants.O_RDONLY);
+    expect(await fs.ops.read!(path, reader, buf, 64, 0)).toBe(5);
+    const writer = await fs.ops.open!(path, constants.O_RDWR);
+    await fs.ops.write!(path, writer, Buffer.from('J'), 1, 0);
+    await fs.ops.flush!(path, writer);
+    await fs.ops.release!(path, writer);
+    await vi.waitFor(() => expect(fs.overlay.files.size).toBe(0));
+    const down = vi.spyOn(x, 'listFiles').mockRejectedValue(new XnatError('network', 'XNAT refused the connection', 0));
+    fs.catalogue.invalidateFiles(expOwner);
+    expect(await errno(fs.ops.read!(path, reader, buf, 64, 0))).toBe('EIO'); // XNAT down (it read 'hello', the old version)
+    down.mockRestore();
+    const n = await fs.ops.read!(path, reader, buf, 64, 0);
+    expect(buf.subarray(0, n).toString()).toBe('Jello'); // it answered EIO (or 'hello') until the handle was closed
+    await fs.ops.release!(path, reader);
+  });
+
   it('at unmount, an upload that never succeeds is reported with its spool file, which is kept', async () => {
     const path = await writeRefused('kept.nii', 'do not lose me');
     const left = await fs.shutdown(300);
