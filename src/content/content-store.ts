@@ -354,6 +354,7 @@ export class ContentStore {
         return bytesRead;
       }
       case 'download': {
+        if (this.failedForNow(h.active)) return this.readAgain(fd, h, buf, len, pos);
         const n = await h.active.download.read(buf, len, pos);
         if (pos + n > this.largeFileBytes) this.noteReadThrough(h.key);
         return n;
@@ -375,6 +376,32 @@ export class ContentStore {
         return this.read(fd, buf, len, pos);
       }
     }
+  }
+
+  /**
+   * A download that failed, after its own retries, for a reason a later attempt may not meet
+   * (XNAT unreachable or failing, a transfer cut off; not a wrong digest). Not one of a version
+   * replaced meanwhile (forget), nor one stopped at unmount.
+   */
+  private failedForNow(active: Active): boolean {
+    const err = active.download.error;
+    if (!err || active.superseded || this.closing.signal.aborted) return false;
+    return !(err instanceof XnatError) || err.kind === 'network' || err.kind === 'server'; // as Download retries
+  }
+
+  /**
+   * A handle whose download failed reads through a new one, as a new open would: it answered
+   * EIO for as long as the program kept it open, XNAT back or not.
+   */
+  private async readAgain(fd: number, h: Extract<Handle, { kind: 'download' }>, buf: Buffer, len: number, pos: number): Promise<number> {
+    if (this.handles.get(fd) !== h) return this.read(fd, buf, len, pos); // another read of it did this
+    const failed = h.active;
+    const active = this.startDownload(h.key, failed.download.ref);
+    this.attach(active);
+    this.handles.set(fd, { kind: 'download', key: h.key, active });
+    failed.refs--;
+    await this.maybeDiscard(h.key, failed);
+    return this.read(fd, buf, len, pos);
   }
 
   /** Frees a handle; at once (no promise) unless a file or a download must be let go. */

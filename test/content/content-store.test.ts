@@ -128,17 +128,24 @@ describe('ContentStore', () => {
     expect((await readAll(store, fd, data.length)).equals(data)).toBe(true);
   });
 
-  it('fails with an error (never short data) when every attempt drops', async () => {
+  it('fails with an error (never short data) when every attempt drops; the next read or open asks again', async () => {
     const x = new MemoryXnat();
     const ref = refFor(x, 'h.bin', Buffer.alloc(10_000, 1));
     x.failReads = { count: 100, afterBytes: 100 };
     const store = make(x);
     const fd = await store.open(ref);
     await expect(store.read(fd, Buffer.alloc(20_000), 20_000, 0)).rejects.toThrow();
-    // and a later open retries from scratch
+    await expect(store.read(fd, Buffer.alloc(20_000), 20_000, 0)).rejects.toThrow(); // still down
+    // XNAT is back: a later open retries from scratch, and so does the handle that failed (it
+    // answered EIO for as long as the program kept it open)
     x.failReads = { count: 0, afterBytes: 0 };
     const fd2 = await store.open(ref);
     expect(await store.read(fd2, Buffer.alloc(20_000), 20_000, 0)).toBe(10_000);
+    const buf = Buffer.alloc(20_000);
+    expect(await store.read(fd, buf, 20_000, 0)).toBe(10_000);
+    expect(buf.subarray(0, 10_000).equals(Buffer.alloc(10_000, 1))).toBe(true);
+    await store.release(fd);
+    await store.release(fd2);
   });
 
   it('without a digest or a length from the server, a body shorter than listed is an error, not a file', async () => {
