@@ -1196,6 +1196,10 @@ describe('fs operations over an in-memory XNAT', () => {
         x.addFile(owner, resource, p, theirs); // and someone else's upload of that name lands
         throw new XnatError('network', 'socket hang up');
       };
+      // The background retry waits longer than the test: under load it came within the
+      // asserts below at 20 ms (a third upload, also without overwrite).
+      await fs.shutdown(100);
+      fs = await build(false, { streamUploadBytes: 1000, uploadRetryDelayMs: 60_000, uploadMaxRetryDelayMs: 60_000 });
       const said = vi.spyOn(console, 'error').mockImplementation(() => undefined);
       try {
         const fd = await fs.ops.create!(path, 0o644);
