@@ -850,6 +850,17 @@ export function createOperations(ctx: WriteContext): XnatFs {
         // the hidden name would stay on XNAT, since libfuse unlinks that name only at a release
         // still to come.
         if (held.handlesAt(src).length === 0) return ops.unlink!(src);
+        // A file on XNAT open for reading only: its handles read on from a copy here (a disk
+        // keeps an unlinked file's bytes), and XNAT's goes at once. It was uploaded under the
+        // hidden name instead, to stand on XNAT until the last release, or for good if the mount
+        // died first.
+        const copy = await pendingForServerFile(src);
+        try {
+          return await unlinkWhileOpen(copy, src, dest);
+        } catch (err) {
+          await settle(copy); // unless its handles read it already
+          throw err;
+        }
       }
       const destTarget = await targetOfDir(dirname(dest));
       const node = pending ? null : await serverNode(src);
@@ -970,8 +981,9 @@ export function createOperations(ctx: WriteContext): XnatFs {
    */
   async function unlinkWhileOpen(f: PendingFile, src: string, hidden: string): Promise<void> {
     await populate(f); // its handles may still read it, and XNAT's copy goes now
+    // Read handles opened before it was written here, or on XNAT's copy: they read the spool.
     for (const fd of held.handlesAt(src)) {
-      if (!superseded.has(fd) || holding.has(fd)) continue;
+      if (holding.has(fd)) continue;
       dropCurrent(fd);
       superseded.set(fd, null);
       holding.set(fd, f);
