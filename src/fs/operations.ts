@@ -807,6 +807,11 @@ export function createOperations(ctx: WriteContext): XnatFs {
       if (node?.kind === 'file') refuseWideningDelete(`rm ${path}: not deleted`, node);
       written.delete(path);
       if (f) {
+        // XNAT may hold a copy the cached listing does not know of only after an upload that
+        // failed (it may have landed unanswered) or is being retried: then the listing is read
+        // again. An upload that succeeded is in it already. (rm of a file written here cost two
+        // listings every time: vim's swap-file probes, at each start.)
+        let unsure = f.retrying;
         if (f.idleUpload) clearTimeout(f.idleUpload);
         f.idleUpload = null;
         f.deleted = true;
@@ -815,9 +820,13 @@ export function createOperations(ctx: WriteContext): XnatFs {
         overlay.removeFile(path);
         // An upload under way may still land: let it end, then delete whatever XNAT has.
         await ctx.uploader.cancel(f.spoolPath);
-        while (f.uploading) await f.uploading.catch(() => undefined);
+        while (f.uploading) {
+          await f.uploading.catch(() => {
+            unsure = true;
+          });
+        }
         if (f.opens === 0) await unlinkPath(f.spoolPath).catch(() => undefined);
-        ctx.catalogue.invalidateFiles(f.target.owner);
+        if (unsure) ctx.catalogue.invalidateFiles(f.target.owner);
         node = await serverNode(path);
         if (!node) return;
       }

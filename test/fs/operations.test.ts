@@ -848,6 +848,35 @@ describe('fs operations over an in-memory XNAT', () => {
     expect(await readdir(fs.spoolDir)).toEqual([]);
   });
 
+  it("rm of a file written here whose upload succeeded, also one still under way, costs its DELETE and no listing (vim's probes at each start)", async () => {
+    await fs.ops.readdir!(NOTES);
+    const orig = x.uploadFile.bind(x);
+    x.uploadFile = async (...a) => {
+      await new Promise((r) => setTimeout(r, 20));
+      return orig(...a);
+    };
+    const probe = `${NOTES}/.doc.txt.swx`;
+    const fd = await fs.ops.create!(probe, 0o600);
+    await fs.ops.flush!(probe, fd);
+    await fs.ops.release!(probe, fd); // an empty file goes up now, after close() returned
+    x.calls.length = 0;
+    await fs.ops.unlink!(probe); // while that upload is under way
+    expect(x.calls).toEqual(['upload .doc.txt.swx', 'delete .doc.txt.swx']); // it listed NOTES (and the resources) again
+    expect((await x.listFiles(expOwner, 'NOTES')).map((f) => f.path)).toEqual(['sub dir/a#b.txt']);
+  });
+
+  it('rm of a file written here whose upload landed but went unanswered reads the listing again and deletes that copy', async () => {
+    const path = `${NOTES}/lost.txt`;
+    x.loseAnswers = 1;
+    const fd = await fs.ops.create!(path, 0o644);
+    await fs.ops.write!(path, fd, Buffer.from('landed'), 6, 0);
+    expect(await errno(fs.ops.flush!(path, fd))).toBe('EIO');
+    await fs.ops.release!(path, fd);
+    expect((await x.listFiles(expOwner, 'NOTES')).map((f) => f.path)).toContain('lost.txt');
+    await fs.ops.unlink!(path);
+    expect((await x.listFiles(expOwner, 'NOTES')).map((f) => f.path)).toEqual(['sub dir/a#b.txt']);
+  });
+
   it('a file unlinked while open is never uploaded', async () => {
     const path = `${NOTES}/scratch.txt`;
     const fd = await fs.ops.create!(path, 0o644);
