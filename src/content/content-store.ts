@@ -421,14 +421,14 @@ export class ContentStore {
    * program waits for the file (the zip is given up then, as in memberOrNull).
    */
   private unlessStalled(member: Promise<Buffer | Readable>, zip: Pick<EarlyZip, 'seen' | 'abort'>, waitedFor: () => boolean): Promise<Buffer | Readable> {
-    const stallMs = this.options.memberStallMs ?? MEMBER_STALL_MS;
+    const stallMs = this.stallMs;
     return new Promise((resolve, reject) => {
       let settled = false;
       const check = setInterval(() => {
         if (settled || performance.now() - zip.seen.at < stallMs || !waitedFor()) return;
         settled = true;
         clearInterval(check);
-        this.giveUp(zip, stallMs);
+        this.giveUp(zip);
         reject(new Error('the zip stalled'));
       }, Math.min(stallMs, 1000));
       check.unref();
@@ -452,20 +452,25 @@ export class ContentStore {
     });
   }
 
-  /** A zip silent for `stallMs` while a program waits: aborted, its missing files fetched one by one. */
-  private giveUp(zip: Pick<EarlyZip, 'abort'>, stallMs: number): void {
-    log('a zip sent nothing for %d ms while a program waited for it: given up, its files fetched one by one', stallMs);
+  /** How long a zip may send nothing while a program waits for one of its members. */
+  private get stallMs(): number {
+    return this.options.memberStallMs ?? MEMBER_STALL_MS;
+  }
+
+  /** A zip silent for stallMs while a program waits: aborted, its missing files fetched one by one. */
+  private giveUp(zip: Pick<EarlyZip, 'abort'>): void {
+    log('a zip sent nothing for %d ms while a program waited for it: given up, its files fetched one by one', this.stallMs);
     zip.abort();
   }
 
   /** The member's bytes; null if the zip failed to bring them or stalled (see MEMBER_STALL_MS). */
   private async memberOrNull(member: Member): Promise<Buffer | null> {
-    const stallMs = this.options.memberStallMs ?? MEMBER_STALL_MS;
+    const stallMs = this.stallMs;
     const arrived = member.wait().catch(() => null);
     for (;;) {
       const left = member.zip.seen.at + stallMs - performance.now();
       if (left <= 0 && !member.settled) {
-        this.giveUp(member.zip, stallMs);
+        this.giveUp(member.zip);
         return null;
       }
       let timer: NodeJS.Timeout | undefined;
